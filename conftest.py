@@ -1,0 +1,126 @@
+"""Test setup for pytest-k3s' own suite (not shipped with the plugin).
+
+It enables ``pytester``, decides what happens without a Docker engine (skip,
+or fail under ``PYTEST_K3S_REQUIRE_DOCKER=1`` as CI sets it), points the
+plugin at the k3s node double unless ``PYTEST_K3S_IMAGE`` names an image, and
+checks after every Docker test that it left nothing labelled behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+
+if TYPE_CHECKING:
+    import docker
+
+pytest_plugins = ["pytester"]
+
+LABEL = "io.pytest-k3s.cluster"
+REQUIRE_DOCKER = "PYTEST_K3S_REQUIRE_DOCKER"
+
+
+def _docker_required() -> bool:
+    return os.environ.get(REQUIRE_DOCKER, "") not in ("", "0", "false", "no")
+
+
+def _engine_error() -> str | None:
+    """Return why no Docker engine answers, or None when one does."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=10)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any failure means "no usable engine"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # The xdist controller exports the image before the workers start, and they
+    # inherit it, so the double is built (or found) once per run.
+    if os.environ.get("PYTEST_K3S_IMAGE") or hasattr(config, "workerinput"):
+        return
+    if config.option.help or config.option.collectonly:
+        return
+    if _engine_error() is not None:
+        return
+    from tests.k3s_double.build import ensure_image
+
+    os.environ["PYTEST_K3S_IMAGE"] = ensure_image()
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if not any(item.get_closest_marker("docker") for item in items):
+        return
+    reason = _engine_error()
+    if reason is None:
+        return
+    if _docker_required():
+        raise pytest.UsageError(
+            f"{REQUIRE_DOCKER} is set but no Docker engine answers ({reason}); "
+            "start dockerd or unset the variable to skip the Docker tests"
+        )
+    skip = pytest.mark.skip(reason=f"no Docker engine: {reason}")
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A Docker SDK client for the local engine, closed after the session."""
+    import docker
+
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def double_image() -> str:
+    """The k3s node double's image reference, built on first use."""
+    image = os.environ.get("PYTEST_K3S_IMAGE")
+    if image:
+        return image
+    from tests.k3s_double.build import ensure_image
+
+    return ensure_image()
+
+
+def labelled_objects(client: docker.DockerClient) -> set[str]:
+    """Our labelled containers and networks, and every volume."""
+    found = {
+        f"container {c.name}"
+        for c in client.containers.list(all=True, filters={"label": LABEL})
+    }
+    found |= {
+        f"network {n.name}" for n in client.networks.list(filters={"label": LABEL})
+    }
+    # Anonymous volumes (the k3s image declares four) cannot carry labels, so
+    # every volume counts: a test must not leave any new one behind.
+    found |= {f"volume {v.name}" for v in client.volumes.list()}
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a Docker test that leaves labelled objects behind."""
+    if request.node.get_closest_marker("docker") is None:
+        yield
+        return
+    client: docker.DockerClient = request.getfixturevalue("docker_client")
+    before = labelled_objects(client)
+    yield
+    left = labelled_objects(client) - before
+    assert not left, f"left behind: {sorted(left)}"
