@@ -1,0 +1,498 @@
+"""Everything pytest-k3s asks of Docker, and the only module that imports ``docker``.
+
+:class:`DockerRuntime` turns node descriptions into labelled containers on a
+labelled network, reads files and logs out of them, runs commands in them and
+removes them again. It knows nothing about readiness or Kubernetes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import tarfile
+import time
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import IO
+from typing import Any
+from urllib.parse import urlsplit
+
+import docker
+import docker.errors
+from docker.utils.socket import consume_socket_output
+from docker.utils.socket import frames_iter
+
+from pytest_k3s import labels
+from pytest_k3s.errors import DockerUnavailableError
+from pytest_k3s.errors import ImageUnavailableError
+from pytest_k3s.errors import K3sError
+from pytest_k3s.errors import NameConflictError
+from pytest_k3s.spec import PortMapping
+
+
+#: Linux capability names by number, for the capability fallback.
+CAPABILITIES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+]
+
+#: What a daemon says when the host cannot grant every capability.
+PRIVILEGE_REFUSED = "unable to apply caps"
+
+
+def missing_capabilities(status: str | None = None) -> list[str]:
+    """Return the capabilities this host cannot grant (from our bounding set).
+
+    A daemon on the same host shares the bounding set, so what we lack it
+    cannot hand to a privileged container either. SYS_RESOURCE is assumed
+    missing when nothing can be read: it is the one sandboxed hosts lack.
+    """
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text(encoding="ascii")
+        except OSError:
+            return ["SYS_RESOURCE"]
+    for line in status.splitlines():
+        if line.startswith("CapBnd:"):
+            bounding = int(line.split()[1], 16)
+            missing = [
+                name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1
+            ]
+            return missing or ["SYS_RESOURCE"]
+    return ["SYS_RESOURCE"]
+
+
+def privilege_options(privileged: bool) -> dict[str, Any]:
+    """Return the container options for privileged mode or the capability set."""
+    if privileged:
+        return {"privileged": True}
+    return {
+        "cap_add": ["ALL"],
+        "cap_drop": missing_capabilities(),
+        "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+        # Privileged mode would also give the node the host's devices.
+        "devices": ["/dev/fuse:/dev/fuse:rwm"] if Path("/dev/fuse").exists() else [],
+    }
+
+
+@dataclass(frozen=True)
+class NodeContainer:
+    """What Docker needs to create one node container."""
+
+    name: str
+    image: str
+    command: Sequence[str]
+    environment: Mapping[str, str]
+    labels: Mapping[str, str]
+    network: str
+    ports: Sequence[PortMapping] = ()
+    bind_ip: str = "127.0.0.1"
+    restart_retries: int = 0
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class LogCursor:
+    """Where we are in a container's log, plus the lines seen so far (bounded)."""
+
+    since: int = 0
+    last: tuple[int, int] = (0, 0)
+    lines: list[str] = field(default_factory=list)
+    keep: int = 200
+
+
+def _timestamp(stamp: str) -> tuple[int, int]:
+    """Turn Docker's RFC 3339 log timestamp into (epoch seconds, nanoseconds)."""
+    import calendar
+
+    date, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(date, "%Y-%m-%dT%H:%M:%S"))
+    return seconds, int((fraction or "0").ljust(9, "0")[:9])
+
+
+class DockerRuntime:
+    """A connection to one Docker engine, with the operations clusters need.
+
+    :param client: a connected ``docker.DockerClient``
+    """
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.api = client.api
+        self._privileged_refused = False
+
+    @classmethod
+    def connect(cls) -> DockerRuntime:
+        """Connect to the engine named by the environment (``DOCKER_HOST``)."""
+        address = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except Exception as exc:
+            raise DockerUnavailableError(
+                f"no Docker engine answers at {address} ({exc}); start the Docker "
+                "engine (e.g. 'systemctl start docker'), or point DOCKER_HOST at "
+                "one that runs"
+            ) from exc
+        return cls(client)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.client.close()
+
+    @property
+    def address(self) -> str:
+        """The engine's address as the SDK uses it."""
+        return str(self.api.base_url)
+
+    def api_host(self) -> str | None:
+        """Return the remote engine's host name, or None for a local engine.
+
+        Published ports live on the engine's host: for ``tcp://`` and
+        ``ssh://`` engines that is another machine, for sockets this one.
+        """
+        docker_host = os.environ.get("DOCKER_HOST", "")
+        parts = urlsplit(docker_host)
+        remote = parts.scheme in ("tcp", "ssh", "http", "https")
+        if remote and parts.hostname not in (None, "localhost", "127.0.0.1", "::1"):
+            return parts.hostname
+        return None
+
+    # images ---------------------------------------------------------------
+
+    def ensure_image(self, image: str, *, pull: bool = True) -> None:
+        """Make sure ``image`` is present, pulling it once if it is not."""
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            if not pull:
+                raise ImageUnavailableError(self._image_hint(image, None)) from None
+        try:
+            repository, tag = _split_image(image)
+            self.client.images.pull(repository, tag=tag)
+        except docker.errors.APIError as exc:
+            raise ImageUnavailableError(self._image_hint(image, exc)) from exc
+
+    def _image_hint(self, image: str, exc: Exception | None) -> str:
+        why = f"pulling it failed: {_explain(exc)}" if exc else "it is not present"
+        return (
+            f"node image {image!r} is not available: {why}. Provide it on the "
+            f"Docker engine at {self.address}: 'docker pull {image}' where a "
+            f"registry is reachable, 'docker load -i k3s-image.tar' from a "
+            "saved copy, or a registry mirror configured in the engine; or "
+            "choose another image with --k3s-image / PYTEST_K3S_IMAGE"
+        )
+
+    def save_image(self, image: str, destination: IO[bytes]) -> None:
+        """Write ``docker save`` of ``image`` to ``destination``."""
+        try:
+            for chunk in self.client.images.get(image).save(named=True):
+                destination.write(chunk)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageUnavailableError(
+                f"image {image!r} is not on the Docker engine at {self.address}; "
+                f"build or pull it first ('docker pull {image}')"
+            ) from exc
+
+    # creation ---------------------------------------------------------------
+
+    def check_free(self, names: Iterable[str]) -> None:
+        """Raise NameConflictError if a container or network has one of ``names``."""
+        for name in names:
+            exact: dict[str, Any] = {"name": f"^{name}$"}
+            for kind, found in (
+                ("container", self.client.containers.list(all=True, filters=exact)),
+                ("network", self.client.networks.list(filters=exact)),
+            ):
+                if found:
+                    raise NameConflictError(
+                        f"a {kind} named {name!r} already exists on the Docker "
+                        f"engine at {self.address}; remove it ('docker rm -f "
+                        f"{name}' / 'docker network rm {name}') or choose "
+                        "another cluster name"
+                    )
+
+    def create_network(self, name: str, network_labels: Mapping[str, str]) -> None:
+        """Create the cluster's user-defined bridge network."""
+        self.client.networks.create(
+            name,
+            driver="bridge",
+            labels=dict(network_labels),
+            options={"com.docker.network.bridge.enable_ip_masquerade": "true"},
+        )
+
+    def create_node(self, node: NodeContainer, *, privileged: bool) -> str:
+        """Create (not start) a node container and copy its files in; return its id."""
+        ports: dict[str, Any] = {}
+        for mapping in node.ports:
+            ports[f"{mapping.container_port}/{mapping.protocol}"] = (
+                node.bind_ip,
+                mapping.host_port,
+            )
+        restart: Any = {"Name": "no"}
+        if node.restart_retries:
+            restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
+        container = self.client.containers.create(
+            node.image,
+            command=list(node.command),
+            name=node.name,
+            hostname=node.name,
+            environment=dict(node.environment),
+            labels=dict(node.labels),
+            network=node.network,
+            ports=ports,
+            tmpfs={"/run": "", "/var/run": ""},
+            restart_policy=restart,
+            detach=True,
+            **privilege_options(privileged),
+        )
+        for path, data in node.files.items():
+            container.put_archive("/", _tar_of(path, data))
+        return str(container.id)
+
+    def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
+        """Create and start a node; with ``privileged`` None, fall back if refused.
+
+        Returns the container id. When the daemon refuses privileged mode with
+        the error sandboxed hosts give, the container is made again with the
+        explicit capability set, and later nodes skip the privileged attempt.
+        """
+        use_privileged = (
+            privileged if privileged is not None else not self._privileged_refused
+        )
+        container_id = self.create_node(node, privileged=use_privileged)
+        try:
+            self.api.start(container_id)
+        except docker.errors.APIError as exc:
+            if privileged is not None or PRIVILEGE_REFUSED not in str(exc):
+                raise K3sError(
+                    f"Docker could not start node {node.name}: {_explain(exc)}"
+                ) from exc
+            self.remove_container(container_id)
+            self._privileged_refused = True
+            container_id = self.create_node(node, privileged=False)
+            self.api.start(container_id)
+        return container_id
+
+    @property
+    def privileged_refused(self) -> bool:
+        """Whether this engine refused privileged mode (and we fell back)."""
+        return self._privileged_refused
+
+    # inspection ---------------------------------------------------------------
+
+    def state(self, container_id: str) -> Mapping[str, Any]:
+        """Return the container's ``State`` (Status, ExitCode, Restarting, ...)."""
+        state: Mapping[str, Any] = self.api.inspect_container(container_id)["State"]
+        return state
+
+    def restart_count(self, container_id: str) -> int:
+        """How often Docker restarted the container after it exited."""
+        return int(self.api.inspect_container(container_id).get("RestartCount", 0))
+
+    def published_port(self, container_id: str, port: str = "6443/tcp") -> int:
+        """Return the host port Docker chose for the container's ``port``."""
+        info = self.api.inspect_container(container_id)
+        bindings = (info["NetworkSettings"]["Ports"] or {}).get(port) or []
+        if not bindings:
+            raise K3sError(f"container {info['Name'][1:]} does not publish {port}")
+        return int(bindings[0]["HostPort"])
+
+    def read_file(self, container_id: str, path: str) -> bytes:
+        """Return the contents of ``path`` inside the container."""
+        stream, _ = self.api.get_archive(container_id, path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            extracted = archive.extractfile(member) if member else None
+            if extracted is None:
+                raise K3sError(f"{path} in container {container_id[:12]} is no file")
+            return extracted.read()
+
+    def new_log_lines(self, container_id: str, cursor: LogCursor) -> list[str]:
+        """Return the log lines written since ``cursor`` and advance it."""
+        raw = self.api.logs(
+            container_id, stdout=True, stderr=True, timestamps=True, since=cursor.since
+        )
+        fresh: list[str] = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            stamp, _, text = line.partition(" ")
+            try:
+                moment = _timestamp(stamp)
+            except ValueError:
+                continue
+            if moment <= cursor.last:
+                continue
+            cursor.last = moment
+            fresh.append(text)
+        cursor.since = cursor.last[0]
+        cursor.lines = (cursor.lines + fresh)[-cursor.keep :]
+        return fresh
+
+    def logs(self, container_id: str, *, tail: int | None = None) -> str:
+        """Return the container's log (stdout and stderr interleaved)."""
+        raw: bytes = self.api.logs(
+            container_id, stdout=True, stderr=True, tail="all" if tail is None else tail
+        )
+        return raw.decode("utf-8", "replace")
+
+    def exec(
+        self, container_id: str, command: Sequence[str], stdin: IO[bytes] | None = None
+    ) -> tuple[int, str]:
+        """Run ``command`` in the container, feeding it ``stdin``.
+
+        Returns the exit code and the combined output.
+        """
+        exec_id = self.api.exec_create(
+            container_id, list(command), stdin=stdin is not None, privileged=False
+        )["Id"]
+        if stdin is None:
+            output = self.api.exec_start(exec_id)
+        else:
+            sock: Any = self.api.exec_start(exec_id, socket=True)
+            # The SDK hands back a file-like wrapper; writing needs the socket.
+            raw = getattr(sock, "_sock", sock)
+            try:
+                while chunk := stdin.read(1 << 20):
+                    raw.sendall(chunk)
+                raw.shutdown(socket.SHUT_WR)
+                output = consume_socket_output(frames_iter(sock, tty=False))  # type: ignore[no-untyped-call]
+            finally:
+                sock.close()
+        code = self.api.exec_inspect(exec_id)["ExitCode"]
+        text = bytes(output).decode("utf-8", "replace")
+        return int(code if code is not None else -1), text
+
+    # discovery and removal -------------------------------------------------------
+
+    def containers(self, selector: Mapping[str, str]) -> list[Any]:
+        """Return all containers (running or not) whose labels match ``selector``."""
+        filters = [f"{key}={value}" for key, value in selector.items()]
+        return list(self.client.containers.list(all=True, filters={"label": filters}))
+
+    def labelled(self) -> dict[str, dict[str, str]]:
+        """Return every cluster that has objects here, with one object's labels."""
+        found: dict[str, dict[str, str]] = {}
+        selector: dict[str, Any] = {"label": labels.CLUSTER}
+        for listing in (
+            lambda: self.client.containers.list(all=True, filters=selector),
+            lambda: self.client.networks.list(filters=selector),
+            lambda: self.client.volumes.list(filters=selector),
+        ):
+            for item in listing():
+                item_labels = (
+                    item.attrs.get("Labels")
+                    or item.attrs.get("Config", {}).get("Labels")
+                    or {}
+                )
+                found.setdefault(item_labels[labels.CLUSTER], dict(item_labels))
+        return found
+
+    def remove_container(self, container_id: str) -> None:
+        """Remove a container with its anonymous volumes; gone already is fine."""
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    def remove_cluster(self, name: str) -> list[str]:
+        """Remove the cluster's containers (with volumes), network and volumes.
+
+        Safe to call twice and on a half-created cluster; returns what it removed.
+        """
+        removed: list[str] = []
+        selector = {labels.CLUSTER: name}
+        containers = self.containers(selector)
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers)))) as pool:
+            list(pool.map(lambda c: self.remove_container(c.id), containers))
+        removed += [f"container {c.name}" for c in containers]
+        filters: dict[str, Any] = {"label": f"{labels.CLUSTER}={name}"}
+        for network in self.client.networks.list(filters=filters):
+            with contextlib.suppress(docker.errors.NotFound):
+                self._remove_network(network)
+            removed.append(f"network {network.name}")
+        for volume in self.client.volumes.list(filters=filters):
+            with contextlib.suppress(docker.errors.NotFound):
+                volume.remove()
+            removed.append(f"volume {volume.name}")
+        return removed
+
+    def _remove_network(self, network: Any) -> None:
+        network.reload()
+        for container in network.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                network.disconnect(container, force=True)
+        network.remove()
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return image, "latest"
+    return name, tag
+
+
+def _explain(exc: BaseException | None) -> str:
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return str(exc.explanation)
+    return str(exc)
+
+
+def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size = len(data)
+        info.mode = mode
+        info.mtime = int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -1,0 +1,57 @@
+"""The errors pytest-k3s raises, one hierarchy under :class:`K3sError`.
+
+Every message names the thing that went wrong (the option, the image, the
+container) and the next step; errors raised because of another exception chain
+it as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class K3sError(Exception):
+    """Base class of every error raised by pytest-k3s."""
+
+
+class SpecError(K3sError, ValueError):
+    """A cluster specification, option or marker argument is invalid."""
+
+
+class DockerUnavailableError(K3sError):
+    """No Docker engine answers at the address that was tried."""
+
+
+class ImageUnavailableError(K3sError):
+    """The node image is neither present locally nor pullable."""
+
+
+class NameConflictError(K3sError):
+    """A container or network with the cluster's name already exists."""
+
+
+class ClusterStartError(K3sError):
+    """A cluster did not become usable; carries the failing node's last log lines.
+
+    :param message: what went wrong
+    :param node: the container name of the node at fault, if one is
+    :param logs: that node's last log lines
+    """
+
+    def __init__(
+        self, message: str, *, node: str | None = None, logs: Sequence[str] = ()
+    ) -> None:
+        self.node = node
+        self.logs = tuple(logs)
+        if self.logs:
+            tail = "\n".join(f"    {line}" for line in self.logs)
+            message = f"{message}\n  last log lines of {node}:\n{tail}"
+        super().__init__(message)
+
+
+class ClusterTimeoutError(ClusterStartError):
+    """A readiness layer did not pass before the start-up deadline."""
+
+
+class ClusterCommandError(K3sError):
+    """A command run against the cluster (kubectl, ctr) failed."""

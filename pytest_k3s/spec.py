@@ -1,0 +1,266 @@
+"""What cluster to start: the frozen :class:`ClusterSpec` and its validation.
+
+A spec is a value: hashable, comparable, with no I/O, so equal specs can share
+one running cluster. Invalid values raise :class:`~pytest_k3s.errors.SpecError`
+when the spec is made, naming the field and what would be valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import asdict
+from dataclasses import dataclass
+from typing import Literal
+
+from pytest_k3s.errors import SpecError
+
+
+K3S_REPOSITORY = "rancher/k3s"
+DEFAULT_VERSION = "v1.35.5+k3s1"
+DEFAULT_IMAGE = f"{K3S_REPOSITORY}:v1.35.5-k3s1"
+DEFAULT_TIMEOUT = 180.0
+
+PrivilegeMode = Literal["auto", "privileged", "capabilities"]
+PRIVILEGE_MODES: tuple[PrivilegeMode, ...] = ("auto", "privileged", "capabilities")
+
+#: Flags pytest-k3s sets itself; letting users pass them would break joining,
+#: the kubeconfig hand-over or the API address.
+MANAGED_FLAGS = frozenset(
+    {
+        "--token",
+        "-t",
+        "--agent-token",
+        "--server",
+        "-s",
+        "--cluster-init",
+        "--write-kubeconfig",
+        "-o",
+        "--https-listen-port",
+        "--node-name",
+        "--data-dir",
+        "-d",
+    }
+)
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
+_PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def image_for_version(version: str) -> str:
+    """Map a k3s version (``v1.31.4+k3s1``, ``1.31.4``, ``v1.31.4-k3s2``) to its image.
+
+    Docker tags cannot hold ``+``, so ``rancher/k3s`` tags use ``-`` instead.
+    """
+    match = _VERSION.match(version.strip())
+    if match is None:
+        raise SpecError(
+            f"version {version!r} is not a k3s version; give one like "
+            f"{DEFAULT_VERSION!r} (major.minor.patch, optionally +k3sN)"
+        )
+    major, minor, patch, k3s = match.groups()
+    return f"{K3S_REPOSITORY}:v{major}.{minor}.{patch}-{k3s or 'k3s1'}"
+
+
+def version_of_image(image: str) -> str | None:
+    """Return the k3s version a ``rancher/k3s`` image runs, or None if unknown."""
+    repository, _, tag = image.rpartition(":")
+    if repository.removeprefix("docker.io/") != K3S_REPOSITORY:
+        return None
+    match = _VERSION.match(tag)
+    if match is None:
+        return None
+    major, minor, patch, k3s = match.groups()
+    return f"v{major}.{minor}.{patch}+{k3s or 'k3s1'}"
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """A node port published on the Docker host; ``host_port`` None lets Docker pick."""
+
+    container_port: int
+    protocol: str = "tcp"
+    host_port: int | None = None
+
+    @classmethod
+    def parse(cls, value: str | int) -> PortMapping:
+        """Parse ``80``, ``"80/udp"`` or ``"8080:80"`` (host:container)."""
+        match = _PORT.match(str(value).strip())
+        if match is None:
+            raise SpecError(
+                f"port {value!r} is not valid; use CONTAINER_PORT[/tcp|udp] or "
+                "HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. '30080' or '8080:30080'"
+            )
+        host, container, protocol = match.groups()
+        mapping = cls(int(container), protocol or "tcp", int(host) if host else None)
+        for port in (mapping.container_port, mapping.host_port):
+            if port is not None and not 0 < port < 65536:
+                raise SpecError(f"port {value!r} is out of range 1-65535")
+        return mapping
+
+    def __str__(self) -> str:
+        prefix = f"{self.host_port}:" if self.host_port is not None else ""
+        return f"{prefix}{self.container_port}/{self.protocol}"
+
+
+def _strings(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise SpecError(f"{name} must be a list of strings, not the string {value!r}")
+    if not isinstance(value, Iterable):
+        raise SpecError(f"{name} must be a list of strings, not {value!r}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise SpecError(f"{name} must hold non-empty strings; got {item!r}")
+    return items
+
+
+def _port(value: object) -> PortMapping:
+    if isinstance(value, PortMapping):
+        return value
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return PortMapping.parse(value)
+    raise SpecError(f"port {value!r} is not valid; give a string such as '8080:80'")
+
+
+def _check_args(name: str, args: tuple[str, ...]) -> None:
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in MANAGED_FLAGS:
+            raise SpecError(
+                f"{name} may not set {flag}: pytest-k3s manages it for every node "
+                "(token, join address, kubeconfig, API port and node names)"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSpec:
+    """A k3s cluster to start: topology, image, extra arguments, and how to wait.
+
+    :param servers: server nodes (at least 1); more than one uses embedded etcd
+    :param agents: agent nodes (0 or more)
+    :param image: the node image; defaults to a pinned ``rancher/k3s`` tag
+    :param version: shorthand for ``image``: a k3s version such as ``v1.31.4+k3s1``
+    :param server_args: extra ``k3s server`` arguments, e.g. ``("--disable=traefik",)``
+    :param agent_args: extra ``k3s agent`` arguments
+    :param server_env: extra ``KEY=VALUE`` environment entries for servers
+    :param agent_env: extra ``KEY=VALUE`` environment entries for agents
+    :param ports: extra ports of server-0 to publish (see :class:`PortMapping`)
+    :param registries: a k3s ``registries.yaml``, as YAML text or a mapping
+    :param privileged: ``auto`` (privileged, falling back to an explicit
+        capability set where the host refuses privileged mode),
+        ``privileged`` or ``capabilities``
+    :param timeout: seconds the whole start-up may take
+    :param wait_for_coredns: also wait until CoreDNS is available
+    :param api_host: the address the kubeconfig uses; None derives it from the
+        Docker address (127.0.0.1 for a local engine)
+    :param api_bind: the host address the API port is published on; None is
+        127.0.0.1 for a local engine and 0.0.0.0 for a remote one
+    """
+
+    servers: int = 1
+    agents: int = 0
+    image: str = DEFAULT_IMAGE
+    version: str | None = None
+    server_args: tuple[str, ...] = ()
+    agent_args: tuple[str, ...] = ()
+    server_env: tuple[str, ...] = ()
+    agent_env: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    registries: str | None = None
+    privileged: PrivilegeMode = "auto"
+    timeout: float = DEFAULT_TIMEOUT
+    wait_for_coredns: bool = True
+    api_host: str | None = None
+    api_bind: str | None = None
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("servers", "agents"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise SpecError(f"{name} must be a whole number, not {count!r}")
+        if self.servers < 1:
+            raise SpecError(f"servers must be at least 1, not {self.servers}")
+        if self.agents < 0:
+            raise SpecError(f"agents must be 0 or more, not {self.agents}")
+
+        if self.version is not None:
+            from_version = image_for_version(self.version)
+            if self.image not in (DEFAULT_IMAGE, from_version):
+                raise SpecError(
+                    f"give image or version, not both (image={self.image!r}, "
+                    f"version={self.version!r})"
+                )
+            put("image", from_version)
+        image: object = self.image
+        if not isinstance(image, str) or not image or " " in image:
+            raise SpecError(f"image {self.image!r} is not a valid image reference")
+        put("version", version_of_image(self.image))
+
+        for name in ("server_args", "agent_args", "server_env", "agent_env"):
+            put(name, _strings(name, getattr(self, name)))
+        _check_args("server_args", self.server_args)
+        _check_args("agent_args", self.agent_args)
+        for name in ("server_env", "agent_env"):
+            for entry in getattr(self, name):
+                if not _ENV.match(entry):
+                    raise SpecError(f"{name} entry {entry!r} is not KEY=VALUE")
+
+        ports: Iterable[object] = self.ports
+        put("ports", tuple(_port(p) for p in ports))
+        registries: object = self.registries
+        if isinstance(registries, Mapping):
+            # JSON is YAML, and a canonical string keeps the spec hashable.
+            put("registries", json.dumps(registries, sort_keys=True))
+        elif registries is not None and not isinstance(registries, str):
+            raise SpecError("registries must be YAML text or a mapping")
+
+        if self.privileged not in PRIVILEGE_MODES:
+            raise SpecError(
+                f"privileged must be one of {', '.join(PRIVILEGE_MODES)}, "
+                f"not {self.privileged!r}"
+            )
+        timeout = self.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise SpecError(f"timeout must be a number of seconds, not {timeout!r}")
+        if timeout <= 0:
+            raise SpecError(f"timeout must be positive, not {timeout}")
+        put("timeout", float(timeout))
+
+    @property
+    def coredns_enabled(self) -> bool:
+        """Whether the servers run CoreDNS (not ``--disable coredns``)."""
+        return "coredns" not in disabled_components(self.server_args)
+
+    def digest(self) -> str:
+        """A short hash of everything that shapes the cluster (for labels and reuse)."""
+        fields = asdict(self)
+        fields["ports"] = [str(p) for p in self.ports]
+        blob = json.dumps(fields, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """One line for humans: topology and image."""
+        return f"{self.servers} server(s) + {self.agents} agent(s), {self.image}"
+
+
+def disabled_components(args: Iterable[str]) -> frozenset[str]:
+    """Return the components that ``--disable`` arguments turn off."""
+    disabled: set[str] = set()
+    items = list(args)
+    for index, arg in enumerate(items):
+        value: str | None = None
+        if arg.startswith("--disable="):
+            value = arg.partition("=")[2]
+        elif arg == "--disable" and index + 1 < len(items):
+            value = items[index + 1]
+        if value:
+            disabled.update(part.strip() for part in value.split(",") if part.strip())
+    return frozenset(disabled)
