@@ -214,17 +214,24 @@ class K3sCluster:
         )
 
     def stop(self) -> None:
-        """Remove the cluster's containers, volumes and network (once; safe to repeat).
+        """Remove the cluster's containers, volumes and network (safe to repeat).
 
         A handle from :meth:`attach` only lets go of its connections.
         """
+        self._release(remove=self._owned)
+
+    def detach(self) -> None:
+        """Let go of this handle's connections and leave the cluster running."""
+        self._release(remove=False)
+
+    def _release(self, *, remove: bool) -> None:
         if self._stopped:
             return
         self._stopped = True
         if self._api_client is not None:
             self._api_client.close()  # type: ignore[no-untyped-call]
         try:
-            if self._owned:
+            if remove:
                 self._runtime.remove_cluster(self.name)
                 if self._private_dir is not None:
                     shutil.rmtree(self._private_dir, ignore_errors=True)

@@ -13,6 +13,7 @@ import os
 import socket
 import tarfile
 import time
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -466,6 +467,29 @@ class DockerRuntime:
             removed.append(f"volume {volume.name}")
         return removed
 
+    def remove_run(self, run_id: str) -> list[str]:
+        """Remove every cluster of test run ``run_id``; return the cluster names."""
+        names = clusters_matching(
+            self.labelled(), lambda found: found.get(labels.RUN) == run_id
+        )
+        for name in names:
+            self.remove_cluster(name)
+        return names
+
+    def sweep(self, *, include_kept: bool = False) -> list[str]:
+        """Remove the leftovers of dead runs on this host; return the cluster names.
+
+        Clusters of live runs, of other hosts and (unless ``include_kept``) of
+        runs that asked to keep them are left alone.
+        """
+        names = clusters_matching(
+            self.labelled(),
+            lambda found: labels.sweepable(found, include_kept=include_kept),
+        )
+        for name in names:
+            self.remove_cluster(name)
+        return names
+
     def _remove_network(self, network: Any) -> None:
         network.reload()
         for container in network.containers:
@@ -496,3 +520,13 @@ def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:
         info.mtime = int(time.time())
         archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def clusters_matching(
+    found: Mapping[str, Mapping[str, str]],
+    predicate: Callable[[Mapping[str, str]], bool],
+) -> list[str]:
+    """Return the names of the clusters whose labels satisfy ``predicate``."""
+    return sorted(
+        name for name, found_labels in found.items() if predicate(found_labels)
+    )

@@ -1,0 +1,304 @@
+"""The plugin's knobs: declared once, resolved once, with one precedence rule.
+
+Every knob has a ``--k3s-<name>`` option, a ``k3s_<name>`` ini key and a
+``PYTEST_K3S_<NAME>`` environment variable. The first of these that is set
+wins, in the order
+
+    ``k3s`` marker  >  command line  >  environment  >  ini file  >  default
+
+(markers only set topology, image and start-up settings, per test). ``image``
+and ``version`` are one knob: at the level that sets either, setting both is
+an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pytest_k3s.errors import SpecError
+from pytest_k3s.spec import DEFAULT_IMAGE
+from pytest_k3s.spec import PRIVILEGE_MODES
+from pytest_k3s.spec import ClusterSpec
+from pytest_k3s.spec import image_for_version
+
+
+MARKER = "k3s"
+MARKER_HELP = (
+    "k3s(servers=1, agents=0, image=None, version=None, args=(), agent_args=(), "
+    "server_env=(), agent_env=(), ports=(), timeout=None): the k3s cluster "
+    "the k3s_cluster fixture hands this test; nearer markers (test > class > "
+    "module) override farther ones argument by argument"
+)
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise ValueError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{value} is not positive")
+    return value
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def _privilege(text: str) -> str:
+    if text not in PRIVILEGE_MODES:
+        raise ValueError(f"{text!r} is not one of {', '.join(PRIVILEGE_MODES)}")
+    return text
+
+
+def _version(text: str) -> str:
+    try:
+        image_for_version(text)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting with its option, ini key and environment variable."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any]
+    metavar: str = "VALUE"
+    flag: bool = False
+
+    @property
+    def option(self) -> str:
+        """The command-line option, ``--k3s-<name>``."""
+        return f"--k3s-{self.name}"
+
+    @property
+    def dest(self) -> str:
+        """The option's attribute on ``config.option``."""
+        return f"k3s_{self.name.replace('-', '_')}"
+
+    @property
+    def ini(self) -> str:
+        """The ini key, ``k3s_<name>``."""
+        return self.dest
+
+    @property
+    def env(self) -> str:
+        """The environment variable, ``PYTEST_K3S_<NAME>``."""
+        return f"PYTEST_K3S_{self.name.replace('-', '_').upper()}"
+
+
+KNOBS = (
+    Knob("image", f"Node image (default {DEFAULT_IMAGE})", str, "IMAGE"),
+    Knob("version", "k3s version, shorthand for the rancher/k3s image", _version),
+    Knob("servers", "Server nodes of the default cluster (default 1)", _count(1), "N"),
+    Knob("agents", "Agent nodes of the default cluster (default 0)", _count(0), "N"),
+    Knob("timeout", "Seconds a cluster may take to start (default 180)", _seconds),
+    Knob(
+        "privileged",
+        "Node privileges: auto, privileged or capabilities (default auto: "
+        "privileged, or explicit capabilities where the host refuses it)",
+        _privilege,
+        "MODE",
+    ),
+    Knob(
+        "keep",
+        "Leave the clusters running after the session and print how to reach "
+        "and remove them",
+        _flag,
+        flag=True,
+    ),
+)
+KNOB = {knob.name: knob for knob in KNOBS}
+
+#: Marker arguments, mapped to ClusterSpec fields.
+MARKER_ARGS = {
+    "servers": "servers",
+    "agents": "agents",
+    "image": "image",
+    "version": "version",
+    "args": "server_args",
+    "server_args": "server_args",
+    "agent_args": "agent_args",
+    "server_env": "server_env",
+    "agent_env": "agent_env",
+    "ports": "ports",
+    "registries": "registries",
+    "timeout": "timeout",
+    "wait_for_coredns": "wait_for_coredns",
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Declare every knob's option and ini key."""
+    group = parser.getgroup("k3s", "k3s clusters in Docker (pytest-k3s)")
+    for knob in KNOBS:
+        help_text = f"{knob.help}. Env: {knob.env}; ini: {knob.ini}"
+        if knob.flag:
+            group.addoption(
+                knob.option,
+                action="store_true",
+                default=None,
+                dest=knob.dest,
+                help=help_text,
+            )
+        else:
+            group.addoption(
+                knob.option,
+                default=None,
+                dest=knob.dest,
+                metavar=knob.metavar,
+                help=help_text,
+            )
+        parser.addini(knob.ini, knob.help, default=None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved knobs: the default spec, and where each value came from."""
+
+    spec: ClusterSpec
+    keep: bool
+    sources: Mapping[str, str]
+
+    @classmethod
+    def from_config(
+        cls, config: pytest.Config, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Resolve every knob from ``config`` and the environment.
+
+        :raises pytest.UsageError: a value is invalid; the message names where
+            it came from
+        """
+        environ = os.environ if environ is None else environ
+        layers: list[tuple[str, dict[str, Any]]] = []
+        for level in ("command line", "environment", "ini file"):
+            found: dict[str, Any] = {}
+            for knob in KNOBS:
+                raw, where = _raw(config, environ, knob, level)
+                if raw is None:
+                    continue
+                try:
+                    found[knob.name] = (
+                        raw if isinstance(raw, bool) else knob.parse(str(raw))
+                    )
+                except ValueError as exc:
+                    raise pytest.UsageError(f"{where}: {exc}") from exc
+            layers.append((level, found))
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for level, found in layers:
+            _check_image_pair(found, level)
+            for name, value in found.items():
+                if name in ("image", "version") and (
+                    "image" in sources or "version" in sources
+                ):
+                    continue
+                if name not in values:
+                    values[name] = value
+                    sources[name] = level
+        keep = bool(values.pop("keep", False))
+        try:
+            spec = ClusterSpec(**values)
+        except SpecError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        return cls(spec=spec, keep=keep, sources=sources)
+
+    def header(self) -> str:
+        """The report header line."""
+        spec = self.spec
+        origin = self.sources.get("image") or self.sources.get("version") or "default"
+        return (
+            f"k3s: image {spec.image} ({origin}), default cluster "
+            f"{spec.servers} server(s) + {spec.agents} agent(s), "
+            f"timeout {spec.timeout:.0f}s, privileged {spec.privileged}"
+            + (", keep clusters" if self.keep else "")
+        )
+
+
+def _raw(
+    config: pytest.Config, environ: Mapping[str, str], knob: Knob, level: str
+) -> tuple[object, str]:
+    if level == "command line":
+        return config.getoption(knob.dest), knob.option
+    if level == "environment":
+        value = environ.get(knob.env)
+        return (value if value else None), f"{knob.env}={value}"
+    value = config.getini(knob.ini)
+    return (value if value not in (None, "", []) else None), f"ini {knob.ini}"
+
+
+def _check_image_pair(found: Mapping[str, Any], level: str) -> None:
+    if "image" in found and "version" in found:
+        raise pytest.UsageError(
+            f"the {level} sets both the k3s image and the k3s version; set one "
+            "(--k3s-image/PYTEST_K3S_IMAGE/k3s_image or the version equivalents)"
+        )
+
+
+def spec_for_markers(
+    base: ClusterSpec, markers: Iterable[pytest.Mark], where: str
+) -> ClusterSpec:
+    """Apply ``k3s`` markers (nearest first, as pytest yields them) to ``base``.
+
+    :raises pytest.UsageError: a marker argument is unknown or invalid; the
+        message names ``where`` (the test or module)
+    """
+    changes: dict[str, Any] = {}
+    for mark in reversed(list(markers)):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{where}: @pytest.mark.k3s takes keyword arguments only, "
+                f"e.g. k3s(agents=2); got positional {mark.args!r}"
+            )
+        for key, value in mark.kwargs.items():
+            field_name = MARKER_ARGS.get(key)
+            if field_name is None:
+                valid = ", ".join(sorted(MARKER_ARGS))
+                raise pytest.UsageError(
+                    f"{where}: @pytest.mark.k3s got an unknown argument {key!r}; "
+                    f"valid arguments are {valid}"
+                )
+            if field_name in ("image", "version"):
+                changes.pop("image", None)
+                changes.pop("version", None)
+            if field_name in ("server_args", "agent_args", "server_env", "agent_env"):
+                value = (value,) if isinstance(value, str) else value
+            changes[field_name] = value
+    if not changes:
+        return base
+    if "image" in changes or "version" in changes:
+        base = replace(base, image=DEFAULT_IMAGE, version=None)
+    try:
+        return replace(base, **changes)
+    except (SpecError, TypeError) as exc:
+        raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
