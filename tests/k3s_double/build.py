@@ -1,0 +1,183 @@
+"""Build (or reuse) the k3s node double's image, with no registry needed.
+
+The image is laid out like ``rancher/k3s``: ``ENTRYPOINT ["/bin/k3s"]``,
+``CMD ["agent"]``, the same four ``VOLUME``\\ s, ``/bin/ctr`` and ``/bin/sh``.
+Inside are Debian packages only (python3, python3-cryptography, python3-yaml)
+and this package, installed as the top-level package ``k3s_double``.
+
+The base is ``debian:bookworm-slim`` when the engine has it or can pull it;
+otherwise a local ``pytest-k3s-base:bookworm`` made with ``debootstrap
+--variant=minbase`` and ``docker import`` (reused when present). The tag is a
+hash of everything copied into the image plus the Dockerfile, so editing the
+double's sources yields a new image, and an unchanged tree reuses the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    import docker
+
+
+REPOSITORY = "pytest-k3s-double"
+DEBIAN = "debian:bookworm-slim"
+LOCAL_BASE = "pytest-k3s-base:bookworm"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+_DOCKERFILE = """\
+FROM {base}
+RUN apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+      python3 python3-cryptography python3-yaml ca-certificates >/dev/null \\
+ && rm -rf /var/lib/apt/lists/*
+COPY k3s_double /opt/k3s_double
+COPY k3s ctr /usr/local/lib/k3s-double/
+RUN ln -sf /usr/local/lib/k3s-double/k3s /bin/k3s \\
+ && ln -sf /usr/local/lib/k3s-double/ctr /bin/ctr \\
+ && mkdir -p /bin/aux /etc/rancher/k3s \\
+ && python3 -m compileall -q /opt/k3s_double \\
+ && /bin/k3s --help >/dev/null
+ENV PATH="$PATH:/bin/aux" \\
+    CRI_CONFIG_FILE="/var/lib/rancher/k3s/agent/etc/crictl.yaml"
+VOLUME /var/lib/kubelet
+VOLUME /var/lib/rancher/k3s
+VOLUME /var/lib/cni
+VOLUME /var/log
+ENTRYPOINT ["/bin/k3s"]
+CMD ["agent"]
+"""
+
+_LAUNCHER = """\
+#!/usr/bin/python3
+import sys
+sys.path.insert(0, "/opt")
+from k3s_double.k3s import main
+sys.exit(main(["{name}", *sys.argv[1:]]))
+"""
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(f"k3s double: {text}\n")
+    sys.stderr.flush()
+
+
+def _sources(source_dir: Path) -> list[Path]:
+    return sorted(
+        path for path in source_dir.rglob("*.py") if "__pycache__" not in path.parts
+    )
+
+
+def _have(client: docker.DockerClient, ref: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _debootstrap_base(client: docker.DockerClient) -> str:
+    """Make ``pytest-k3s-base:bookworm`` from a minimal debootstrap tree."""
+    _progress(f"creating {LOCAL_BASE} with debootstrap (about half a minute)")
+    with tempfile.TemporaryDirectory(prefix="k3s-double-base-") as tmp:
+        root = os.path.join(tmp, "root")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "bookworm", root],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        archive = os.path.join(tmp, "root.tar")
+        subprocess.run(
+            ["tar", "-C", root, "--numeric-owner", "-cf", archive, "."], check=True
+        )
+        repository, tag = LOCAL_BASE.split(":")
+        client.api.import_image_from_file(archive, repository=repository, tag=tag)
+    return LOCAL_BASE
+
+
+def base_image(client: docker.DockerClient) -> str:
+    """The base to build on: Debian's image if at hand, else a local one."""
+    import docker
+
+    if _have(client, DEBIAN):
+        return DEBIAN
+    if _have(client, LOCAL_BASE):
+        return LOCAL_BASE
+    try:
+        client.images.pull(DEBIAN)
+        return DEBIAN
+    except docker.errors.APIError:
+        pass
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError(
+            f"cannot get a base image: {DEBIAN} is not available and "
+            "debootstrap is not installed"
+        )
+    return _debootstrap_base(client)
+
+
+def _context(source_dir: Path, base: str, directory: Path) -> str:
+    """Fill the build context; return the content hash that names the image."""
+    digest = hashlib.sha256()
+    dockerfile = _DOCKERFILE.format(base=base)
+    files: dict[str, bytes] = {"Dockerfile": dockerfile.encode()}
+    for name in ("k3s", "ctr"):
+        files[name] = _LAUNCHER.format(name=name).encode()
+    for path in _sources(source_dir):
+        relative = path.relative_to(source_dir).as_posix()
+        files[f"k3s_double/{relative}"] = path.read_bytes()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(files[name])
+        if name in ("k3s", "ctr"):
+            target.chmod(0o755)
+    return digest.hexdigest()[:16]
+
+
+def ensure_image(source_dir: Path | None = None) -> str:
+    """Build the image unless it exists already; return its reference."""
+    import docker
+
+    source = source_dir or PACKAGE_DIR
+    client = docker.from_env(timeout=600)
+    try:
+        base = base_image(client)
+        with tempfile.TemporaryDirectory(prefix="k3s-double-build-") as tmp:
+            tag = _context(source, base, Path(tmp))
+            ref = f"{REPOSITORY}:{tag}"
+            if _have(client, ref):
+                return ref
+            _progress(f"building {ref} from {base}")
+            start = time.monotonic()
+            log = io.StringIO()
+            for event in client.api.build(
+                path=tmp, tag=ref, rm=True, forcerm=True, decode=True, pull=False
+            ):
+                if "stream" in event:
+                    log.write(event["stream"])
+                if "error" in event:
+                    raise RuntimeError(
+                        f"building {ref} failed: {event['error']}\n"
+                        + log.getvalue()[-4000:]
+                    )
+            if not _have(client, ref):
+                raise RuntimeError(f"building {ref} failed:\n{log.getvalue()[-4000:]}")
+            _progress(f"built {ref} in {time.monotonic() - start:.0f}s")
+            return ref
+    finally:
+        client.close()

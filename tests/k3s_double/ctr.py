@@ -1,0 +1,398 @@
+"""The containerd double and the ``ctr`` command that talks to it.
+
+Real k3s runs containerd on ``/run/k3s/containerd/containerd.sock`` and ships
+``ctr`` (defaulting to that socket and the ``k8s.io`` namespace). Here the node
+runs :class:`Containerd`, a tiny service on the same socket path that keeps an
+image list per namespace (persisted under the agent data dir), and
+:func:`main` is ``ctr``. Like real ``ctr``, it fails when nothing listens on
+the socket, i.e. when k3s is not running.
+
+``ctr [-n NS] images import [--all-platforms] [--digests] FILE|-`` reads a
+``docker save`` (or OCI) tar, validates it (a tar with ``manifest.json`` or
+``index.json``) and records its image names; ``ctr [-n NS] images ls [-q]``
+lists them. The wire protocol is one JSON object per line each way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+from typing import Any
+
+
+SOCKET = "/run/k3s/containerd/containerd.sock"
+NAMESPACE = "k8s.io"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+class ImageFormatError(Exception):
+    """The input is not an image archive ``ctr import`` understands."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image reference found in an archive."""
+
+    name: str
+    digest: str
+    media_type: str
+    size: int
+
+
+def normalize(ref: str) -> str:
+    """Expand a Docker short name the way containerd's reference parser does."""
+    name, _, digest = ref.partition("@")
+    first, sep, rest = name.partition("/")
+    if not sep or ("." not in first and ":" not in first and first != "localhost"):
+        domain, path = "docker.io", name
+        if "/" not in path:
+            path = f"library/{path}"
+    else:
+        domain, path = first, rest
+    last = path.rsplit("/", 1)[-1]
+    if ":" not in last and not digest:
+        path += ":latest"
+    full = f"{domain}/{path}"
+    return f"{full}@{digest}" if digest else full
+
+
+def read_archive(stream: IO[bytes]) -> list[Image]:
+    """The images a ``docker save`` / OCI tar stream holds; validates it."""
+    docs: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                sizes[name] = member.size
+                if name in ("manifest.json", "index.json") and member.isfile():
+                    extracted = archive.extractfile(member)
+                    if extracted is not None:
+                        docs[name] = extracted.read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ImageFormatError(f"archive/tar: invalid tar header ({exc})") from None
+    if "manifest.json" in docs:
+        try:
+            entries = json.loads(docs["manifest.json"])
+        except ValueError:
+            raise ImageFormatError("invalid manifest.json") from None
+        images = []
+        for entry in entries:
+            digest = (
+                "sha256:"
+                + hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+            )
+            size = sum(sizes.get(layer, 0) for layer in entry.get("Layers") or [])
+            size += sizes.get(entry.get("Config", ""), 0)
+            for tag in entry.get("RepoTags") or []:
+                images.append(Image(normalize(tag), digest, DOCKER_MANIFEST, size))
+        return images
+    if "index.json" in docs:
+        try:
+            index = json.loads(docs["index.json"])
+        except ValueError:
+            raise ImageFormatError("invalid index.json") from None
+        images = []
+        for manifest in index.get("manifests") or []:
+            notes = manifest.get("annotations") or {}
+            ref = notes.get("io.containerd.image.name") or notes.get(
+                "org.opencontainers.image.ref.name", ""
+            )
+            if ref and ("/" in ref or ":" in ref):
+                images.append(
+                    Image(
+                        normalize(ref),
+                        manifest.get("digest", ""),
+                        manifest.get("mediaType", OCI_INDEX),
+                        int(manifest.get("size", 0)),
+                    )
+                )
+        return images
+    raise ImageFormatError("unrecognized image format")
+
+
+class _Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        try:
+            with open(path, encoding="utf-8") as saved:
+                self.data: dict[str, dict[str, dict[str, Any]]] = json.load(saved)
+        except (OSError, ValueError):
+            self.data = {}
+
+    def add(self, namespace: str, images: Sequence[dict[str, Any]]) -> None:
+        with self.lock:
+            space = self.data.setdefault(namespace, {})
+            for image in images:
+                space[image["name"]] = {
+                    "digest": image["digest"],
+                    "media_type": image["media_type"],
+                    "size": image["size"],
+                }
+            self._save()
+
+    def remove(self, namespace: str, names: Sequence[str]) -> list[str]:
+        with self.lock:
+            space = self.data.get(namespace, {})
+            gone = [name for name in names if space.pop(name, None) is not None]
+            self._save()
+            return gone
+
+    def list(self, namespace: str) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return dict(self.data.get(namespace, {}))
+
+    def _save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(self.data, out)
+        os.replace(tmp, self.path)
+
+
+class Containerd:
+    """The node's containerd double: an image store behind a unix socket."""
+
+    def __init__(self, data_dir: str, socket_path: str = SOCKET) -> None:
+        self.socket_path = socket_path
+        self.store = _Store(os.path.join(data_dir, "agent/containerd/images.json"))
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+
+    def start(self) -> None:
+        """Listen on the socket (replacing a stale one) in a daemon thread."""
+        os.makedirs(os.path.dirname(self.socket_path), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        store = self.store
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline()
+                try:
+                    request = json.loads(line)
+                    answer = _answer(store, request)
+                except Exception as exc:  # any bad request gets an error answer
+                    answer = {"ok": False, "error": str(exc)}
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+        server = socketserver.ThreadingUnixStreamServer(self.socket_path, Handler)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def preload(self, images_dir: str, log: Callable[[str], None]) -> None:
+        """Import the tarballs in ``agent/images`` at start, as k3s does."""
+        try:
+            names = sorted(os.listdir(images_dir))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(images_dir, name)
+            if not name.endswith((".tar", ".tar.gz", ".tgz")):
+                continue
+            start = time.monotonic()
+            log(f"Importing images from {path}")
+            try:
+                with open(path, "rb") as stream:
+                    images = read_archive(stream)
+            except (OSError, ImageFormatError) as exc:
+                log(f"Error while importing images from {path}: {exc}")
+                continue
+            self.store.add(NAMESPACE, [dataclasses.asdict(image) for image in images])
+            log(f"Imported images from {path} in {time.monotonic() - start:.3f}s")
+
+    def stop(self) -> None:
+        """Stop listening and remove the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+
+def _answer(store: _Store, request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    namespace = str(request.get("namespace", NAMESPACE))
+    if op == "import":
+        store.add(namespace, request["images"])
+        return {"ok": True}
+    if op == "list":
+        return {"ok": True, "images": store.list(namespace)}
+    if op == "remove":
+        return {"ok": True, "removed": store.remove(namespace, request["names"])}
+    if op == "version":
+        return {"ok": True, "version": "v1.7.27-k3s1"}
+    return {"ok": False, "error": f"unknown operation {op!r}"}
+
+
+class CtrError(Exception):
+    """A failure ``ctr`` reports as ``ctr: <message>`` with exit status 1."""
+
+
+def _call(address: str, request: dict[str, Any]) -> dict[str, Any]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(30)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            reason = (
+                "no such file or directory"
+                if isinstance(exc, FileNotFoundError)
+                else "connection refused"
+            )
+            raise CtrError(
+                f'failed to dial "{address}": connection error: desc = "transport: '
+                f'error while dialing: dial unix {address}: connect: {reason}"'
+            ) from None
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    finally:
+        sock.close()
+    answer: dict[str, Any] = json.loads(data or b"{}")
+    if not answer.get("ok"):
+        raise CtrError(str(answer.get("error", "containerd closed the connection")))
+    return answer
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None:
+    if not args:
+        raise CtrError("images: a command is required (import, ls, rm)")
+    command, rest = args[0], args[1:]
+    options = [a for a in rest if a.startswith("-") and a != "-"]
+    operands = [a for a in rest if not a.startswith("-") or a == "-"]
+    if command in ("import",):
+        known = {"--all-platforms", "--digests", "--no-unpack", "--local"}
+        for option in options:
+            if option.split("=", 1)[0] not in known | {"--platform", "--base-name"}:
+                raise CtrError(f"flag provided but not defined: {option}")
+        if len(operands) != 1:
+            raise CtrError("import: exactly one archive (a file or -) is required")
+        _call(address, {"op": "version"})
+        source = operands[0]
+        try:
+            if source == "-":
+                images = read_archive(sys.stdin.buffer)
+            else:
+                with open(source, "rb") as stream:
+                    images = read_archive(stream)
+        except FileNotFoundError:
+            raise CtrError(f"open {source}: no such file or directory") from None
+        except ImageFormatError as exc:
+            raise CtrError(str(exc)) from None
+        _call(
+            address,
+            {
+                "op": "import",
+                "namespace": namespace,
+                "images": [dataclasses.asdict(image) for image in images],
+            },
+        )
+        for image in images:
+            out.write(f"unpacking {image.name} ({image.digest})...done\n")
+        return
+    if command in ("ls", "list"):
+        quiet = any(o in ("-q", "--quiet") for o in options)
+        listed = _call(address, {"op": "list", "namespace": namespace})["images"]
+        if quiet:
+            for name in sorted(listed):
+                out.write(name + "\n")
+            return
+        rows = [("REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS")]
+        for name in sorted(listed):
+            info = listed[name]
+            rows.append(
+                (
+                    name,
+                    info["media_type"],
+                    info["digest"],
+                    _human(int(info["size"])),
+                    "linux/amd64",
+                    "io.cri-containerd.image=managed",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        for row in rows:
+            out.write(
+                " ".join(
+                    cell.ljust(w) for cell, w in zip(row, widths, strict=True)
+                ).rstrip()
+                + "\n"
+            )
+        return
+    if command in ("rm", "remove", "delete", "del"):
+        removed = _call(
+            address, {"op": "remove", "namespace": namespace, "names": operands}
+        )["removed"]
+        for name in removed:
+            out.write(name + "\n")
+        return
+    raise CtrError(f"images: no such command {command!r}")
+
+
+def main(argv: Sequence[str]) -> int:
+    """``ctr [global flags] <command> ...``; returns the exit status."""
+    args = list(argv[1:])
+    address = os.environ.get("CONTAINERD_ADDRESS", SOCKET)
+    namespace = os.environ.get("CONTAINERD_NAMESPACE", NAMESPACE)
+    try:
+        while args and args[0].startswith("-"):
+            flag = args.pop(0)
+            name, has_value, value = flag.partition("=")
+            if name in ("-n", "--namespace", "-a", "--address", "--timeout"):
+                if not has_value:
+                    if not args:
+                        raise CtrError(f"flag needs an argument: {name}")
+                    value = args.pop(0)
+                if name in ("-n", "--namespace"):
+                    namespace = value
+                elif name in ("-a", "--address"):
+                    address = value
+            elif name not in ("--debug",):
+                raise CtrError(f"flag provided but not defined: {name}")
+        if not args:
+            sys.stdout.write("NAME:\n   ctr - containerd CLI\n")
+            return 0
+        command, rest = args[0], args[1:]
+        if command in ("images", "image", "i"):
+            _images(address, namespace, rest, sys.stdout)
+        elif command == "version":
+            version = _call(address, {"op": "version"})["version"]
+            sys.stdout.write(f"Server:\n  Version:  {version}\n")
+        else:
+            raise CtrError(f"No help topic for '{command}'")
+    except CtrError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"ctr: {exc}\n")
+        return 1
+    sys.stdout.flush()
+    return 0

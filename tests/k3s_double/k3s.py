@@ -1,0 +1,818 @@
+"""``/bin/k3s``: the node half of the k3s node double.
+
+``k3s server [flags]`` and ``k3s agent [flags]`` behave, seen from outside the
+container, like k3s: the same flags and env vars (see :mod:`.flags`), the same
+files (CA and certificates under ``<data-dir>/server/tls``, the join token in
+``server/token``, a kubeconfig at ``/etc/rancher/k3s/k3s.yaml`` and at
+``--write-kubeconfig``), HTTPS on ``--https-listen-port`` (6443) in front of
+the in-memory Kubernetes API (``api.KubeAPI``), the token join of
+:mod:`.join`, a registered, heartbeating Node per k3s node, a containerd
+socket for ``ctr`` (:mod:`.ctr`), and logrus-format log lines on stderr at
+the moments k3s logs them::
+
+    server: Starting k3s ... / Running kube-apiserver ... / Wrote kubeconfig ...
+            / containerd is now running / Running kubelet ... / k3s is up and
+            running (once the API answers /readyz) / "Successfully registered
+            node" / Node controller sync successful
+    agent:  Starting k3s agent ... / containerd is now running / Running
+            kubelet ... / "Successfully registered node" / Node controller
+            sync successful
+
+The kubelet and flannel lines are klog lines, as in k3s. A joining server
+(``--server``/``K3S_URL`` on ``k3s server``) takes the cluster CAs through the
+join protocol, issues its own serving certificate and forwards every API
+request to the server it joined, so all servers answer with the same state.
+
+Like k3s it is strict: without CAP_SYS_ADMIN and CAP_NET_ADMIN in the
+effective capability set it logs a fatal line and exits 1; an unknown flag is
+an error on stderr and exit status 1; a wrong token never joins (the node logs
+why and retries for ever). SIGTERM and SIGINT stop it promptly (it runs as
+PID 1).
+
+Fault injection for our own tests, through the container's environment:
+
+``K3S_DOUBLE_FAULT=crash``
+    log ``Starting k3s ...``, then a ``level=fatal`` line, exit 1 about a
+    second after start.
+``K3S_DOUBLE_FAULT=never-ready``
+    run (files, listener, containerd), but never become ready: no ``k3s is up
+    and running``, ``/readyz`` answers 500 and every API call 503, and no node
+    registers (on agents too).
+``K3S_DOUBLE_FAULT=slow:<seconds>``
+    start that many seconds later (nothing is logged before).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import NoReturn
+
+from . import ctr
+from . import flags
+from .httpd import APIServer
+from .httpd import Backend
+from .httpd import Forwarder
+from .httpd import Upstream
+from .httpd import client_context
+from .httpd import serve_in_thread
+from .httpd import server_context
+from .join import JoinError
+from .join import JoinService
+from .join import kubelet_cert
+from .join import server_bootstrap
+from .join import split_url
+from .pki import KeyPair
+from .pki import Token
+from .pki import client_cert
+from .pki import new_ca
+from .pki import random_secret
+from .pki import serving_cert
+from .pki import serving_sans
+
+
+VERSION = "v1.35.5+k3s1"
+COMMIT = "6e3e6d4a"
+GLOBAL_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+HEARTBEAT_SECONDS = 5.0
+RETRY_SECONDS = 2.0
+FAULT_ENV = "K3S_DOUBLE_FAULT"
+
+
+# ---------------------------------------------------------------------------
+# logging
+
+
+def _needs_quotes(text: str) -> bool:
+    return not text or any(not (c.isalnum() or c in "-._/@^+") for c in text)
+
+
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+class Log:
+    """Writes logrus text lines (and the kubelet's klog lines) to stderr."""
+
+    def __init__(self, debug: bool = False) -> None:
+        self.debug_enabled = debug
+        self._lock = threading.Lock()
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    def __call__(self, level: str, msg: str, **fields: str) -> None:
+        if level == "debug" and not self.debug_enabled:
+            return
+        now = datetime.datetime.now(datetime.timezone.utc)
+        parts = [f'time="{now.strftime("%Y-%m-%dT%H:%M:%SZ")}"', f"level={level}"]
+        parts.append("msg=" + (_quote(msg) if _needs_quotes(msg) else msg))
+        for key, value in fields.items():
+            parts.append(f"{key}=" + (_quote(value) if _needs_quotes(value) else value))
+        self._write(" ".join(parts))
+
+    def info(self, msg: str, **fields: str) -> None:
+        self("info", msg, **fields)
+
+    def error(self, msg: str, **fields: str) -> None:
+        self("error", msg, **fields)
+
+    def klog(self, source: str, msg: str, **fields: str) -> None:
+        """A klog info line, e.g. the kubelet's ``"Successfully registered node"``."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("I%m%d %H:%M:%S.%f")
+        kv = "".join(f" {k}={_quote(v)}" for k, v in fields.items())
+        text = _quote(msg) + kv if fields else msg
+        self._write(f"{stamp} {os.getpid():7d} {source}] {text}")
+
+    def fatal(self, msg: str) -> NoReturn:
+        """Log ``level=fatal`` and exit 1 at once, from any thread."""
+        self("fatal", msg)
+        os._exit(1)
+
+
+# ---------------------------------------------------------------------------
+# the node's identity
+
+
+def effective_capabilities() -> int:
+    """The effective capability mask of this process (``CapEff``)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def detect_node_ip() -> str:
+    """The address of the default-route interface, as k3s picks the node IP."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("8.8.8.8", 53))
+        address: str = probe.getsockname()[0]
+        return address
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+    finally:
+        probe.close()
+
+
+def parse_taint(text: str) -> dict[str, str]:
+    """``key[=value]:Effect`` as kubelet's ``--register-with-taints`` reads it."""
+    spec, sep, effect = text.rpartition(":")
+    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise ValueError(f"invalid taint spec: {text}")
+    key, _, value = spec.partition("=")
+    if not key:
+        raise ValueError(f"invalid taint spec: {text}")
+    taint = {"key": key, "effect": effect}
+    if value:
+        taint["value"] = value
+    return taint
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``key=value`` as kubelet's ``--node-labels`` reads it."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"invalid node label: {text}")
+    return key, value
+
+
+def _arch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(
+        machine, machine
+    )
+
+
+@dataclass
+class Node:
+    """What a k3s node registers: its name, IP, labels and taints."""
+
+    name: str
+    hostname: str
+    ip: str
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    extra_labels: list[str] = field(default_factory=list)
+
+
+def make_node(opts: flags.Options, *, server: bool, etcd: bool) -> Node:
+    """The node this process registers, with the labels k3s gives it."""
+    hostname = socket.gethostname().lower()
+    name = opts.text("node-name") or hostname
+    if opts.flag("with-node-id"):
+        name = f"{name}-{random_secret()[:8]}"
+    node_ips = opts.split("node-ip")
+    ip = node_ips[0] if node_ips else detect_node_ip()
+    arch = _arch()
+    labels = {
+        "beta.kubernetes.io/arch": arch,
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": "k3s",
+        "beta.kubernetes.io/instance-type": "k3s",
+        "k3s.io/hostname": hostname,
+        "k3s.io/internal-ip": ip,
+    }
+    external = opts.split("node-external-ip")
+    if external:
+        labels["k3s.io/external-ip"] = external[0]
+    if server:
+        labels["node-role.kubernetes.io/control-plane"] = "true"
+        labels["node-role.kubernetes.io/master"] = "true"
+        if etcd:
+            labels["node-role.kubernetes.io/etcd"] = "true"
+    for text in opts.items("node-label"):
+        key, value = parse_label(text)
+        labels[key] = value
+    taints = [parse_taint(text) for text in opts.items("node-taint")]
+    return Node(name, hostname, ip, labels, taints, opts.items("node-label"))
+
+
+# ---------------------------------------------------------------------------
+# the process
+
+
+class Runtime:
+    """Process-wide state: the log, the stop event and the fault in force."""
+
+    def __init__(self, log: Log, fault: str) -> None:
+        self.log = log
+        self.fault = fault
+        self.stop = threading.Event()
+
+    @property
+    def never_ready(self) -> bool:
+        return self.fault == "never-ready"
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but end the process promptly when it is asked to stop."""
+        if self.stop.wait(seconds):
+            raise SystemExit(0)
+
+    def retry(self, what: Callable[[], Any], failure: str) -> Any:
+        """Call ``what`` until it succeeds; log each failure as k3s would."""
+        while True:
+            try:
+                return what()
+            except JoinError as exc:
+                self.log.error(f"{failure}: {exc}")
+            self.sleep(RETRY_SECONDS)
+
+
+def _write_private(path: str, data: bytes, mode: int = 0o600) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def kubeconfig(server_url: str, ca_pem: bytes, admin: KeyPair) -> bytes:
+    """The admin kubeconfig k3s writes: everything named ``default``."""
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return (
+        "apiVersion: v1\n"
+        "clusters:\n"
+        "- cluster:\n"
+        f"    certificate-authority-data: {b64(ca_pem)}\n"
+        f"    server: {server_url}\n"
+        "  name: default\n"
+        "contexts:\n"
+        "- context:\n"
+        "    cluster: default\n"
+        "    user: default\n"
+        "  name: default\n"
+        "current-context: default\n"
+        "kind: Config\n"
+        "preferences: {}\n"
+        "users:\n"
+        "- name: default\n"
+        "  user:\n"
+        f"    client-certificate-data: {b64(admin.cert)}\n"
+        f"    client-key-data: {b64(admin.key)}\n"
+    ).encode()
+
+
+class Kubelet:
+    """Registers the Node, logs what kubelet and flannel log, heartbeats."""
+
+    def __init__(
+        self, rt: Runtime, node: Node, api: Upstream, kubelet_args: Sequence[str]
+    ) -> None:
+        self.rt = rt
+        self.node = node
+        self.api = api
+        self.kubelet_args = list(kubelet_args)
+
+    def start(self, after: threading.Event | None = None) -> None:
+        """Run in a daemon thread; register only once ``after`` is set."""
+        threading.Thread(target=self._run, args=(after,), daemon=True).start()
+
+    def _call(self, method: str, path: str, body: bytes, ctype: str) -> int:
+        status, data = self.api.call(
+            method, path, body, {"Content-Type": ctype, "Accept": "application/json"}
+        )
+        if status >= 300 and status != 409:
+            self.rt.log("debug", f"{method} {path}: {status} {data[:200]!r}")
+        return status
+
+    def _run(self, after: threading.Event | None) -> None:
+        import json
+
+        from .api import node_object
+
+        log = self.rt.log
+        args = [
+            "--address=0.0.0.0",
+            "--anonymous-auth=false",
+            f"--hostname-override={self.node.name}",
+            f"--node-ip={self.node.ip}",
+            *(f"--node-labels={label}" for label in self.node.extra_labels),
+            *(f"--{a.lstrip('-')}" for a in self.kubelet_args),
+        ]
+        log.info("Running kubelet " + " ".join(args))
+        if self.rt.never_ready:
+            return
+        if after is not None:
+            while not after.wait(1):
+                pass
+        obj = node_object(
+            self.node.name,
+            internal_ip=self.node.ip,
+            labels=self.node.labels,
+            taints=self.node.taints,
+            git_version=VERSION,
+        )
+        body = json.dumps(obj).encode()
+        log.klog(
+            "kubelet_node_status.go:75",
+            "Attempting to register node",
+            node=self.node.name,
+        )
+        while True:
+            try:
+                status = self._call("POST", "/api/v1/nodes", body, "application/json")
+            except OSError as exc:
+                status = 0
+                log.error(f"Unable to register node with API server: {exc}")
+            if status in (200, 201, 409):
+                break
+            self.rt.sleep(RETRY_SECONDS)
+        log.klog(
+            "kubelet_node_status.go:78",
+            "Successfully registered node",
+            node=self.node.name,
+        )
+        log.klog("kube.go:139", "Waiting 10m0s for node controller to sync")
+        while True:
+            try:
+                if self._call("GET", "/api/v1/nodes", b"", "application/json") == 200:
+                    break
+            except OSError:
+                pass
+            self.rt.sleep(RETRY_SECONDS)
+        log.klog("kube.go:146", "Node controller sync successful")
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        import json
+
+        path = f"/api/v1/nodes/{self.node.name}/status"
+        while True:
+            self.rt.sleep(HEARTBEAT_SECONDS)
+            now = datetime.datetime.now(datetime.timezone.utc)
+            patch = {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status",
+                            "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        }
+                    ]
+                }
+            }
+            try:
+                status = self._call(
+                    "PATCH",
+                    path,
+                    json.dumps(patch).encode(),
+                    "application/strategic-merge-patch+json",
+                )
+            except OSError as exc:
+                self.rt.log.error(f"Error updating node status, will retry: {exc}")
+                continue
+            if status >= 300:
+                self.rt.log.error(
+                    f"Error updating node status, will retry: status {status}"
+                )
+
+
+def _containerd(rt: Runtime, data_dir: str) -> ctr.Containerd:
+    containerd = ctr.Containerd(data_dir)
+    rt.log.info(f"Logging containerd to {data_dir}/agent/containerd/containerd.log")
+    rt.log.info(
+        "Running containerd -c "
+        f"{data_dir}/agent/etc/containerd/config.toml -a {ctr.SOCKET} "
+        f"--state /run/k3s/containerd --root {data_dir}/agent/containerd"
+    )
+    containerd.start()
+    containerd.preload(os.path.join(data_dir, "agent/images"), rt.log.info)
+    rt.log.info("containerd is now running")
+    return containerd
+
+
+def _token_secret(opts: flags.Options, name: str, file_flag: str) -> str:
+    token = opts.text(name)
+    path = opts.text(file_flag)
+    if not token and path:
+        with open(path, encoding="utf-8") as source:
+            token = source.read().strip()
+    return token
+
+
+def run_server(rt: Runtime, opts: flags.Options) -> None:
+    """``k3s server``: CA, certificates, listener, kubeconfig, node."""
+    log = rt.log
+    data_dir = opts.text("data-dir")
+    tls_dir = os.path.join(data_dir, "server/tls")
+    join_url = opts.text("server")
+    etcd = opts.flag("cluster-init") or bool(join_url)
+    node = make_node(opts, server=True, etcd=etcd)
+    log.info(f"Starting k3s {VERSION} ({COMMIT})")
+    token = Token.parse(_token_secret(opts, "token", "token-file"))
+    if join_url:
+        if not token.password:
+            log.fatal(
+                "starting kubernetes: preparing server: token is required to join"
+            )
+        log.info(f"Joining existing cluster at {join_url}")
+        server_ca, client_ca = rt.retry(
+            lambda: server_bootstrap(join_url, token),
+            f"Failed to validate connection to cluster at {join_url}",
+        )
+        server_ca.save(tls_dir, "server-ca")
+        client_ca.save(tls_dir, "client-ca")
+    else:
+        loaded_server = KeyPair.load(tls_dir, "server-ca")
+        loaded_client = KeyPair.load(tls_dir, "client-ca")
+        server_ca = loaded_server or new_ca("k3s-server-ca")
+        client_ca = loaded_client or new_ca("k3s-client-ca")
+        if loaded_server is None:
+            server_ca.save(tls_dir, "server-ca")
+            log.info("generated self-signed CA certificate CN=k3s-server-ca")
+        if loaded_client is None:
+            client_ca.save(tls_dir, "client-ca")
+            log.info("generated self-signed CA certificate CN=k3s-client-ca")
+    token_file = os.path.join(data_dir, "server/token")
+    if not token.password:
+        try:
+            with open(token_file, encoding="utf-8") as saved:
+                token = Token.parse(saved.read())
+        except FileNotFoundError:
+            token = Token("", "server", random_secret())
+    agent_token = Token.parse(_token_secret(opts, "agent-token", "agent-token-file"))
+    agent_secret = agent_token.password or token.password
+
+    sans = serving_sans(
+        node.name,
+        [node.ip],
+        opts.split("tls-san"),
+        opts.text("cluster-domain"),
+        opts.text("advertise-address"),
+    )
+    serving = serving_cert(server_ca, sans)
+    serving_files = serving.save(tls_dir, "serving-kube-apiserver")
+    admin = client_cert(client_ca, "system:admin", ["system:masters"])
+    admin_files = admin.save(tls_dir, "client-admin")
+    supervisor = client_cert(client_ca, "system:k3s-supervisor", ["system:masters"])
+    supervisor_files = supervisor.save(tls_dir, "client-supervisor")
+    port = opts.number("https-listen-port")
+    bind = opts.text("bind-address")
+    local_host = bind if bind and bind not in ("0.0.0.0", "::") else "127.0.0.1"
+
+    backend: Backend
+    api: Any = None
+    if join_url:
+        host, join_port = split_url(join_url)
+        backend = Forwarder(
+            Upstream(host, join_port, client_context(server_ca.cert, *supervisor_files))
+        )
+    else:
+        from .api import KubeAPI
+
+        disabled: set[str] = set(opts.split("disable")) | set(opts.split("no-deploy"))
+        api = KubeAPI(git_version=VERSION, disable=frozenset(disabled))
+        api.start_controllers()
+        backend = api
+
+    apiserver_args = [
+        f"--advertise-address={opts.text('advertise-address') or node.ip}",
+        f"--secure-port={port}",
+        "--anonymous-auth=false",
+        f"--client-ca-file={tls_dir}/client-ca.crt",
+        f"--tls-cert-file={serving_files[0]}",
+        *(f"--{a.lstrip('-')}" for a in opts.items("kube-apiserver-arg")),
+    ]
+    log.info("Running kube-apiserver " + " ".join(apiserver_args))
+    service = JoinService(
+        server_ca, client_ca, token.password, agent_secret, ready=not rt.never_ready
+    )
+    try:
+        listener = APIServer(
+            port,
+            server_context(*serving_files, client_ca.cert),
+            backend,
+            service,
+            log=log,
+            ready=lambda: not rt.never_ready,
+        )
+    except OSError as exc:
+        log.fatal(f"starting kubernetes: listen tcp :{port}: {exc}")
+    serve_in_thread(listener)
+    for component, extra in (
+        ("kube-scheduler", "kube-scheduler-arg"),
+        ("kube-controller-manager", "kube-controller-manager-arg"),
+        ("cloud-controller-manager", "kube-cloud-controller-manager-arg"),
+    ):
+        args = " ".join(f"--{a.lstrip('-')}" for a in opts.items(extra))
+        kubeconfig_flag = f"--kubeconfig={data_dir}/server/cred/{component}.kubeconfig"
+        log.info(f"Running {component} {kubeconfig_flag} {args}".rstrip())
+
+    full = token.full(server_ca.cert)
+    _write_private(token_file, full.encode() + b"\n")
+    _write_private(os.path.join(data_dir, "server/node-token"), full.encode() + b"\n")
+    agent_full = (
+        agent_token.full(server_ca.cert, "node") if agent_token.password else full
+    )
+    _write_private(
+        os.path.join(data_dir, "server/agent-token"), agent_full.encode() + b"\n"
+    )
+    log.info(f"Server node token is available at {token_file}")
+    log.info(
+        f"To join server node to cluster: k3s server -s https://{node.ip}:{port} "
+        "-t ${SERVER_NODE_TOKEN}"
+    )
+    log.info(f"Agent node token is available at {data_dir}/server/agent-token")
+    log.info(
+        f"To join agent node to cluster: k3s agent -s https://{node.ip}:{port} "
+        "-t ${AGENT_NODE_TOKEN}"
+    )
+
+    mode_text = opts.text("write-kubeconfig-mode")
+    mode = 0o600
+    if mode_text:
+        try:
+            mode = int(mode_text, 8)
+        except ValueError:
+            log.error(
+                f"failed to parse write-kubeconfig-mode {mode_text!r}, using 0600"
+            )
+    config = kubeconfig(f"https://{local_host}:{port}", server_ca.cert, admin)
+    for path in dict.fromkeys([GLOBAL_KUBECONFIG, opts.text("write-kubeconfig")]):
+        if path:
+            _write_private(path, config, mode)
+            log.info(f"Wrote kubeconfig {path}")
+    log.info("Run: k3s kubectl")
+
+    ready = threading.Event()
+    threading.Thread(
+        target=_wait_until_up,
+        args=(
+            rt,
+            Upstream(local_host, port, client_context(server_ca.cert, *admin_files)),
+            ready,
+        ),
+        daemon=True,
+    ).start()
+    if opts.flag("disable-agent"):
+        return
+    _containerd(rt, data_dir)
+    kubelet_pair = client_cert(client_ca, f"system:node:{node.name}", ["system:nodes"])
+    kubelet_files = kubelet_pair.save(os.path.join(data_dir, "agent"), "client-kubelet")
+    Kubelet(
+        rt,
+        node,
+        Upstream(local_host, port, client_context(server_ca.cert, *kubelet_files)),
+        opts.items("kubelet-arg"),
+    ).start(after=ready)
+
+
+def _wait_until_up(rt: Runtime, api: Upstream, ready: threading.Event) -> None:
+    if rt.never_ready:
+        return
+    while True:
+        try:
+            status, _ = api.call("GET", "/readyz")
+        except OSError:
+            status = 0
+        if status == 200:
+            break
+        rt.sleep(0.5)
+    rt.log.info("k3s is up and running")
+    ready.set()
+
+
+def run_agent(rt: Runtime, opts: flags.Options) -> None:
+    """``k3s agent``: join through ``K3S_URL``, then containerd and kubelet."""
+    log = rt.log
+    data_dir = opts.text("data-dir")
+    url = opts.text("server")
+    token = Token.parse(_token_secret(opts, "token", "token-file"))
+    if not url:
+        log.fatal("--server is required")
+    if not token.password:
+        log.fatal("--token is required")
+    try:
+        host, port = split_url(url)
+    except JoinError as exc:
+        log.fatal(str(exc))
+    node = make_node(opts, server=False, etcd=False)
+    log.info(f"Starting k3s agent {VERSION} ({COMMIT})")
+    log.info(f"Adding server to load balancer k3s-agent-load-balancer: {host}:{port}")
+    ca, pair = rt.retry(
+        lambda: kubelet_cert(url, token, node.name),
+        f"Failed to validate connection to cluster at {url}",
+    )
+    agent_dir = os.path.join(data_dir, "agent")
+    _write_private(os.path.join(agent_dir, "server-ca.crt"), ca, 0o644)
+    files = pair.save(agent_dir, "client-kubelet")
+    _containerd(rt, data_dir)
+    Kubelet(
+        rt,
+        node,
+        Upstream(host, port, client_context(ca, *files)),
+        opts.items("kubelet-arg"),
+    ).start()
+
+
+# ---------------------------------------------------------------------------
+# entry point
+
+_USAGE = """NAME:
+   k3s {cmd} - {what}
+
+USAGE:
+   k3s {cmd} [OPTIONS]
+
+OPTIONS:
+{options}
+"""
+
+
+def _usage(cmd: str, table: Sequence[flags.Flag]) -> str:
+    lines = []
+    for flag in table:
+        names = ", ".join(("--" if len(n) > 1 else "-") + n for n in flag.names)
+        env = f" [$${flag.env}]".replace("$$", "$") if flag.env else ""
+        lines.append(f"   {names}{env}")
+    what = "Run management server" if cmd == "server" else "Run node agent"
+    return _USAGE.format(cmd=cmd, what=what, options="\n".join(lines))
+
+
+def _config_path(args: Sequence[str]) -> tuple[str, bool]:
+    for i, arg in enumerate(args):
+        for name in ("--config", "-config", "-c", "--c"):
+            if arg == name and i + 1 < len(args):
+                return args[i + 1], True
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1], True
+    env = os.environ.get("K3S_CONFIG_FILE", "")
+    if env:
+        return env, True
+    return "/etc/rancher/k3s/config.yaml", False
+
+
+def _reap_children() -> None:
+    # As PID 1 we inherit orphans of `docker exec` sessions; reap them.
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``k3s`` (or ``ctr``, by program name) and return the exit status."""
+    program = os.path.basename(argv[0]) if argv else "k3s"
+    args = list(argv[1:])
+    if program == "ctr":
+        return ctr.main(argv)
+    if args and args[0] == "ctr":
+        return ctr.main(["ctr", *args[1:]])
+    if args and args[0] in ("server", "agent"):
+        command, args = args[0], args[1:]
+    elif not args or args[0].startswith("-"):
+        command = "agent"
+    else:
+        sys.stderr.write(f"No help topic for '{args[0]}'\n")
+        Log()("fatal", f"unknown command {args[0]!r}")
+        return 1
+    table = flags.SERVER_FLAGS if command == "server" else flags.AGENT_FLAGS
+    try:
+        config_path, required = _config_path(args)
+        config_args: list[str] = []
+        warnings: list[str] = []
+        if required or os.path.exists(config_path):
+            try:
+                config_args, warnings = flags.config_file_args(config_path, table)
+            except OSError as exc:
+                raise flags.UsageError(f"failed to read config file: {exc}") from None
+        opts = flags.parse(config_args + args, table)
+    except flags.UsageError as exc:
+        if str(exc) == "help requested":
+            sys.stdout.write(_usage(command, table))
+            return 0
+        sys.stderr.write(f"Incorrect Usage: {exc}\n\n{_usage(command, table)}")
+        Log()("fatal", str(exc))
+        return 1
+    log = Log(debug=opts.flag("debug"))
+    for warning in warnings:
+        log("warning", warning)
+    fault = os.environ.get(FAULT_ENV, "").strip()
+    rt = Runtime(log, fault)
+
+    def stop(signum: int, frame: Any) -> None:
+        rt.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, stop)
+
+    def body() -> None:
+        try:
+            if fault.startswith("slow:"):
+                rt.sleep(float(fault.split(":", 1)[1]))
+            caps = effective_capabilities()
+            missing = [
+                name
+                for bit, name in (
+                    (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                    (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+                )
+                if not caps >> bit & 1
+            ]
+            if missing:
+                log.fatal(
+                    "Error: failed to start k3s: missing capabilities "
+                    + ", ".join(missing)
+                    + " (k3s needs a privileged container)"
+                )
+            if fault == "crash":
+                log.info(f"Starting k3s {VERSION} ({COMMIT})")
+                rt.sleep(1)
+                log.fatal(
+                    "starting kubernetes: preparing server: "
+                    "injected crash (K3S_DOUBLE_FAULT=crash)"
+                )
+            try:
+                if command == "server":
+                    run_server(rt, opts)
+                else:
+                    run_agent(rt, opts)
+            except ValueError as exc:
+                log.fatal(str(exc))
+        except SystemExit:
+            return
+
+    worker = threading.Thread(target=body, daemon=True)
+    worker.start()
+    while not rt.stop.wait(1):
+        _reap_children()
+    log.info("Received signal, shutting down k3s")
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
