@@ -496,7 +496,7 @@ class _Starter:
             )
         environment.update(entry.split("=", 1) for entry in extra_env)  # type: ignore[misc]
         files = {}
-        if spec.registries is not None:
+        if isinstance(spec.registries, str):  # a mapping was made YAML text
             files["/etc/rancher/k3s/registries.yaml"] = spec.registries.encode()
         node = NodeContainer(
             name=name,

@@ -297,7 +297,7 @@ def spec_for_markers(
     if not changes:
         return base
     if "image" in changes or "version" in changes:
-        base = replace(base, image=DEFAULT_IMAGE, version=None)
+        base = replace(base, image=DEFAULT_IMAGE)
     try:
         return replace(base, **changes)
     except (SpecError, TypeError) as exc:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import asdict
 from dataclasses import dataclass
+from typing import Any
 from typing import Literal
 
 from pytest_k3s.errors import SpecError
@@ -144,7 +145,9 @@ class ClusterSpec:
     :param servers: server nodes (at least 1); more than one uses embedded etcd
     :param agents: agent nodes (0 or more)
     :param image: the node image; defaults to a pinned ``rancher/k3s`` tag
-    :param version: shorthand for ``image``: a k3s version such as ``v1.31.4+k3s1``
+    :param version: shorthand for ``image``: a k3s version such as
+        ``v1.31.4+k3s1``; it sets ``image`` and is then cleared (read the
+        version back with :attr:`k3s_version`)
     :param server_args: extra ``k3s server`` arguments, e.g. ``("--disable=traefik",)``
     :param agent_args: extra ``k3s agent`` arguments
     :param server_env: extra ``KEY=VALUE`` environment entries for servers
@@ -171,7 +174,7 @@ class ClusterSpec:
     server_env: tuple[str, ...] = ()
     agent_env: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
-    registries: str | None = None
+    registries: str | Mapping[str, Any] | None = None
     privileged: PrivilegeMode = "auto"
     timeout: float = DEFAULT_TIMEOUT
     wait_for_coredns: bool = True
@@ -199,10 +202,11 @@ class ClusterSpec:
                     f"version={self.version!r})"
                 )
             put("image", from_version)
+            # Normalised away, so ClusterSpec(version=v) == ClusterSpec(image=...).
+            put("version", None)
         image: object = self.image
         if not isinstance(image, str) or not image or " " in image:
             raise SpecError(f"image {self.image!r} is not a valid image reference")
-        put("version", version_of_image(self.image))
 
         for name in ("server_args", "agent_args", "server_env", "agent_env"):
             put(name, _strings(name, getattr(self, name)))
@@ -233,6 +237,11 @@ class ClusterSpec:
         if timeout <= 0:
             raise SpecError(f"timeout must be positive, not {timeout}")
         put("timeout", float(timeout))
+
+    @property
+    def k3s_version(self) -> str | None:
+        """The k3s version the image runs, when it is a ``rancher/k3s`` tag."""
+        return version_of_image(self.image)
 
     @property
     def coredns_enabled(self) -> bool:

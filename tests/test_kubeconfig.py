@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_k3s import K3sError
+from pytest_k3s import kubeconfig
+
+
+K3S_KUBECONFIG = """\
+apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: Q0E=
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+kind: Config
+preferences: {}
+users:
+- name: default
+  user:
+    client-certificate-data: Q0VSVA==
+    client-key-data: S0VZ
+"""
+
+
+def test_rewrite_points_at_the_published_port_and_renames() -> None:
+    config = kubeconfig.rewrite(
+        kubeconfig.parse(K3S_KUBECONFIG),
+        server="https://127.0.0.1:41234",
+        name="k3s-ab12",
+    )
+    assert config["clusters"] == [
+        {
+            "cluster": {
+                "certificate-authority-data": "Q0E=",
+                "server": "https://127.0.0.1:41234",
+            },
+            "name": "k3s-ab12",
+        }
+    ]
+    assert config["contexts"] == [
+        {
+            "name": "k3s-ab12",
+            "context": {"cluster": "k3s-ab12", "user": "admin@k3s-ab12"},
+        }
+    ]
+    assert config["users"][0]["name"] == "admin@k3s-ab12"
+    assert config["users"][0]["user"]["client-key-data"] == "S0VZ"
+    assert config["current-context"] == "k3s-ab12"
+
+
+def test_rewrite_leaves_the_original_alone() -> None:
+    original = kubeconfig.parse(K3S_KUBECONFIG)
+    kubeconfig.rewrite(original, server="https://h:1", name="x")
+    assert original["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "https://127.0.0.1:6443"),
+        ("docker.example", "https://docker.example:6443"),
+        ("::1", "https://[::1]:6443"),
+    ],
+)
+def test_server_url_brackets_ipv6(host: str, url: str) -> None:
+    assert kubeconfig.server_url(host, 6443) == url
+
+
+@pytest.mark.parametrize(
+    "text", ["", "[1, 2", "clusters: []\ncontexts: []\nusers: []\n"]
+)
+def test_parse_rejects_what_is_not_a_usable_kubeconfig(text: str) -> None:
+    with pytest.raises(K3sError, match="kubeconfig"):
+        kubeconfig.parse(text)
+
+
+def test_write_is_private_and_round_trips(tmp_path: Path) -> None:
+    config = kubeconfig.parse(K3S_KUBECONFIG)
+    path = kubeconfig.write(config, tmp_path / "sub" / "k.yaml")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert yaml.safe_load(path.read_text()) == config
+    assert [p.name for p in path.parent.iterdir()] == ["k.yaml"], "no temp files left"

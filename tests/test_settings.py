@@ -1,0 +1,140 @@
+"""The knobs' precedence (marker > CLI > env > ini > default) and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_k3s import DEFAULT_IMAGE
+from pytest_k3s import ClusterSpec
+from pytest_k3s.plugin import SETTINGS_KEY
+from pytest_k3s.settings import KNOBS
+from pytest_k3s.settings import Settings
+from pytest_k3s.settings import spec_for_markers
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for knob in KNOBS:
+        monkeypatch.delenv(knob.env, raising=False)
+
+
+def settings(pytester: pytest.Pytester, *args: str) -> Settings:
+    return pytester.parseconfigure(*args).stash[SETTINGS_KEY]
+
+
+def test_defaults(pytester: pytest.Pytester) -> None:
+    resolved = settings(pytester)
+    assert resolved.spec == ClusterSpec()
+    assert not resolved.keep
+    assert resolved.sources == {}
+
+
+def test_each_level_beats_the_ones_below(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini(
+        "[pytest]\nk3s_agents = 1\nk3s_servers = 3\nk3s_timeout = 30\n"
+        "k3s_image = ini/k3s:1\n"
+    )
+    monkeypatch.setenv("PYTEST_K3S_AGENTS", "2")
+    monkeypatch.setenv("PYTEST_K3S_TIMEOUT", "40")
+    resolved = settings(pytester, "--k3s-agents=4")
+    assert resolved.spec.agents == 4
+    assert resolved.spec.timeout == 40
+    assert resolved.spec.servers == 3
+    assert resolved.spec.image == "ini/k3s:1"
+    assert resolved.sources == {
+        "agents": "command line",
+        "timeout": "environment",
+        "servers": "ini file",
+        "image": "ini file",
+    }
+
+
+def test_image_and_version_are_one_knob_across_levels(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_K3S_IMAGE", "env/k3s:dev")
+    resolved = settings(pytester, "--k3s-version=v1.31.4+k3s1")
+    assert resolved.spec.image == "rancher/k3s:v1.31.4-k3s1"
+    assert settings(pytester).spec.image == "env/k3s:dev"
+
+
+def test_keep_from_env_and_flag(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings(pytester, "--k3s-keep").keep
+    monkeypatch.setenv("PYTEST_K3S_KEEP", "1")
+    assert settings(pytester).keep
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--k3s-agents=two"], {}, "--k3s-agents: 'two' is not a whole number"),
+        (["--k3s-servers=0"], {}, "--k3s-servers: 0 is less than 1"),
+        (["--k3s-timeout=-1"], {}, "--k3s-timeout: -1.0 is not positive"),
+        (["--k3s-privileged=maybe"], {}, "--k3s-privileged: 'maybe' is not one of"),
+        ([], {"PYTEST_K3S_AGENTS": "x"}, "PYTEST_K3S_AGENTS=x: 'x' is not a whole"),
+        ([], {"PYTEST_K3S_KEEP": "perhaps"}, "PYTEST_K3S_KEEP=perhaps: 'perhaps'"),
+        (["--k3s-version=1.31"], {}, "--k3s-version: version '1.31' is not"),
+        (
+            ["--k3s-version=v1.31.4", "--k3s-image=x/y:z"],
+            {},
+            "the command line sets both the k3s image and the k3s version",
+        ),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_their_source(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(pytest.UsageError, match=message.replace("(", r"\(")):
+        settings(pytester, *args)
+
+
+def test_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nk3s_agents = many\n")
+    with pytest.raises(pytest.UsageError, match="ini k3s_agents: 'many'"):
+        settings(pytester)
+
+
+def test_markers_apply_farthest_first_and_override_the_base() -> None:
+    base = ClusterSpec(image="cli/k3s:1", agents=1)
+    module = pytest.mark.k3s(agents=2, args=["--disable=traefik"]).mark
+    test = pytest.mark.k3s(servers=3).mark
+    spec = spec_for_markers(base, [test, module], "t.py::test_x")
+    assert (spec.servers, spec.agents) == (3, 2)
+    assert spec.server_args == ("--disable=traefik",)
+    assert spec.image == "cli/k3s:1"
+
+
+def test_marker_version_replaces_a_configured_image() -> None:
+    base = ClusterSpec(image="cli/k3s:1")
+    mark = pytest.mark.k3s(version="v1.30.2+k3s1").mark
+    assert spec_for_markers(base, [mark], "t").image == "rancher/k3s:v1.30.2-k3s1"
+    near = pytest.mark.k3s(image="near/k3s:1").mark
+    far = pytest.mark.k3s(version="v1.30.2+k3s1").mark
+    assert spec_for_markers(base, [near, far], "t").image == "near/k3s:1"
+    assert spec_for_markers(ClusterSpec(), [], "t").image == DEFAULT_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("mark", "message"),
+    [
+        (pytest.mark.k3s(agent=2), "unknown argument 'agent'; valid arguments are"),
+        (pytest.mark.k3s(2), "keyword arguments only"),
+        (pytest.mark.k3s(servers=0), "servers must be at least 1"),
+        (pytest.mark.k3s(agents="x"), "agents must be a whole number"),
+    ],
+)
+def test_bad_marker_arguments_name_the_test(
+    mark: pytest.MarkDecorator, message: str
+) -> None:
+    with pytest.raises(pytest.UsageError, match=f"^t.py::test_x: .*{message}"):
+        spec_for_markers(ClusterSpec(), [mark.mark], "t.py::test_x")
