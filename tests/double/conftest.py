@@ -1,0 +1,142 @@
+"""Fixtures serving a ``KubeAPI`` over plain HTTP on 127.0.0.1, without Docker."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.k3s_double.api import KubeAPI
+from tests.k3s_double.api import node_object
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    api: KubeAPI
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        response = self.api.handle(
+            self.command, self.path, headers, body, user="system:admin"
+        )
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in response.stream:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+        finally:
+            close = getattr(response.stream, "close", None)
+            if close is not None:
+                close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[KubeAPI]:
+    kube = KubeAPI(git_version="v1.35.5+k3s1")
+    yield kube
+    kube.stop()
+
+
+def serve(kube: KubeAPI) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = type("Handler", (_Handler,), {"api": kube})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def url(api: KubeAPI) -> Iterator[str]:
+    server, address = serve(api)
+    yield address
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[k8s.ApiClient]:
+    configuration = k8s.Configuration(host=url)
+    with k8s.ApiClient(configuration) as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def core(client: k8s.ApiClient) -> Any:
+    return k8s.CoreV1Api(client)
+
+
+@pytest.fixture
+def apps(client: k8s.ApiClient) -> Any:
+    return k8s.AppsV1Api(client)
+
+
+@pytest.fixture
+def kubeconfig(url: str, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "default", "cluster": {"server": url}}],
+        "users": [{"name": "default", "user": {}}],
+        "contexts": [
+            {"name": "default", "context": {"cluster": "default", "user": "default"}}
+        ],
+        "current-context": "default",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture
+def node(api: KubeAPI, core: Any) -> str:
+    """Register a Ready server node and start the controllers."""
+    body = node_object(
+        "k3d-test-server-0",
+        internal_ip="172.18.0.2",
+        labels={"node-role.kubernetes.io/control-plane": "true"},
+    )
+    created = core.create_node(body)
+    assert created.status.node_info.kubelet_version == "v1.35.5+k3s1"
+    api.start_controllers()
+    return "k3d-test-server-0"
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        time.sleep(interval)
