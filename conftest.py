@@ -98,8 +98,32 @@ def double_image() -> str:
     return ensure_image()
 
 
+#: Clusters that module- or session-scoped fixtures share between tests; the
+#: per-test leak check leaves them to the module check.
+SHARED_CLUSTERS: set[str] = set()
+
+
 def labelled_objects(client: docker.DockerClient) -> set[str]:
-    """Our labelled containers and networks, and every volume."""
+    """Our labelled containers and networks, except shared clusters'."""
+    found = {
+        f"container {c.name}"
+        for c in client.containers.list(all=True, filters={"label": LABEL})
+        if c.labels.get(LABEL) not in SHARED_CLUSTERS
+    }
+    found |= {
+        f"network {n.name}"
+        for n in client.networks.list(filters={"label": LABEL})
+        if n.attrs["Labels"].get(LABEL) not in SHARED_CLUSTERS
+    }
+    return found
+
+
+def all_objects(client: docker.DockerClient) -> set[str]:
+    """Labelled containers and networks, and every volume.
+
+    Anonymous volumes (the k3s image declares four) cannot carry labels, so
+    every volume counts: a module must not leave any new one behind.
+    """
     found = {
         f"container {c.name}"
         for c in client.containers.list(all=True, filters={"label": LABEL})
@@ -107,16 +131,24 @@ def labelled_objects(client: docker.DockerClient) -> set[str]:
     found |= {
         f"network {n.name}" for n in client.networks.list(filters={"label": LABEL})
     }
-    # Anonymous volumes (the k3s image declares four) cannot carry labels, so
-    # every volume counts: a test must not leave any new one behind.
     found |= {f"volume {v.name}" for v in client.volumes.list()}
     return found
 
 
+def _uses_docker(node: pytest.Item | pytest.Module) -> bool:
+    if isinstance(node, pytest.Module):
+        return any(item.get_closest_marker("docker") for item in _items(node))
+    return node.get_closest_marker("docker") is not None
+
+
+def _items(module: pytest.Module) -> list[pytest.Item]:
+    return [i for i in module.session.items if i.parent is module]
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a Docker test that leaves labelled objects behind."""
-    if request.node.get_closest_marker("docker") is None:
+    """Fail a Docker test that leaves labelled containers or networks behind."""
+    if not _uses_docker(request.node):
         yield
         return
     client: docker.DockerClient = request.getfixturevalue("docker_client")
@@ -124,3 +156,17 @@ def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     left = labelled_objects(client) - before
     assert not left, f"left behind: {sorted(left)}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a Docker test module that leaves any labelled object or volume behind."""
+    if not _uses_docker(request.node):
+        yield
+        return
+    client: docker.DockerClient = request.getfixturevalue("docker_client")
+    before = all_objects(client)
+    yield
+    # Module-scoped fixtures are finalised before this (they were set up after).
+    left = all_objects(client) - before
+    assert not left, f"{request.node.nodeid} left behind: {sorted(left)}"

@@ -359,7 +359,11 @@ class DockerRuntime:
     def new_log_lines(self, container_id: str, cursor: LogCursor) -> list[str]:
         """Return the log lines written since ``cursor`` and advance it."""
         raw = self.api.logs(
-            container_id, stdout=True, stderr=True, timestamps=True, since=cursor.since
+            container_id,
+            stdout=True,
+            stderr=True,
+            timestamps=True,
+            since=cursor.since or None,
         )
         fresh: list[str] = []
         for line in raw.decode("utf-8", "replace").splitlines():

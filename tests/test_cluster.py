@@ -1,0 +1,338 @@
+"""The cluster lifecycle against the k3s node double, through the real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from kubernetes.client import CoreV1Api
+
+from conftest import SHARED_CLUSTERS
+from pytest_k3s import ClusterSpec
+from pytest_k3s import ClusterStartError
+from pytest_k3s import ClusterTimeoutError
+from pytest_k3s import DockerUnavailableError
+from pytest_k3s import ImageUnavailableError
+from pytest_k3s import K3sError
+from pytest_k3s import NameConflictError
+from pytest_k3s import labels
+from pytest_k3s.cluster import K3sCluster
+from pytest_k3s.docker_runtime import DockerRuntime
+
+
+pytestmark = pytest.mark.docker
+
+
+def ready_nodes(cluster: K3sCluster) -> dict[str, tuple[str, ...]]:
+    """Map each Ready node's name to its roles."""
+    from pytest_k3s.kube import node_roles
+
+    result: dict[str, tuple[str, ...]] = {}
+    items: list[Any] = CoreV1Api(cluster.api_client).list_node().items
+    for node in items:
+        conditions = {c.type: c.status for c in node.status.conditions}
+        if conditions.get("Ready") == "True":
+            result[node.metadata.name] = node_roles(node.metadata.labels)
+    return result
+
+
+def cluster_objects(client: docker.DockerClient, name: str) -> list[str]:
+    selector: dict[str, Any] = {"label": f"{labels.CLUSTER}={name}"}
+    containers = client.containers.list(all=True, filters=selector)
+    networks = client.networks.list(filters=selector)
+    return [str(c.name) for c in containers] + [str(n.name) for n in networks]
+
+
+@pytest.mark.parametrize(
+    ("servers", "agents"), [(1, 0), (1, 2), (3, 1)], ids=["1+0", "1+2", "3+1"]
+)
+def test_topology_gives_a_working_client_and_leaves_nothing(
+    double_image: str,
+    docker_client: docker.DockerClient,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    servers: int,
+    agents: int,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = ClusterSpec(image=double_image, servers=servers, agents=agents, timeout=120)
+    with K3sCluster.start(spec) as cluster:
+        expected = {f"{cluster.name}-server-{i}" for i in range(servers)} | {
+            f"{cluster.name}-agent-{i}" for i in range(agents)
+        }
+        nodes = ready_nodes(cluster)
+        assert set(nodes) == expected
+        server_roles = (
+            ("control-plane", "etcd", "master")
+            if servers > 1
+            else ("control-plane", "master")
+        )
+        for name, roles in nodes.items():
+            assert roles == (server_roles if "-server-" in name else ())
+        assert [n.name for n in cluster.nodes] == sorted(
+            expected, key=lambda n: ("-agent-" in n, n)
+        )
+
+        path = cluster.kubeconfig_path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert cluster.api_url.startswith("https://127.0.0.1:")
+        assert not (tmp_path / ".kube").exists(), "~/.kube/config is never touched"
+
+        network = docker_client.networks.get(cluster.name)
+        server0 = docker_client.containers.get(f"{cluster.name}-server-0")
+        for obj_labels in (network.attrs["Labels"], server0.labels):
+            assert obj_labels[labels.CLUSTER] == cluster.name
+            assert obj_labels[labels.SPEC] == spec.digest()
+            assert (
+                labels.Owner.parse(obj_labels[labels.OWNER]) == labels.Owner.current()
+            )
+        assert server0.attrs["Config"]["Hostname"] == server0.name
+        binding = server0.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
+        assert binding["HostIp"] == "127.0.0.1"
+    assert cluster_objects(docker_client, cluster.name) == []
+    assert not path.exists()
+    cluster.stop()  # idempotent
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(double_image: str) -> Iterator[K3sCluster]:
+    spec = ClusterSpec(image=double_image, agents=1, timeout=90)
+    with K3sCluster.start(spec) as cluster:
+        SHARED_CLUSTERS.add(cluster.name)
+        yield cluster
+
+
+def test_helpers_logs_kubectl_and_load_image(
+    shared_cluster: K3sCluster, docker_client: docker.DockerClient
+) -> None:
+    cluster = shared_cluster
+    assert "k3s is up and running" in cluster.logs("server-0")
+    assert cluster.logs(cluster.agents[0], tail=5).count("\n") <= 5
+    assert cluster.agents[0].name in cluster.kubectl("get", "nodes", "-o", "name")
+
+    payload = "pytest-k3s-base:bookworm"
+    docker_client.images.get(payload)  # raises if the payload is missing
+    cluster.load_image(payload)
+    for node in cluster.nodes:
+        listing = docker_client.containers.get(node.container_id).exec_run(
+            ["ctr", "images", "ls", "-q"]
+        )
+        assert listing.exit_code == 0
+        output: bytes = listing.output  # type: ignore[assignment]
+        assert payload in output.decode(), node.name
+
+
+def test_load_image_of_an_unknown_image_names_it(shared_cluster: K3sCluster) -> None:
+    with pytest.raises(ImageUnavailableError, match="no/such-image:1"):
+        shared_cluster.load_image("no/such-image:1")
+
+
+def test_kubectl_failure_carries_stderr(shared_cluster: K3sCluster) -> None:
+    with pytest.raises(K3sError, match=r"NotFound|not found"):
+        shared_cluster.kubectl("get", "namespace", "does-not-exist")
+
+
+def test_unknown_node_name_lists_the_nodes(shared_cluster: K3sCluster) -> None:
+    with pytest.raises(K3sError, match="has no node 'agent-7'; it has"):
+        shared_cluster.node("agent-7")
+
+
+def test_privileged_fallback_or_privileged_mode(
+    shared_cluster: K3sCluster, docker_client: docker.DockerClient
+) -> None:
+    host = docker_client.containers.get(shared_cluster.servers[0].container_id)
+    config = host.attrs["HostConfig"]
+    if config["Privileged"]:
+        assert not config["CapAdd"]
+    else:
+        # This host refuses privileged mode: the fallback's capability set.
+        assert config["CapAdd"] == ["ALL"]
+        assert "SYS_RESOURCE" in config["CapDrop"]
+        assert "seccomp=unconfined" in config["SecurityOpt"]
+
+
+def test_forced_privileged_mode_is_not_silently_replaced(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    spec = ClusterSpec(image=double_image, privileged="privileged", timeout=60)
+    refused: K3sError | None = None
+    try:
+        cluster = K3sCluster.start(spec)
+    except K3sError as exc:
+        refused = exc
+    if refused is not None:
+        assert "unable to apply caps" in str(refused)
+        assert "-server-0" in str(refused)
+        return
+    with cluster:
+        server = docker_client.containers.get(cluster.servers[0].container_id)
+        assert server.attrs["HostConfig"]["Privileged"] is True
+
+
+def test_crashing_node_raises_with_its_logs(double_image: str) -> None:
+    spec = ClusterSpec(
+        image=double_image, agents=1, agent_env=("K3S_DOUBLE_FAULT=crash",), timeout=60
+    )
+    with pytest.raises(ClusterStartError) as failure:
+        K3sCluster.start(spec)
+    assert failure.value.node is not None
+    assert failure.value.node.endswith("-agent-0")
+    assert "exited with status 1" in str(failure.value)
+    assert any("level=fatal" in line for line in failure.value.logs)
+
+
+def test_never_ready_node_times_out_naming_it(double_image: str) -> None:
+    spec = ClusterSpec(
+        image=double_image,
+        agents=1,
+        agent_env=("K3S_DOUBLE_FAULT=never-ready",),
+        timeout=8,
+    )
+    began = time.monotonic()
+    with pytest.raises(ClusterTimeoutError) as failure:
+        K3sCluster.start(spec)
+    assert time.monotonic() - began < 30
+    assert failure.value.node is not None
+    assert failure.value.node.endswith("-agent-0")
+    assert "not usable within 8s" in str(failure.value)
+    assert failure.value.logs
+
+
+def test_missing_image_says_how_to_provide_it(
+    docker_client: docker.DockerClient,
+) -> None:
+    with pytest.raises(ImageUnavailableError) as failure:
+        K3sCluster.start(ClusterSpec(image="pytest-k3s/no-such-image:0"))
+    message = str(failure.value)
+    assert "'pytest-k3s/no-such-image:0'" in message
+    assert "docker load" in message
+    assert "registry mirror" in message
+
+
+def test_unreachable_docker_names_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
+    with pytest.raises(DockerUnavailableError, match=f"tcp://127.0.0.1:{port}"):
+        K3sCluster.start(ClusterSpec())
+
+
+def test_name_clash_is_reported_and_the_other_object_kept(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    network = docker_client.networks.create(
+        "k3s-clash-test", labels={labels.CLUSTER: "someone-else"}
+    )
+    try:
+        with pytest.raises(NameConflictError, match="'k3s-clash-test' already exists"):
+            K3sCluster.start(ClusterSpec(image=double_image), name="k3s-clash-test")
+        network.reload()  # still there: we only remove what we created
+    finally:
+        network.remove()
+
+
+def test_keyboard_interrupt_during_start_leaves_nothing(
+    double_image: str, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    script = tmp_path / "start.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from pytest_k3s import ClusterSpec
+            from pytest_k3s.cluster import K3sCluster
+            spec = ClusterSpec(image={double_image!r}, agents=1, timeout=120,
+                               server_env=("K3S_DOUBLE_FAULT=slow:60",))
+            K3sCluster.start(spec, name="k3s-interrupted")
+            """
+        )
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(cluster_objects(docker_client, "k3s-interrupted")) < 3:
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            assert time.monotonic() < deadline, "the nodes never appeared"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        _, errors = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "KeyboardInterrupt" in errors
+    assert cluster_objects(docker_client, "k3s-interrupted") == []
+
+
+def test_sweep_removes_dead_runs_only(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_child.wait()
+    dead = labels.Owner(socket.gethostname(), dead_child.pid, "1")
+    spec = ClusterSpec(image=double_image, timeout=60, wait_for_coredns=False)
+    leftover = K3sCluster.start(spec, owner=dead)
+    kept = K3sCluster.start(spec, owner=dead, keep=True)
+    live = K3sCluster.start(spec)
+    try:
+        runtime = DockerRuntime.connect()
+        try:
+            assert runtime.sweep() == [leftover.name]
+            assert cluster_objects(docker_client, leftover.name) == []
+            assert cluster_objects(docker_client, live.name) != []
+            assert runtime.sweep(include_kept=True) == [kept.name]
+        finally:
+            runtime.close()
+    finally:
+        for cluster in (leftover, kept, live):
+            cluster.stop()
+
+
+def test_cli_lists_and_sweeps(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    cluster = K3sCluster.start(ClusterSpec(image=double_image, wait_for_coredns=False))
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "pytest_k3s", "list"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"{cluster.name}\trun " in listing
+        assert "run alive" in listing.split(cluster.name, 1)[1].splitlines()[0]
+        swept = subprocess.run(
+            [sys.executable, "-m", "pytest_k3s", "sweep"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert cluster.name not in swept, "a live run's cluster is never swept"
+    finally:
+        cluster.stop()
+
+
+def test_remote_docker_host_is_used_for_the_api_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://docker.example:2376")
+    runtime = DockerRuntime.__new__(DockerRuntime)
+    assert runtime.api_host() == "docker.example"
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert runtime.api_host() is None
+    monkeypatch.delenv("DOCKER_HOST")
+    assert runtime.api_host() is None
+    assert os.environ.get("DOCKER_HOST") is None
