@@ -1,0 +1,379 @@
+"""What users of the plugin see, run through pytester (inner pytest runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from pytest_k3s import labels
+
+
+def clusters_of(client: docker.DockerClient) -> dict[str, set[str]]:
+    """Map each labelled cluster on the engine to its run ids."""
+    found: dict[str, set[str]] = {}
+    for container in client.containers.list(
+        all=True, filters={"label": labels.CLUSTER}
+    ):
+        tags = container.labels
+        found.setdefault(tags[labels.CLUSTER], set()).add(tags.get(labels.RUN, ""))
+    return found
+
+
+# --- without Docker ---------------------------------------------------------
+
+
+def test_options_and_ini_keys_are_in_help(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "k3s clusters in Docker (pytest-k3s):",
+            "*--k3s-image=IMAGE*",
+            "*--k3s-version=*",
+            "*--k3s-servers=N*",
+            "*--k3s-agents=N*",
+            "*--k3s-timeout=*",
+            "*--k3s-privileged=MODE*",
+            "*--k3s-keep*",
+            "*k3s_agents (string):*",
+        ]
+    )
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.k3s(servers=1, agents=0, *"])
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--fixtures")
+    result.stdout.fnmatch_lines(
+        [
+            "k3s_cluster -- *",
+            "*The k3s cluster for this test*",
+            "k3s_session_cluster [[]session scope[]] -- *",
+            "k3s_module_cluster [[]module scope[]] -- *",
+            "k3s_client -- *",
+            "k3s_kubeconfig -- *",
+            "k3s_namespace -- *",
+        ]
+    )
+
+
+def test_report_header_shows_the_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--k3s-agents=2", "--k3s-image=x/k3s:1")
+    result.stdout.fnmatch_lines(
+        ["k3s: image x/k3s:1 (command line), default cluster 1 server(s) + 2 agent(s)*"]
+    )
+
+
+def test_bad_marker_fails_collection_naming_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.k3s(agnets=2)
+        def test_typo(k3s_cluster):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_bad_marker_fails_collection_naming_the_test.py::test_typo: "
+            "@pytest.mark.k3s got an unknown argument 'agnets'*"
+        ]
+    )
+
+
+def test_bad_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--k3s-servers=none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--k3s-servers: 'none' is not a whole number*"])
+
+
+def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_sessionfinish(session):
+            loaded = [m for m in ("docker", "kubernetes", "filelock") if m in sys.modules]
+            print("LOADED", loaded)
+        """
+    )
+    pytester.makepyfile("def test_plain(): assert True")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*LOADED []"])
+
+
+# --- with Docker and the k3s node double ------------------------------------
+
+RECORDING_CONFTEST = """
+import json, os
+
+import pytest
+
+
+@pytest.fixture
+def record(request, k3s_cluster):
+    def write(**extra):
+        from kubernetes.client import CoreV1Api
+
+        nodes = CoreV1Api(k3s_cluster.api_client).list_node().items
+        entry = {
+            "test": request.node.nodeid,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "cluster": k3s_cluster.name,
+            "nodes": sorted(n.metadata.name for n in nodes),
+            **extra,
+        }
+        out = os.path.join(os.environ["RECORD_DIR"], f"{os.getpid()}-{id(entry)}.json")
+        with open(out, "w") as stream:
+            json.dump(entry, stream)
+    return write
+"""
+
+TOPOLOGY_TESTS = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_default(record, i):
+    record()
+
+
+@pytest.mark.k3s(agents=2)
+@pytest.mark.parametrize("i", range(3))
+def test_two_agents(record, i):
+    record()
+
+
+@pytest.mark.k3s(servers=3)
+class TestHighAvailability:
+    @pytest.mark.parametrize("i", range(3))
+    def test_three_servers(self, record, i):
+        record()
+"""
+
+
+def read_records(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+
+
+def check_topologies(records: list[dict[str, Any]]) -> None:
+    by_test: dict[str, set[str]] = {}
+    for entry in records:
+        kind = entry["test"].split("::")[-1].split("[")[0]
+        by_test.setdefault(kind, set()).add(entry["cluster"])
+        cluster = entry["cluster"]
+        servers = [n for n in entry["nodes"] if n.startswith(f"{cluster}-server-")]
+        agents = [n for n in entry["nodes"] if n.startswith(f"{cluster}-agent-")]
+        expected = {
+            "test_default": (1, 0),
+            "test_two_agents": (1, 2),
+            "test_three_servers": (3, 0),
+        }[kind]
+        assert (len(servers), len(agents)) == expected, entry
+        assert len(entry["nodes"]) == sum(expected), entry
+    assert all(len(names) == 1 for names in by_test.values()), by_test
+    assert len(set().union(*by_test.values())) == 3
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("workers", [0, 3], ids=["single-process", "xdist-3"])
+def test_one_cluster_per_topology_for_the_whole_run(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_client: docker.DockerClient,
+    workers: int,
+) -> None:
+    records = pytester.mkdir("records")
+    monkeypatch.setenv("RECORD_DIR", str(records))
+    pytester.makeconftest(RECORDING_CONFTEST)
+    pytester.makepyfile(test_topologies=TOPOLOGY_TESTS)
+    before = set(clusters_of(docker_client))
+    args = ["-p", "no:randomly", "-p", "no:cacheprovider"]
+    if workers:
+        args += ["-n", str(workers)]
+    result = pytester.runpytest_subprocess(*args, timeout=600)
+    result.assert_outcomes(passed=9)
+    entries = read_records(records)
+    assert len(entries) == 9
+    check_topologies(entries)
+    if workers:
+        assert len({e["worker"] for e in entries}) > 1, "xdist spread the tests"
+    names = {e["cluster"] for e in entries}
+    result.stdout.fnmatch_lines(
+        [f"*k3s cluster {name} (*) was ready in *" for name in sorted(names)]
+    )
+    assert set(clusters_of(docker_client)) == before, "the run removed its clusters"
+
+
+@pytest.mark.docker
+def test_module_clusters_live_as_long_as_their_module(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = pytester.mkdir("records")
+    monkeypatch.setenv("RECORD_DIR", str(records))
+    check = """
+        import json, os, docker, pytest
+
+        def names():
+            client = docker.from_env()
+            try:
+                return {{c.labels["io.pytest-k3s.cluster"] for c in client.containers.list(
+                    all=True, filters={{"label": "io.pytest-k3s.cluster"}})}}
+            finally:
+                client.close()
+
+        def test_{name}(k3s_module_cluster):
+            path = os.path.join(os.environ["RECORD_DIR"], "{name}.json")
+            with open(path, "w") as stream:
+                json.dump({{"cluster": k3s_module_cluster.name,
+                           "agents": len(k3s_module_cluster.agents),
+                           "alive": sorted(names())}}, stream)
+    """
+    pytester.makepyfile(
+        test_a="import pytest\npytestmark = pytest.mark.k3s(agents=1)\n"
+        + check.format(name="a").replace("\n        ", "\n"),
+        test_b=check.format(name="b").replace("\n        ", "\n"),
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
+    result.assert_outcomes(passed=2)
+    a = json.loads((records / "a.json").read_text())
+    b = json.loads((records / "b.json").read_text())
+    assert (a["agents"], b["agents"]) == (1, 0)
+    assert a["cluster"] != b["cluster"]
+    assert a["cluster"] in a["alive"]
+    assert a["cluster"] not in b["alive"], "module a's cluster went with module a"
+
+
+@pytest.mark.docker
+def test_keep_leaves_clusters_until_the_sweep(
+    pytester: pytest.Pytester, docker_client: docker.DockerClient
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_uses_cluster(k3s_cluster):
+            assert k3s_cluster.nodes
+        """
+    )
+    before = set(clusters_of(docker_client))
+    result = pytester.runpytest_subprocess(
+        "--k3s-keep", "-p", "no:randomly", timeout=300
+    )
+    result.assert_outcomes(passed=1)
+    kept = set(clusters_of(docker_client)) - before
+    try:
+        assert len(kept) == 1
+        (name,) = kept
+        result.stdout.fnmatch_lines(
+            [
+                f"kept k3s cluster {name}: kubectl --kubeconfig *.yaml get nodes",
+                "remove kept clusters with 'python -m pytest_k3s sweep --include-kept'*",
+            ]
+        )
+        kubeconfig = result.stdout.str().split("kubectl --kubeconfig ")[1].split()[0]
+        nodes = subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "get", "nodes", "-o", "name"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"node/{name}-server-0" in nodes
+
+        plain = subprocess.run(
+            [sys.executable, "-m", "pytest_k3s", "sweep"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert name not in plain.stdout, "a plain sweep spares kept clusters"
+        swept = subprocess.run(
+            [sys.executable, "-m", "pytest_k3s", "sweep", "--include-kept"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"removed {name}" in swept.stdout
+    finally:
+        for name in kept:
+            for container in docker_client.containers.list(
+                all=True, filters={"label": f"{labels.CLUSTER}={name}"}
+            ):
+                container.remove(force=True, v=True)
+            for network in docker_client.networks.list(
+                filters={"label": f"{labels.CLUSTER}={name}"}
+            ):
+                network.remove()
+    assert set(clusters_of(docker_client)) == before
+
+
+@pytest.mark.docker
+def test_namespace_fixture_and_failure_diagnostics(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from kubernetes.client import CoreV1Api
+
+        NAMES = []
+
+        @pytest.mark.parametrize("case", ["A very [long] Name/" * 5])
+        def test_namespace(k3s_client, k3s_namespace, case):
+            assert len(k3s_namespace) <= 63
+            assert k3s_namespace.startswith("test-namespace-a-very-long-name")
+            CoreV1Api(k3s_client).read_namespace(k3s_namespace)
+            NAMES.append(k3s_namespace)
+
+        def test_namespace_was_deleted(k3s_client, k3s_kubeconfig):
+            assert k3s_kubeconfig.stat().st_mode & 0o777 == 0o600
+            namespace = CoreV1Api(k3s_client).read_namespace(NAMES[0])
+            assert namespace.status.phase == "Terminating" or namespace is None
+
+        def test_fails(k3s_cluster, k3s_namespace):
+            assert False, "deliberately"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- Captured k3s cluster k3s-* -*",
+            "node k3s-*-server-0: *Ready=True*",
+        ]
+    )
+
+
+@pytest.mark.docker
+def test_a_failed_start_is_reported_once_per_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.k3s(server_env=["K3S_DOUBLE_FAULT=crash"])
+        @pytest.mark.parametrize("i", range(4))
+        def test_x(k3s_cluster, i):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2", timeout=300)
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines(["*ClusterStartError*exited with status 1*"])
+    text = result.stdout.str()
+    assert (
+        text.count("failed to start in another worker")
+        + text.count("exited with status 1 during start-up")
+        >= 4
+    )
+    assert os.environ.get("PYTEST_K3S_IMAGE")
