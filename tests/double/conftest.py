@@ -125,6 +125,7 @@ def node(api: KubeAPI, core: Any) -> str:
     created = core.create_node(body)
     assert created.status.node_info.kubelet_version == "v1.35.5+k3s1"
     api.start_controllers()
+    wait_for(lambda: api.find("ServiceAccount", "default", "default"))
     return "k3d-test-server-0"
 
 
