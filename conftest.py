@@ -22,6 +22,7 @@ pytest_plugins = ["pytester"]
 
 LABEL = "io.pytest-k3s.cluster"
 REQUIRE_DOCKER = "PYTEST_K3S_REQUIRE_DOCKER"
+REAL_SKIPPED = pytest.StashKey[str]()
 
 
 def _docker_required() -> bool:
@@ -58,9 +59,43 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PYTEST_K3S_IMAGE"] = ensure_image()
 
 
+def _real_image_reason() -> str | None:
+    """Return why the real rancher/k3s tests cannot run here, or None if they can."""
+    from pytest_k3s import DEFAULT_IMAGE
+
+    if os.environ.get("PYTEST_K3S_REAL", "") not in ("", "0"):
+        return None  # asked for: the tests pull the image themselves
+    if _engine_error() is not None:
+        return "no Docker engine"
+    import docker
+
+    client = docker.from_env(timeout=10)
+    try:
+        client.images.get(DEFAULT_IMAGE)
+    except docker.errors.ImageNotFound:
+        return (
+            f"{DEFAULT_IMAGE} is not on the Docker engine (docker pull it, or set "
+            "PYTEST_K3S_REAL=1 to pull it)"
+        )
+    finally:
+        client.close()
+    return None
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    # Tests of the real image are deselected, not skipped, where it cannot be
+    # had: they are not part of this machine's suite, and say so in the header.
+    real = [item for item in items if item.get_closest_marker("real_k3s")]
+    if real:
+        reason = _real_image_reason()
+        if reason is not None:
+            config.hook.pytest_deselected(items=real)
+            items[:] = [item for item in items if item not in real]
+            config.stash[REAL_SKIPPED] = (
+                f"{len(real)} real rancher/k3s tests deselected: {reason}"
+            )
     if not any(item.get_closest_marker("docker") for item in items):
         return
     reason = _engine_error()
@@ -75,6 +110,10 @@ def pytest_collection_modifyitems(
     for item in items:
         if item.get_closest_marker("docker"):
             item.add_marker(skip)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    return config.stash.get(REAL_SKIPPED, None)
 
 
 @pytest.fixture(scope="session")
