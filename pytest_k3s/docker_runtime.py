@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-from docker.utils.socket import consume_socket_output
 from docker.utils.socket import frames_iter
 
 from pytest_k3s import labels
@@ -407,7 +406,8 @@ class DockerRuntime:
                 while chunk := stdin.read(1 << 20):
                     raw.sendall(chunk)
                 raw.shutdown(socket.SHUT_WR)
-                output = consume_socket_output(frames_iter(sock, tty=False))  # type: ignore[no-untyped-call]
+                frames = frames_iter(sock, tty=False)  # type: ignore[no-untyped-call]
+                output = b"".join(data for _, data in frames)
             finally:
                 sock.close()
         code = self.api.exec_inspect(exec_id)["ExitCode"]
