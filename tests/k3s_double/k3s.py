@@ -269,6 +269,19 @@ class Runtime:
         if self.stop.wait(seconds):
             raise SystemExit(0)
 
+    def guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        """Wrap a thread's body: a stop ends it quietly, an error is fatal."""
+
+        def run() -> None:
+            try:
+                target()
+            except SystemExit:
+                return
+            except Exception as exc:  # k3s dies on an unexpected error, loudly
+                self.log.fatal(f"{type(exc).__name__}: {exc}")
+
+        return run
+
     def retry(self, what: Callable[[], Any], failure: str) -> Any:
         """Call ``what`` until it succeeds; log each failure as k3s would."""
         while True:
@@ -332,7 +345,9 @@ class Kubelet:
 
     def start(self, after: threading.Event | None = None) -> None:
         """Run in a daemon thread; register only once ``after`` is set."""
-        threading.Thread(target=self._run, args=(after,), daemon=True).start()
+        threading.Thread(
+            target=self.rt.guard(lambda: self._run(after)), daemon=True
+        ).start()
 
     def _call(self, method: str, path: str, body: bytes, ctype: str) -> int:
         status, data = self.api.call(
@@ -353,7 +368,11 @@ class Kubelet:
             "--anonymous-auth=false",
             f"--hostname-override={self.node.name}",
             f"--node-ip={self.node.ip}",
-            *(f"--node-labels={label}" for label in self.node.extra_labels),
+            *(
+                ["--node-labels=" + ",".join(self.node.extra_labels)]
+                if self.node.extra_labels
+                else []
+            ),
             *(f"--{a.lstrip('-')}" for a in self.kubelet_args),
         ]
         log.info("Running kubelet " + " ".join(args))
@@ -604,14 +623,9 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
     log.info("Run: k3s kubectl")
 
     ready = threading.Event()
+    admin_api = Upstream(local_host, port, client_context(server_ca.cert, *admin_files))
     threading.Thread(
-        target=_wait_until_up,
-        args=(
-            rt,
-            Upstream(local_host, port, client_context(server_ca.cert, *admin_files)),
-            ready,
-        ),
-        daemon=True,
+        target=rt.guard(lambda: _wait_until_up(rt, admin_api, ready)), daemon=True
     ).start()
     if opts.flag("disable-agent"):
         return
@@ -770,42 +784,42 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGHUP, stop)
 
     def body() -> None:
-        try:
-            if fault.startswith("slow:"):
-                rt.sleep(float(fault.split(":", 1)[1]))
-            caps = effective_capabilities()
-            missing = [
-                name
-                for bit, name in (
-                    (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-                    (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
-                )
-                if not caps >> bit & 1
-            ]
-            if missing:
-                log.fatal(
-                    "Error: failed to start k3s: missing capabilities "
-                    + ", ".join(missing)
-                    + " (k3s needs a privileged container)"
-                )
-            if fault == "crash":
-                log.info(f"Starting k3s {VERSION} ({COMMIT})")
-                rt.sleep(1)
-                log.fatal(
-                    "starting kubernetes: preparing server: "
-                    "injected crash (K3S_DOUBLE_FAULT=crash)"
-                )
+        if fault.startswith("slow:"):
             try:
-                if command == "server":
-                    run_server(rt, opts)
-                else:
-                    run_agent(rt, opts)
-            except ValueError as exc:
-                log.fatal(str(exc))
-        except SystemExit:
-            return
+                delay = float(fault.split(":", 1)[1])
+            except ValueError:
+                log.fatal(f"invalid {FAULT_ENV}={fault!r}: want slow:<seconds>")
+            rt.sleep(delay)
+        elif fault not in ("", "crash", "never-ready"):
+            log.fatal(f"unknown {FAULT_ENV}={fault!r}")
+        caps = effective_capabilities()
+        missing = [
+            name
+            for bit, name in (
+                (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+            )
+            if not caps >> bit & 1
+        ]
+        if missing:
+            log.fatal(
+                "Error: failed to start k3s: missing capabilities "
+                + ", ".join(missing)
+                + " (k3s needs a privileged container)"
+            )
+        if fault == "crash":
+            log.info(f"Starting k3s {VERSION} ({COMMIT})")
+            rt.sleep(1)
+            log.fatal(
+                "starting kubernetes: preparing server: "
+                "injected crash (K3S_DOUBLE_FAULT=crash)"
+            )
+        if command == "server":
+            run_server(rt, opts)
+        else:
+            run_agent(rt, opts)
 
-    worker = threading.Thread(target=body, daemon=True)
+    worker = threading.Thread(target=rt.guard(body), daemon=True)
     worker.start()
     while not rt.stop.wait(1):
         _reap_children()
