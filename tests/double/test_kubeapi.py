@@ -17,7 +17,7 @@ from tests.k3s_double.api import node_object
 
 
 def _status(info: pytest.ExceptionInfo[ApiException]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(info.value.body)
+    body: dict[str, Any] = json.loads(info.value.body or "{}")
     assert body["kind"] == "Status"
     assert body["code"] == info.value.status
     return body

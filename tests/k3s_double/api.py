@@ -204,6 +204,12 @@ class KubeAPI:
             if method != "GET":
                 raise method_not_allowed()
             return _json(200, documents[path]())
+        if path == "/openapi/v3":
+            return _json(200, discovery.openapi_root())
+        if path.startswith("/openapi/v3/"):
+            document = discovery.openapi_document(path[len("/openapi/v3/") :])
+            if document is not None:
+                return _json(200, document)
         check = path.split("/")[1]
         if check in ("healthz", "livez", "readyz"):
             return self._health(check, "verbose" in query)
@@ -271,14 +277,24 @@ class KubeAPI:
     ) -> Response:
         ns = namespace or ""
         dry_run = query.get("dryRun") == "All"
+        include = query.get("includeObject", "Metadata")
+        render: Callable[[Obj], Obj] | None = None
+        if table:
+
+            def render(obj: Obj) -> Obj:
+                rv = obj["metadata"].get("resourceVersion", "")
+                return discovery.table(kind, [obj], rv, include)
+
         if name is None:
             if method == "GET" and watch:
-                return self._watch(kind, namespace, query)
+                return self._watch(kind, namespace, query, render)
             if method == "GET":
                 listed = self.list(kind, namespace, query)
                 if table:
                     rv = listed["metadata"]["resourceVersion"]
-                    return _json(200, discovery.table(kind, listed["items"], rv))
+                    return _json(
+                        200, discovery.table(kind, listed["items"], rv, include)
+                    )
                 return _json(200, listed)
             if method == "POST":
                 obj = self._body(body, headers)
@@ -294,17 +310,10 @@ class KubeAPI:
             return self._scale(method, kind, ns, name, headers, body)
         if method == "GET" and watch:
             query = {**query, "fieldSelector": f"metadata.name={name}"}
-            return self._watch(kind, namespace, query)
+            return self._watch(kind, namespace, query, render)
         if method == "GET":
             found = self.get(kind, ns, name)
-            if table:
-                return _json(
-                    200,
-                    discovery.table(
-                        kind, [found], found["metadata"]["resourceVersion"]
-                    ),
-                )
-            return _json(200, found)
+            return _json(200, render(found) if render else found)
         if method == "PUT":
             obj = self._body(body, headers)
             return _json(
@@ -445,8 +454,13 @@ class KubeAPI:
         }
 
     def _watch(
-        self, kind: Kind, namespace: str | None, query: Mapping[str, str]
+        self,
+        kind: Kind,
+        namespace: str | None,
+        query: Mapping[str, str],
+        render: Callable[[Obj], Obj] | None = None,
     ) -> Response:
+        """Start a watch; ``render`` turns each event's object into a Table."""
         labels, fields = self._selectors(kind, query)
         try:
             timeout = float(query.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
@@ -482,7 +496,8 @@ class KubeAPI:
                 kind_of = "DELETED" if before else None
             if kind_of is None:
                 return None
-            return (json.dumps({"type": kind_of, "object": change.new}) + "\n").encode()
+            shown = render(change.new) if render else change.new
+            return (json.dumps({"type": kind_of, "object": shown}) + "\n").encode()
 
         def stream() -> Iterator[bytes]:
             deadline = time.monotonic() + timeout

@@ -200,11 +200,41 @@ def _columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
         state = "Complete" if complete else "Running"
         completions = f"{done}/{spec.get('completions', 1)}"
         return [name, ("Status", state), ("Completions", completions), created]
+    if kind.kind == "Event":
+        involved = obj.get("involvedObject") or {}
+        return [
+            ("Last Seen", age(obj.get("lastTimestamp"))),
+            ("Type", obj.get("type", "")),
+            ("Reason", obj.get("reason", "")),
+            (
+                "Object",
+                f"{str(involved.get('kind', '')).lower()}/{involved.get('name')}",
+            ),
+            ("Message", obj.get("message", "")),
+        ]
     return [name, created]
 
 
-def table(kind: Kind, items: list[Obj], resource_version: str) -> Obj:
-    """Render objects as a ``meta.k8s.io/v1`` Table."""
+def _row_object(kind: Kind, obj: Obj, include: str) -> Obj | None:
+    if include == "None":
+        return None
+    if include == "Object":
+        return {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj["metadata"],
+    }
+
+
+def table(
+    kind: Kind, items: list[Obj], resource_version: str, include: str = "Metadata"
+) -> Obj:
+    """Render objects as a ``meta.k8s.io/v1`` Table.
+
+    ``include`` is the ``includeObject`` parameter: each row carries the
+    object's metadata (the default), the whole object, or nothing.
+    """
     sample = items[0] if items else _blank(kind)
     columns = [
         {
@@ -217,7 +247,10 @@ def table(kind: Kind, items: list[Obj], resource_version: str) -> Obj:
         for column, cell in _columns(kind, sample)
     ]
     rows = [
-        {"cells": [cell for _, cell in _columns(kind, item)], "object": item}
+        {
+            "cells": [cell for _, cell in _columns(kind, item)],
+            "object": _row_object(kind, item, include),
+        }
         for item in items
     ]
     return {
@@ -232,3 +265,65 @@ def table(kind: Kind, items: list[Obj], resource_version: str) -> Obj:
 def _blank(kind: Kind) -> Obj:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"metadata": {"name": "", "creationTimestamp": stamp}}
+
+
+def _openapi_prefix(group: str) -> str:
+    return f"apis/{group}/{GROUPS[group]}" if group else "api/v1"
+
+
+def openapi_root() -> Obj:
+    """The ``/openapi/v3`` index: one document per group version."""
+    return {
+        "paths": {
+            _openapi_prefix(group): {
+                "serverRelativeURL": f"/openapi/v3/{_openapi_prefix(group)}?hash=double"
+            }
+            for group in ("", *GROUPS)
+        }
+    }
+
+
+def openapi_document(prefix: str) -> Obj | None:
+    """A minimal OpenAPI v3 document for one group version.
+
+    It declares, per kind, the item path's PATCH operation with its
+    group-version-kind and the ``fieldValidation`` query parameter, which is
+    what kubectl looks for before it leaves validation to the server.  Schemas
+    are left out: kubectl then computes apply patches from its built-in types.
+    """
+    groups = [g for g in ("", *GROUPS) if _openapi_prefix(g) == prefix]
+    if not groups:
+        return None
+    paths: Obj = {}
+    for kind in KINDS:
+        if kind.group != groups[0]:
+            continue
+        scope = "namespaces/{namespace}/" if kind.namespaced else ""
+        gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
+        paths[f"/{prefix}/{scope}{kind.plural}/{{name}}"] = {
+            "patch": {
+                "operationId": f"patch{kind.kind}",
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [
+                    {
+                        "name": "fieldValidation",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "fieldManager",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "OK"}},
+            }
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.35.5+k3s1"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }
