@@ -68,7 +68,9 @@ def serve(kube: KubeAPI) -> tuple[http.server.ThreadingHTTPServer, str]:
     handler = type("Handler", (_Handler,), {"api": kube})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 

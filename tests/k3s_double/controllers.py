@@ -40,6 +40,7 @@ from .resources import condition
 from .resources import controller_of
 from .resources import now
 from .resources import owner_reference
+from .resources import parse_time
 from .resources import set_condition
 from .resources import short_hash
 
@@ -980,8 +981,6 @@ class Controllers:
             old = condition(deploy, "Progressing")
             deadline = int(spec.get("progressDeadlineSeconds", 600))
             if old is not None and old.get("lastUpdateTime"):
-                from .resources import parse_time
-
                 if time.time() - parse_time(old["lastUpdateTime"]) > deadline:
                     progress = (
                         "False",
@@ -1297,8 +1296,6 @@ def _revision_label(pod: Obj) -> str | None:
 
 
 def _created(obj: Obj) -> float:
-    from .resources import parse_time
-
     stamp = obj["metadata"].get("creationTimestamp")
     return parse_time(stamp) if stamp else 0.0
 

@@ -7,6 +7,7 @@ semantics and defaulting for a resource; the store itself is generic.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -75,7 +76,7 @@ class Kind:
         return field in ("metadata.name", "metadata.namespace") or field in self.fields
 
 
-_APPS = {"group": "apps", "has_status": True, "generation": True}
+_APPS = functools.partial(Kind, group="apps", has_status=True, generation=True)
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "namespaces", namespaced=False, short_names=("ns",),
          has_status=True, name_rule="label", fields=("status.phase",),
@@ -91,14 +92,13 @@ KINDS: tuple[Kind, ...] = (
     Kind("ServiceAccount", "serviceaccounts", short_names=("sa",),
          returns_deleted=True),
     Kind("Event", "events", short_names=("ev",), fields=_EVENT_FIELDS),
-    Kind("Deployment", "deployments", short_names=("deploy",), categories=("all",),
-         scale=True, **_APPS),  # type: ignore[arg-type]
-    Kind("ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
-         scale=True, fields=("status.replicas",), **_APPS),  # type: ignore[arg-type]
-    Kind("StatefulSet", "statefulsets", short_names=("sts",), categories=("all",),
-         scale=True, **_APPS),  # type: ignore[arg-type]
-    Kind("DaemonSet", "daemonsets", short_names=("ds",), categories=("all",),
-         **_APPS),  # type: ignore[arg-type]
+    _APPS("Deployment", "deployments", short_names=("deploy",), categories=("all",),
+          scale=True),
+    _APPS("ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
+          scale=True, fields=("status.replicas",)),
+    _APPS("StatefulSet", "statefulsets", short_names=("sts",), categories=("all",),
+          scale=True),
+    _APPS("DaemonSet", "daemonsets", short_names=("ds",), categories=("all",)),
     Kind("Job", "jobs", group="batch", categories=("all",), has_status=True,
          generation=True, fields=("status.successful",),
          default_propagation="Orphan"),
