@@ -460,3 +460,24 @@ def test_second_node_gets_its_own_pod_cidr(core: Any, node: str) -> None:
     other = node_object("agent-1", internal_ip="172.18.0.3", labels={})
     created = core.create_node(other)
     assert created.spec.pod_cidr == "10.42.1.0/24"
+
+
+def test_concurrent_writers_get_distinct_resource_versions(api: KubeAPI) -> None:
+    versions: list[str] = []
+    lock = threading.Lock()
+
+    def write(index: int) -> None:
+        body = json.dumps({"metadata": {"name": f"c{index}"}}).encode()
+        response = api.handle(
+            "POST", "/api/v1/namespaces/default/configmaps", {}, body, user="u"
+        )
+        assert response.status == 201
+        with lock:
+            versions.append(json.loads(response.body)["metadata"]["resourceVersion"])
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(versions)) == 40

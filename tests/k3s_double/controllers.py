@@ -980,13 +980,13 @@ class Controllers:
             )
             old = condition(deploy, "Progressing")
             deadline = int(spec.get("progressDeadlineSeconds", 600))
-            if old is not None and old.get("lastUpdateTime"):
-                if time.time() - parse_time(old["lastUpdateTime"]) > deadline:
-                    progress = (
-                        "False",
-                        "ProgressDeadlineExceeded",
-                        f'ReplicaSet "{rs_name}" has timed out progressing.',
-                    )
+            updated_at = old.get("lastUpdateTime") if old else None
+            if updated_at and time.time() - parse_time(updated_at) > deadline:
+                progress = (
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    f'ReplicaSet "{rs_name}" has timed out progressing.',
+                )
         stamp = now()
         for kind, (state, reason, message) in (
             ("Available", avail),
