@@ -1,0 +1,161 @@
+"""Unit tests of the node half's pure parts: flags, tokens, SANs, image archives."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from tests.k3s_double import ctr
+from tests.k3s_double import flags
+from tests.k3s_double.k3s import parse_label
+from tests.k3s_double.k3s import parse_taint
+from tests.k3s_double.pki import Token
+from tests.k3s_double.pki import ca_hash
+from tests.k3s_double.pki import serving_sans
+
+
+def parse_server(*args: str, **env: str) -> flags.Options:
+    return flags.parse(list(args), flags.SERVER_FLAGS, env)
+
+
+def test_value_forms_aliases_and_repeats() -> None:
+    opts = parse_server(
+        "--token=abc",
+        "-o",
+        "/out/kc.yaml",
+        "--tls-san",
+        "a.example",
+        "-tls-san=b.example",
+        "--disable=traefik,servicelb",
+        "--disable",
+        "metrics-server",
+        "--cluster-init",
+        "--https-listen-port",
+        "7443",
+        "positional",
+    )
+    assert opts.text("token") == "abc"
+    assert opts.text("write-kubeconfig") == "/out/kc.yaml"
+    assert opts.items("tls-san") == ["a.example", "b.example"]
+    assert opts.split("disable") == ["traefik", "servicelb", "metrics-server"]
+    assert opts.flag("cluster-init")
+    assert opts.number("https-listen-port") == 7443
+    assert opts.positional == ["positional"]
+
+
+def test_env_applies_only_to_unset_flags() -> None:
+    env = {
+        "K3S_TOKEN": "from-env",
+        "K3S_URL": "https://s:6443",
+        "K3S_CLUSTER_INIT": "1",
+    }
+    opts = parse_server("--token", "from-flag", **env)
+    assert opts.text("token") == "from-flag"
+    assert opts.text("server") == "https://s:6443"
+    assert opts.flag("cluster-init")
+    defaults = parse_server()
+    assert defaults.number("https-listen-port") == 6443
+    assert defaults.text("data-dir") == "/var/lib/rancher/k3s"
+    assert not defaults.flag("cluster-init")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--no-such-flag"], "flag provided but not defined: -no-such-flag"),
+        (["--token"], "flag needs an argument: -token"),
+        (["--https-listen-port=x"], 'invalid value "x" for flag -https-listen-port'),
+        (["--cluster-init=maybe"], 'invalid boolean value "maybe"'),
+    ],
+)
+def test_usage_errors(args: list[str], message: str) -> None:
+    with pytest.raises(flags.UsageError, match=message):
+        parse_server(*args)
+
+
+def test_agent_rejects_server_only_flags() -> None:
+    with pytest.raises(flags.UsageError, match="-cluster-init"):
+        flags.parse(["--cluster-init"], flags.AGENT_FLAGS, {})
+
+
+def test_labels_and_taints() -> None:
+    assert parse_label("tier=front") == ("tier", "front")
+    assert parse_taint("dedicated=gpu:NoSchedule") == {
+        "key": "dedicated",
+        "value": "gpu",
+        "effect": "NoSchedule",
+    }
+    assert parse_taint("spot:PreferNoSchedule") == {
+        "key": "spot",
+        "effect": "PreferNoSchedule",
+    }
+    with pytest.raises(ValueError, match="invalid taint"):
+        parse_taint("dedicated=gpu")
+    with pytest.raises(ValueError, match="invalid node label"):
+        parse_label("no-value")
+
+
+def test_tokens() -> None:
+    ca = b"-----BEGIN CERTIFICATE-----\nxyz\n-----END CERTIFICATE-----\n"
+    plain = Token.parse("secret")
+    assert (plain.ca_hash, plain.password) == ("", "secret")
+    full = plain.full(ca)
+    assert full == f"K10{ca_hash(ca)}::server:secret"
+    parsed = Token.parse(full)
+    assert (parsed.ca_hash, parsed.username, parsed.password) == (
+        ca_hash(ca),
+        "server",
+        "secret",
+    )
+
+
+def test_serving_sans_are_k3s_list_without_duplicates() -> None:
+    sans = serving_sans("node-a", ["172.18.0.2"], ["127.0.0.1", "api.example"])
+    assert sans == [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "10.43.0.1",
+        "127.0.0.1",
+        "api.example",
+        "::1",
+        "node-a",
+        "172.18.0.2",
+    ]
+
+
+def _tar(files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def test_image_archives() -> None:
+    manifest = [
+        {
+            "Config": "c.json",
+            "RepoTags": ["busybox:1.36", "ghcr.io/o/app"],
+            "Layers": ["l"],
+        }
+    ]
+    images = ctr.read_archive(
+        _tar({"manifest.json": json.dumps(manifest).encode(), "l": b"x" * 10})
+    )
+    assert [i.name for i in images] == [
+        "docker.io/library/busybox:1.36",
+        "ghcr.io/o/app:latest",
+    ]
+    with pytest.raises(ctr.ImageFormatError, match="unrecognized image format"):
+        ctr.read_archive(_tar({"hello.txt": b"hi"}))
+    with pytest.raises(ctr.ImageFormatError, match="invalid tar header"):
+        ctr.read_archive(io.BytesIO(b"not a tar at all" * 64))
