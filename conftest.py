@@ -142,19 +142,30 @@ def double_image() -> str:
 SHARED_CLUSTERS: set[str] = set()
 
 
+def _listing(client: docker.DockerClient) -> list[tuple[str, str, str | None]]:
+    """(kind, name, cluster label) of our containers and networks, and every volume.
+
+    The low-level API lists without inspecting, so objects removed meanwhile
+    by another process cannot make the listing fail.
+    """
+    api = client.api
+    listed: list[tuple[str, str, str | None]] = []
+    for c in api.containers(all=True, filters={"label": LABEL}):
+        listed.append(("container", c["Names"][0].lstrip("/"), c["Labels"].get(LABEL)))
+    for n in api.networks(filters={"label": LABEL}):
+        listed.append(("network", n["Name"], (n.get("Labels") or {}).get(LABEL)))
+    for v in api.volumes().get("Volumes") or []:
+        listed.append(("volume", v["Name"], (v.get("Labels") or {}).get(LABEL)))
+    return listed
+
+
 def labelled_objects(client: docker.DockerClient) -> set[str]:
     """Our labelled containers and networks, except shared clusters'."""
-    found = {
-        f"container {c.name}"
-        for c in client.containers.list(all=True, filters={"label": LABEL})
-        if c.labels.get(LABEL) not in SHARED_CLUSTERS
+    return {
+        f"{kind} {name}"
+        for kind, name, cluster in _listing(client)
+        if kind != "volume" and cluster not in SHARED_CLUSTERS
     }
-    found |= {
-        f"network {n.name}"
-        for n in client.networks.list(filters={"label": LABEL})
-        if n.attrs["Labels"].get(LABEL) not in SHARED_CLUSTERS
-    }
-    return found
 
 
 def all_objects(client: docker.DockerClient) -> set[str]:
@@ -163,15 +174,7 @@ def all_objects(client: docker.DockerClient) -> set[str]:
     Anonymous volumes (the k3s image declares four) cannot carry labels, so
     every volume counts: a module must not leave any new one behind.
     """
-    found = {
-        f"container {c.name}"
-        for c in client.containers.list(all=True, filters={"label": LABEL})
-    }
-    found |= {
-        f"network {n.name}" for n in client.networks.list(filters={"label": LABEL})
-    }
-    found |= {f"volume {v.name}" for v in client.volumes.list()}
-    return found
+    return {f"{kind} {name}" for kind, name, _ in _listing(client)}
 
 
 def _uses_docker(node: pytest.Item | pytest.Module) -> bool:

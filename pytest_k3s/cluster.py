@@ -198,10 +198,7 @@ class K3sCluster:
                 f"{runtime.address}; it was removed, or belongs to another engine"
             )
         nodes = sorted(
-            (
-                Node(c.name, c.labels.get(labels.ROLE, "agent"), str(c.id))
-                for c in containers
-            ),
+            (Node(c.name, _role(c.labels.get(labels.ROLE)), c.id) for c in containers),
             key=_node_order,
         )
         return cls(
@@ -351,6 +348,10 @@ class K3sCluster:
                 list(pool.map(load, self.nodes))
 
 
+def _role(value: str | None) -> Role:
+    return "server" if value == "server" else "agent"
+
+
 def _node_order(node: Node) -> tuple[int, int]:
     index = node.name.rpartition("-")[2]
     return (0 if node.role == "server" else 1, int(index) if index.isdigit() else 0)
@@ -405,7 +406,7 @@ class _Starter:
             self.runtime.create_network(self.name, self._labels("network"))
         with self.timings.phase("server-0"):
             self._start_node("server", 0)
-        if self.runtime.privileged_refused and spec.privileged == "auto":
+        if self.runtime.discovered_refusal:
             self.progress(
                 "the Docker engine refused privileged mode (unable to apply caps); "
                 "running nodes with an explicit capability set instead"

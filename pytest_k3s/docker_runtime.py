@@ -84,6 +84,9 @@ CAPABILITIES = [
 
 #: What a daemon says when the host cannot grant every capability.
 PRIVILEGE_REFUSED = "unable to apply caps"
+#: Engines (by address) that refused privileged mode in this process, so
+#: later nodes and clusters skip the attempt that is bound to fail.
+_REFUSING_ENGINES: set[str] = set()
 
 
 def missing_capabilities(status: str | None = None) -> list[str]:
@@ -137,6 +140,15 @@ class NodeContainer:
     files: Mapping[str, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A container, network or volume as a listing shows it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+
+
 @dataclass
 class LogCursor:
     """Where we are in a container's log, plus the lines seen so far (bounded)."""
@@ -165,7 +177,7 @@ class DockerRuntime:
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.api = client.api
-        self._privileged_refused = False
+        self.discovered_refusal = False
 
     @classmethod
     def connect(cls) -> DockerRuntime:
@@ -248,8 +260,8 @@ class DockerRuntime:
         for name in names:
             exact: dict[str, Any] = {"name": f"^{name}$"}
             for kind, found in (
-                ("container", self.client.containers.list(all=True, filters=exact)),
-                ("network", self.client.networks.list(filters=exact)),
+                ("container", self.api.containers(all=True, filters=exact)),
+                ("network", self.api.networks(filters=exact)),
             ):
                 if found:
                     raise NameConflictError(
@@ -305,7 +317,7 @@ class DockerRuntime:
         explicit capability set, and later nodes skip the privileged attempt.
         """
         use_privileged = (
-            privileged if privileged is not None else not self._privileged_refused
+            privileged if privileged is not None else not self.privileged_refused
         )
         container_id = self.create_node(node, privileged=use_privileged)
         try:
@@ -316,7 +328,8 @@ class DockerRuntime:
                     f"Docker could not start node {node.name}: {_explain(exc)}"
                 ) from exc
             self.remove_container(container_id)
-            self._privileged_refused = True
+            _REFUSING_ENGINES.add(self.address)
+            self.discovered_refusal = True
             container_id = self.create_node(node, privileged=False)
             self.api.start(container_id)
         return container_id
@@ -324,7 +337,7 @@ class DockerRuntime:
     @property
     def privileged_refused(self) -> bool:
         """Whether this engine refused privileged mode (and we fell back)."""
-        return self._privileged_refused
+        return self.address in _REFUSING_ENGINES
 
     # inspection ---------------------------------------------------------------
 
@@ -416,27 +429,40 @@ class DockerRuntime:
 
     # discovery and removal -------------------------------------------------------
 
-    def containers(self, selector: Mapping[str, str]) -> list[Any]:
-        """Return all containers (running or not) whose labels match ``selector``."""
-        filters = [f"{key}={value}" for key, value in selector.items()]
-        return list(self.client.containers.list(all=True, filters={"label": filters}))
+    # Listing uses the low-level API: the high-level one inspects every object
+    # it lists and fails when another process removes one meanwhile.
+
+    def containers(self, selector: Mapping[str, str]) -> list[Listed]:
+        """Return all containers (running or not) whose labels match ``selector``.
+
+        An empty value matches any value of that label.
+        """
+        filters = {"label": [f"{k}={v}" if v else k for k, v in selector.items()]}
+        return [
+            Listed(c["Id"], c["Names"][0].lstrip("/"), c.get("Labels") or {})
+            for c in self.api.containers(all=True, filters=filters)
+        ]
+
+    def _networks(self, selector: str) -> list[Listed]:
+        return [
+            Listed(n["Id"], n["Name"], n.get("Labels") or {})
+            for n in self.api.networks(filters={"label": selector})
+        ]
+
+    def _volumes(self, selector: str) -> list[Listed]:
+        volumes = self.api.volumes(filters={"label": selector}).get("Volumes") or []
+        return [Listed(v["Name"], v["Name"], v.get("Labels") or {}) for v in volumes]
 
     def labelled(self) -> dict[str, dict[str, str]]:
         """Return every cluster that has objects here, with one object's labels."""
         found: dict[str, dict[str, str]] = {}
-        selector: dict[str, Any] = {"label": labels.CLUSTER}
-        for listing in (
-            lambda: self.client.containers.list(all=True, filters=selector),
-            lambda: self.client.networks.list(filters=selector),
-            lambda: self.client.volumes.list(filters=selector),
-        ):
-            for item in listing():
-                item_labels = (
-                    item.attrs.get("Labels")
-                    or item.attrs.get("Config", {}).get("Labels")
-                    or {}
-                )
-                found.setdefault(item_labels[labels.CLUSTER], dict(item_labels))
+        everything = (
+            self.containers({labels.CLUSTER: ""})
+            + self._networks(labels.CLUSTER)
+            + self._volumes(labels.CLUSTER)
+        )
+        for item in everything:
+            found.setdefault(item.labels[labels.CLUSTER], dict(item.labels))
         return found
 
     def remove_container(self, container_id: str) -> None:

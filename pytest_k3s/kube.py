@@ -8,6 +8,7 @@ used side by side in one process.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from pytest_k3s.errors import K3sError
 from pytest_k3s.kubeconfig import Kubeconfig
 
 
@@ -129,10 +131,33 @@ def namespace_name(text: str, *, prefix: str = "", limit: int = 63) -> str:
     return name or "test"
 
 
-def create_namespace(api: k8s.ApiClient, name: str, labels: Mapping[str, str]) -> None:
-    """Create namespace ``name``."""
+def create_namespace(
+    api: k8s.ApiClient, name: str, labels: Mapping[str, str], *, timeout: float = 60
+) -> None:
+    """Create namespace ``name`` and wait until pods can be created in it.
+
+    The ``default`` ServiceAccount appears a moment after the namespace, and
+    until then the API refuses pods ("serviceaccount default not found").
+    """
+    core = k8s.CoreV1Api(api)
     metadata = k8s.V1ObjectMeta(name=name, labels=dict(labels))
-    k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=metadata))
+    core.create_namespace(k8s.V1Namespace(metadata=metadata))
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            core.read_namespaced_service_account(
+                "default", name, _request_timeout=PROBE_TIMEOUT
+            )
+            return
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise K3sError(
+                    f"namespace {name}: its default ServiceAccount did not appear "
+                    f"within {timeout:.0f}s ({_failure(exc)})"
+                ) from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def delete_namespace(api: k8s.ApiClient, name: str) -> None:

@@ -40,6 +40,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 RUN_KEY = pytest.StashKey["RunInfo"]()
 POOL_KEY = pytest.StashKey["ClusterPool"]()
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
+SUMMARY_KEY = pytest.StashKey[list[str]]()
 WORKER_INPUT = "pytest_k3s_run"
 #: Fixtures whose failing tests get the cluster's state in their report.
 CLUSTER_FIXTURES = ("k3s_cluster", "k3s_module_cluster", "k3s_session_cluster")
@@ -140,9 +141,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from pytest_k3s.sharing import finish_run
 
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    report = reporter.write_line if reporter is not None else log.info
-    finish_run(config.stash[RUN_KEY], report)
+    summary: list[str] = []
+    config.stash[SUMMARY_KEY] = summary
+    finish_run(config.stash[RUN_KEY], summary.append)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    summary = config.stash.get(SUMMARY_KEY, [])
+    if summary:
+        terminalreporter.write_sep("-", "k3s clusters")
+        for line in summary:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -214,9 +214,8 @@ def test_one_cluster_per_topology_for_the_whole_run(
     if workers:
         assert len({e["worker"] for e in entries}) > 1, "xdist spread the tests"
     names = {e["cluster"] for e in entries}
-    result.stdout.fnmatch_lines(
-        [f"*k3s cluster {name} (*) was ready in *" for name in sorted(names)]
-    )
+    for name in names:
+        result.stdout.fnmatch_lines([f"k3s cluster {name} (*) was ready in *"])
     assert set(clusters_of(docker_client)) == before, "the run removed its clusters"
 
 
@@ -341,7 +340,10 @@ def test_namespace_fixture_and_failure_diagnostics(pytester: pytest.Pytester) ->
             namespace = CoreV1Api(k3s_client).read_namespace(NAMES[0])
             assert namespace.status.phase == "Terminating" or namespace is None
 
-        def test_fails(k3s_cluster, k3s_namespace):
+        def test_fails(k3s_client, k3s_namespace):
+            pod = {"metadata": {"name": "doomed"},
+                   "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
+            CoreV1Api(k3s_client).create_namespaced_pod(k3s_namespace, pod)
             assert False, "deliberately"
         """
     )
@@ -349,8 +351,9 @@ def test_namespace_fixture_and_failure_diagnostics(pytester: pytest.Pytester) ->
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*- Captured k3s cluster k3s-* -*",
+            "*- k3s cluster k3s-* -*",
             "node k3s-*-server-0: *Ready=True*",
+            "pod test-fails-*/doomed: *",
         ]
     )
 
