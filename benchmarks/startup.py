@@ -23,7 +23,7 @@ from dataclasses import field
 from kubernetes.client import CoreV1Api
 
 from pytest_k3s import ClusterSpec
-from pytest_k3s.cluster import K3sCluster
+from pytest_k3s import K3sCluster
 
 
 TOPOLOGIES = ((1, 0), (1, 2), (3, 1))

@@ -6,7 +6,7 @@ import pytest
 from kubernetes.client import CoreV1Api
 from kubernetes.client import V1Node
 
-from pytest_k3s.cluster import K3sCluster
+from pytest_k3s import K3sCluster
 
 
 pytestmark = pytest.mark.k3s(agents=2)

@@ -12,6 +12,8 @@ The pytest fixtures live in :mod:`pytest_k3s.plugin`.
 
 from __future__ import annotations
 
+from pytest_k3s.cluster import K3sCluster
+from pytest_k3s.cluster import Node
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import ClusterTimeoutError
@@ -35,8 +37,10 @@ __all__ = [
     "ClusterTimeoutError",
     "DockerUnavailableError",
     "ImageUnavailableError",
+    "K3sCluster",
     "K3sError",
     "NameConflictError",
+    "Node",
     "PortMapping",
     "SpecError",
     "__version__",

@@ -24,10 +24,10 @@ from pytest_k3s import ClusterStartError
 from pytest_k3s import ClusterTimeoutError
 from pytest_k3s import DockerUnavailableError
 from pytest_k3s import ImageUnavailableError
+from pytest_k3s import K3sCluster
 from pytest_k3s import K3sError
 from pytest_k3s import NameConflictError
 from pytest_k3s import labels
-from pytest_k3s.cluster import K3sCluster
 from pytest_k3s.docker_runtime import DockerRuntime
 
 
@@ -252,7 +252,7 @@ def test_keyboard_interrupt_during_start_leaves_nothing(
         textwrap.dedent(
             f"""
             from pytest_k3s import ClusterSpec
-            from pytest_k3s.cluster import K3sCluster
+            from pytest_k3s import K3sCluster
             spec = ClusterSpec(image={double_image!r}, agents=1, timeout=120,
                                server_env=("K3S_DOUBLE_FAULT=slow:60",))
             K3sCluster.start(spec, name="k3s-interrupted")

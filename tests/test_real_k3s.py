@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client import CoreV1Api
 
 from pytest_k3s import ClusterSpec
-from pytest_k3s.cluster import K3sCluster
+from pytest_k3s import K3sCluster
 from pytest_k3s.kube import node_roles
 
 
