@@ -127,7 +127,7 @@ def kubeconfig_for(
 
 def api_client(config: dict[str, Any]) -> k8s.ApiClient:
     """A client for this kubeconfig only (never the global kubernetes config)."""
-    client: k8s.ApiClient = k8s_config.new_client_from_config_dict(config)  # type: ignore[no-untyped-call]
+    client: k8s.ApiClient = k8s_config.new_client_from_config_dict(config)
     return client
 
 
@@ -193,7 +193,7 @@ class Cluster:
             with contextlib.suppress(docker.errors.NotFound):
                 self.network.remove()
         if self.api is not None:
-            self.api.close()  # type: ignore[no-untyped-call]
+            self.api.close()
 
 
 @contextlib.contextmanager
