@@ -232,6 +232,8 @@ class K3sCluster:
                 self._runtime.remove_cluster(self.name)
                 if self._private_dir is not None:
                     shutil.rmtree(self._private_dir, ignore_errors=True)
+                else:
+                    self.kubeconfig_path.unlink(missing_ok=True)
         finally:
             self._runtime.close()
 

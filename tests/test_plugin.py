@@ -107,7 +107,8 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
         import sys
 
         def pytest_sessionfinish(session):
-            loaded = [m for m in ("docker", "kubernetes", "filelock") if m in sys.modules]
+            heavy = ("docker", "kubernetes", "filelock")
+            loaded = [m for m in heavy if m in sys.modules]
             print("LOADED", loaded)
         """
     )
@@ -231,8 +232,9 @@ def test_module_clusters_live_as_long_as_their_module(
         def names():
             client = docker.from_env()
             try:
-                return {{c.labels["io.pytest-k3s.cluster"] for c in client.containers.list(
-                    all=True, filters={{"label": "io.pytest-k3s.cluster"}})}}
+                found = client.api.containers(
+                    all=True, filters={{"label": "io.pytest-k3s.cluster"}})
+                return {{c["Labels"]["io.pytest-k3s.cluster"] for c in found}}
             finally:
                 client.close()
 
@@ -280,7 +282,7 @@ def test_keep_leaves_clusters_until_the_sweep(
         result.stdout.fnmatch_lines(
             [
                 f"kept k3s cluster {name}: kubectl --kubeconfig *.yaml get nodes",
-                "remove kept clusters with 'python -m pytest_k3s sweep --include-kept'*",
+                "remove kept clusters with 'python -m pytest_k3s sweep --include-*",
             ]
         )
         kubeconfig = result.stdout.str().split("kubectl --kubeconfig ")[1].split()[0]
@@ -380,3 +382,86 @@ def test_a_failed_start_is_reported_once_per_run(pytester: pytest.Pytester) -> N
         >= 4
     )
     assert os.environ.get("PYTEST_K3S_IMAGE")
+
+
+@pytest.mark.docker
+def test_a_crashed_worker_leaks_nothing(
+    pytester: pytest.Pytester, docker_client: docker.DockerClient
+) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_x(k3s_cluster, i):
+            if i == 0:
+                os._exit(3)  # the worker dies with the cluster in use
+        """
+    )
+    before = set(clusters_of(docker_client))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2", timeout=300)
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*"])
+    result.assert_outcomes(passed=3, failed=1)
+    assert set(clusters_of(docker_client)) == before
+
+
+@pytest.mark.docker
+def test_concurrent_runs_never_touch_each_others_clusters(
+    pytester: pytest.Pytester, docker_client: docker.DockerClient
+) -> None:
+    signals = pytester.mkdir("signals")
+    pytester.makepyfile(
+        test_first=f"""
+        import os, pathlib, time, docker
+
+        SIGNALS = pathlib.Path({str(signals)!r})
+
+        def test_holds_its_cluster(k3s_cluster):
+            (SIGNALS / "first-ready").write_text(k3s_cluster.name)
+            deadline = time.monotonic() + 240
+            while not (SIGNALS / "second-done").exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            client = docker.from_env()
+            try:
+                alive = client.api.containers(
+                    filters={{"label": f"io.pytest-k3s.cluster={{k3s_cluster.name}}"}}
+                )
+            finally:
+                client.close()
+            assert alive, "the other run removed this run's cluster"
+        """,
+        test_second="""
+        def test_uses_its_own(k3s_cluster):
+            print("SECOND", k3s_cluster.name)
+        """,
+    )
+    before = set(clusters_of(docker_client))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly", "test_first.py"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        ready = signals / "first-ready"
+        for _ in range(1200):
+            if ready.exists() or first.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        assert ready.exists(), (
+            first.communicate()[0] if first.poll() is not None else ""
+        )
+        second = pytester.runpytest_subprocess(
+            "-p", "no:randomly", "-s", "test_second.py", timeout=300
+        )
+        second.assert_outcomes(passed=1)
+        second_name = second.stdout.str().split("SECOND ")[1].split()[0]
+        assert second_name != ready.read_text()
+    finally:
+        (signals / "second-done").write_text("")
+        output = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, output
+    assert set(clusters_of(docker_client)) == before
