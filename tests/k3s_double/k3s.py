@@ -549,7 +549,11 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
         from .api import KubeAPI
 
         disabled: set[str] = set(opts.split("disable")) | set(opts.split("no-deploy"))
-        api = KubeAPI(git_version=VERSION, disable=frozenset(disabled))
+        api = KubeAPI(
+            git_version=VERSION,
+            disable=frozenset(disabled),
+            ca_pem=server_ca.cert.decode(),
+        )
         api.start_controllers()
         backend = api
 
