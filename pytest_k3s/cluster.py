@@ -54,6 +54,13 @@ READY_LOG = {"server": "k3s is up and running", "agent": "successfully registere
 INIT_READY_LOG = "containerd is now running"
 #: HA servers crash-loop while etcd members join; Docker restarts them.
 HA_RESTART_RETRIES = 5
+#: Test machines' disks are often fuller than the kubelet's default eviction
+#: threshold (5% free), which would evict pods with DiskPressure. Given first,
+#: so a user's own --kubelet-arg for the same setting wins.
+TEST_KUBELET_ARGS = (
+    "--kubelet-arg=eviction-hard=imagefs.available<1%,nodefs.available<1%",
+    "--kubelet-arg=eviction-minimum-reclaim=imagefs.available=1%,nodefs.available=1%",
+)
 
 
 @dataclass(frozen=True)
@@ -402,6 +409,8 @@ class _Starter:
         spec = self.spec
         self.progress(f"starting k3s cluster {self.name}: {spec.describe()}")
         with self.timings.phase("image"):
+            if not self.runtime.has_image(spec.image):
+                self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
             self.runtime.ensure_image(spec.image)
         with self.timings.phase("network"):
             self.runtime.check_free([self.name, self._node_name("server", 0)])
@@ -485,13 +494,13 @@ class _Starter:
             "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT,
         }
         if role == "server":
-            command = ["server", "--tls-san", self.api_host]
+            command = ["server", "--tls-san", self.api_host, *TEST_KUBELET_ARGS]
             if spec.servers > 1 and index == 0:
                 command.append("--cluster-init")
             command += spec.server_args
             extra_env = spec.server_env
         else:
-            command = ["agent", *spec.agent_args]
+            command = ["agent", *TEST_KUBELET_ARGS, *spec.agent_args]
             extra_env = spec.agent_env
         if (role, index) != ("server", 0):
             environment["K3S_URL"] = (

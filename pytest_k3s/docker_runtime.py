@@ -218,6 +218,14 @@ class DockerRuntime:
 
     # images ---------------------------------------------------------------
 
+    def has_image(self, image: str) -> bool:
+        """Whether ``image`` is present on the engine."""
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
     def ensure_image(self, image: str, *, pull: bool = True) -> None:
         """Make sure ``image`` is present, pulling it once if it is not."""
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import docker
 import pytest
+import yaml
 from kubernetes.client import CoreV1Api
 
 from conftest import SHARED_CLUSTERS
@@ -27,11 +28,14 @@ from pytest_k3s import ImageUnavailableError
 from pytest_k3s import K3sCluster
 from pytest_k3s import K3sError
 from pytest_k3s import NameConflictError
+from pytest_k3s import PortMapping
 from pytest_k3s import labels
 from pytest_k3s.docker_runtime import DockerRuntime
 
 
 pytestmark = pytest.mark.docker
+
+REGISTRIES = {"mirrors": {"docker.io": {"endpoint": ["http://mirror.invalid:5000"]}}}
 
 
 def ready_nodes(cluster: K3sCluster) -> dict[str, tuple[str, ...]]:
@@ -108,10 +112,41 @@ def test_topology_gives_a_working_client_and_leaves_nothing(
 
 @pytest.fixture(scope="module")
 def shared_cluster(double_image: str) -> Iterator[K3sCluster]:
-    spec = ClusterSpec(image=double_image, agents=1, timeout=90)
+    spec = ClusterSpec(
+        image=double_image,
+        agents=1,
+        timeout=90,
+        ports=(PortMapping(30080),),
+        registries=REGISTRIES,
+    )
     with K3sCluster.start(spec) as cluster:
         SHARED_CLUSTERS.add(cluster.name)
         yield cluster
+
+
+def test_extra_ports_are_published_on_loopback(
+    shared_cluster: K3sCluster, docker_client: docker.DockerClient
+) -> None:
+    port = shared_cluster.host_port(30080)
+    server = docker_client.containers.get(shared_cluster.servers[0].container_id)
+    binding = server.attrs["HostConfig"]["PortBindings"]["30080/tcp"][0]
+    assert binding["HostIp"] == "127.0.0.1"
+    published = server.attrs["NetworkSettings"]["Ports"]["30080/tcp"][0]
+    assert int(published["HostPort"]) == port > 0
+
+
+def test_registries_and_kubelet_defaults_reach_every_node(
+    shared_cluster: K3sCluster, docker_client: docker.DockerClient
+) -> None:
+    for node in shared_cluster.nodes:
+        container = docker_client.containers.get(node.container_id)
+        written = container.exec_run(["cat", "/etc/rancher/k3s/registries.yaml"])
+        assert written.exit_code == 0, node.name
+        output: bytes = written.output  # type: ignore[assignment]
+        assert yaml.safe_load(output) == REGISTRIES
+        command = container.attrs["Args"]
+        assert command[0] == ("server" if node.role == "server" else "agent")
+        assert any("eviction-hard=imagefs.available<1%" in arg for arg in command)
 
 
 def test_helpers_logs_kubectl_and_load_image(
