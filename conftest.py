@@ -9,6 +9,7 @@ checks after every Docker test that it left nothing labelled behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -187,28 +188,29 @@ def _items(module: pytest.Module) -> list[pytest.Item]:
     return [i for i in module.session.items if i.parent is module]
 
 
-@pytest.fixture(autouse=True)
-def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a Docker test that leaves labelled containers or networks behind."""
+def _leak_check(
+    request: pytest.FixtureRequest, snapshot: Callable[[docker.DockerClient], set[str]]
+) -> Iterator[None]:
     if not _uses_docker(request.node):
         yield
         return
     client: docker.DockerClient = request.getfixturevalue("docker_client")
-    before = labelled_objects(client)
+    before = snapshot(client)
     yield
-    left = labelled_objects(client) - before
-    assert not left, f"left behind: {sorted(left)}"
+    left = snapshot(client) - before
+    assert not left, f"{request.node.nodeid} left behind: {sorted(left)}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a Docker test that leaves labelled containers or networks behind."""
+    yield from _leak_check(request, labelled_objects)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _module_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a Docker test module that leaves any labelled object or volume behind."""
-    if not _uses_docker(request.node):
-        yield
-        return
-    client: docker.DockerClient = request.getfixturevalue("docker_client")
-    before = all_objects(client)
-    yield
-    # Module-scoped fixtures are finalised before this (they were set up after).
-    left = all_objects(client) - before
-    assert not left, f"{request.node.nodeid} left behind: {sorted(left)}"
+    """Fail a Docker test module that leaves any labelled object or volume behind.
+
+    Module-scoped fixtures are finalised before this check (set up after it).
+    """
+    yield from _leak_check(request, all_objects)

@@ -108,24 +108,7 @@ class ClusterPool:
         It carries the run's labels, so the end of the run removes it even if
         this process dies first, and it is recorded so ``--k3s-keep`` lists it.
         """
-        from pytest_k3s.cluster import K3sCluster
-
-        self._sweep_once()
-        cluster = K3sCluster.start(
-            spec,
-            kubeconfig_dir=self.run.state_dir,
-            run_id=self.run.run_id,
-            owner=self.run.owner,
-            keep=self.run.keep,
-            progress=self.progress,
-        )
-        Record(
-            cluster.name,
-            str(cluster.kubeconfig_path),
-            spec.describe(),
-            cluster.timings.total,
-        ).write(self.run.state_dir / f"private-{cluster.name}.json")
-        return cluster
+        return self._start(spec, None)
 
     def close(self) -> None:
         """Let go of this process's connections (the run's owner removes clusters)."""
@@ -146,7 +129,8 @@ class ClusterPool:
             name=record.name, spec=spec, kubeconfig_path=Path(record.kubeconfig)
         )
 
-    def _start(self, spec: ClusterSpec, record_path: Path) -> K3sCluster:
+    def _start(self, spec: ClusterSpec, record_path: Path | None) -> K3sCluster:
+        """Start a cluster of the run and record it (a private one by its name)."""
         from pytest_k3s.cluster import K3sCluster
 
         self._sweep_once()
@@ -161,17 +145,20 @@ class ClusterPool:
                 progress=self.progress,
             )
         except K3sError as exc:
-            # Other workers would fail the same way after the same wait.
-            Record("", "", spec.describe(), time.monotonic() - began, str(exc)).write(
-                record_path
-            )
+            if record_path is not None:
+                # Other workers would fail the same way after the same wait.
+                failed = Record(
+                    "", "", spec.describe(), time.monotonic() - began, str(exc)
+                )
+                failed.write(record_path)
             raise
-        Record(
+        record = Record(
             cluster.name,
             str(cluster.kubeconfig_path),
             spec.describe(),
             cluster.timings.total,
-        ).write(record_path)
+        )
+        record.write(record_path or self.run.state_dir / f"private-{cluster.name}.json")
         return cluster
 
     def _sweep_once(self) -> None:

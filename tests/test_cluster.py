@@ -336,26 +336,21 @@ def test_sweep_removes_dead_runs_only(
             cluster.stop()
 
 
+def cli(*args: str) -> str:
+    """Run ``python -m pytest_k3s`` and return its output."""
+    command = [sys.executable, "-m", "pytest_k3s", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def test_cli_lists_and_sweeps(
     double_image: str, docker_client: docker.DockerClient
 ) -> None:
     cluster = K3sCluster.start(ClusterSpec(image=double_image, wait_for_coredns=False))
     try:
-        listing = subprocess.run(
-            [sys.executable, "-m", "pytest_k3s", "list"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        listing = cli("list")
         assert f"{cluster.name}\trun " in listing
         assert "run alive" in listing.split(cluster.name, 1)[1].splitlines()[0]
-        swept = subprocess.run(
-            [sys.executable, "-m", "pytest_k3s", "sweep"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert cluster.name not in swept, "a live run's cluster is never swept"
+        assert cluster.name not in cli("sweep"), "a live run's cluster is never swept"
     finally:
         cluster.stop()
 
