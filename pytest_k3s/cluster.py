@@ -412,6 +412,8 @@ class _Starter:
             if not self.runtime.has_image(spec.image):
                 self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
             self.runtime.ensure_image(spec.image)
+        # A first run's pull is not start-up time: the deadline starts now.
+        self.deadline = time.monotonic() + spec.timeout
         with self.timings.phase("network"):
             self.runtime.check_free([self.name, self._node_name("server", 0)])
             self.runtime.create_network(self.name, self._labels("network"))

@@ -111,16 +111,28 @@ def missing_capabilities(status: str | None = None) -> list[str]:
     return ["SYS_RESOURCE"]
 
 
-def privilege_options(privileged: bool) -> dict[str, Any]:
-    """Return the container options for privileged mode or the capability set."""
+#: Host devices the kubelet and containerd use, which privileged mode would
+#: have given the node.
+NODE_DEVICES = ("/dev/kmsg", "/dev/fuse")
+
+
+def privilege_options(privileged: bool, *, local: bool = True) -> dict[str, Any]:
+    """Return the container options for privileged mode or the capability set.
+
+    The capability set stands in for privileged mode as far as a host that
+    refuses it allows: every capability it has, no seccomp or AppArmor
+    confinement, unmasked ``/proc`` paths, and (for a local engine, whose
+    devices we can see) the devices the kubelet reads.
+    """
     if privileged:
         return {"privileged": True}
+    devices = [d for d in NODE_DEVICES if local and Path(d).exists()]
     return {
         "cap_add": ["ALL"],
-        "cap_drop": missing_capabilities(),
+        "cap_drop": missing_capabilities() if local else ["SYS_RESOURCE"],
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
-        # Privileged mode would also give the node the host's devices.
-        "devices": ["/dev/fuse:/dev/fuse:rwm"] if Path("/dev/fuse").exists() else [],
+        "devices": [f"{device}:{device}:rwm" for device in devices],
+        "unmask": True,
     }
 
 
@@ -290,32 +302,40 @@ class DockerRuntime:
 
     def create_node(self, node: NodeContainer, *, privileged: bool) -> str:
         """Create (not start) a node container and copy its files in; return its id."""
-        ports: dict[str, Any] = {}
-        for mapping in node.ports:
-            ports[f"{mapping.container_port}/{mapping.protocol}"] = (
-                node.bind_ip,
-                mapping.host_port,
-            )
-        restart: Any = {"Name": "no"}
+        ports: dict[int | str, Any] = {
+            f"{m.container_port}/{m.protocol}": (node.bind_ip, m.host_port)
+            for m in node.ports
+        }
+        restart: dict[str, Any] = {"Name": "no"}
         if node.restart_retries:
             restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
-        container = self.client.containers.create(
+        options = privilege_options(privileged, local=self.api_host() is None)
+        unmask = options.pop("unmask", False)
+        host_config = self.api.create_host_config(
+            port_bindings=ports,
+            tmpfs={"/run": "", "/var/run": ""},
+            restart_policy=restart,
+            network_mode=node.network,
+            **options,
+        )
+        if unmask:
+            # What `docker run --security-opt systempaths=unconfined` sends.
+            host_config["MaskedPaths"] = []
+            host_config["ReadonlyPaths"] = []
+        container = self.api.create_container(
             node.image,
             command=list(node.command),
             name=node.name,
             hostname=node.name,
             environment=dict(node.environment),
             labels=dict(node.labels),
-            network=node.network,
-            ports=ports,
-            tmpfs={"/run": "", "/var/run": ""},
-            restart_policy=restart,
-            detach=True,
-            **privilege_options(privileged),
+            ports=[(m.container_port, m.protocol) for m in node.ports],
+            host_config=host_config,
         )
+        container_id = str(container["Id"])
         for path, data in node.files.items():
-            container.put_archive("/", _tar_of(path, data))
-        return str(container.id)
+            self.api.put_archive(container_id, "/", _tar_of(path, data))
+        return container_id
 
     def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
         """Create and start a node; with ``privileged`` None, fall back if refused.

@@ -157,7 +157,7 @@ class ClusterSpec:
     :param privileged: ``auto`` (privileged, falling back to an explicit
         capability set where the host refuses privileged mode),
         ``privileged`` or ``capabilities``
-    :param timeout: seconds the whole start-up may take
+    :param timeout: seconds the start-up may take once the image is present
     :param wait_for_coredns: also wait until CoreDNS is available
     :param api_host: the address the kubeconfig uses; None derives it from the
         Docker address (127.0.0.1 for a local engine)

@@ -196,6 +196,10 @@ def test_privileged_fallback_or_privileged_mode(
         assert config["CapAdd"] == ["ALL"]
         assert "SYS_RESOURCE" in config["CapDrop"]
         assert "seccomp=unconfined" in config["SecurityOpt"]
+        assert config["MaskedPaths"] == []
+        assert config["ReadonlyPaths"] == []
+        devices = [d["PathOnHost"] for d in config["Devices"] or []]
+        assert ("/dev/kmsg" in devices) == os.path.exists("/dev/kmsg")
 
 
 def test_forced_privileged_mode_is_not_silently_replaced(
