@@ -80,6 +80,11 @@ from .validation import causes as validation_causes
 from .validation import update_causes
 
 
+#: Query booleans as the API server parses them (Go's strconv.ParseBool);
+#: older Python clients send ``watch=True``.
+TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+
+
 __all__ = ["KubeAPI", "Response", "node_object"]
 
 PATCH_TYPES = (
@@ -224,7 +229,7 @@ class KubeAPI:
             group, rest = segments[1], segments[3:]
         else:
             return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
-        watch = query.get("watch") in ("true", "1")
+        watch = query.get("watch") in TRUE
         if rest and rest[0] == "watch":
             watch, rest = True, rest[1:]
         namespace: str | None = None
@@ -1040,7 +1045,7 @@ class KubeAPI:
         tail = query.get("tailLines")
         if tail and tail.isdigit():
             lines = lines[len(lines) - int(tail) :] if int(tail) else []
-        stamps = query.get("timestamps") in ("true", "1")
+        stamps = query.get("timestamps") in TRUE
         text = "".join(
             (f"{stamp.replace('Z', '.000000000Z')} " if stamps else "") + line + "\n"
             for stamp, line in lines
