@@ -120,15 +120,16 @@ def coredns_available(api: k8s.ApiClient) -> str | None:
     return None
 
 
-def namespace_name(text: str, *, prefix: str = "", limit: int = 63) -> str:
-    """Turn ``text`` (e.g. a test name) into a valid namespace name.
+def namespace_name(text: str, *, suffix: str) -> str:
+    """Turn ``text`` (e.g. a test name) and ``suffix`` into a namespace name.
 
     Namespaces are DNS-1123 labels: lower-case alphanumerics and ``-``, at
-    most 63 characters, starting and ending alphanumeric.
+    most 63 characters, starting and ending alphanumeric. ``text`` is cut to
+    fit; ``suffix`` (which makes the name unique) is kept whole.
     """
-    body = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    name = f"{prefix}{body}"[:limit].strip("-")
-    return name or "test"
+    limit = 63 - len(suffix) - 1
+    body = re.sub(r"[^a-z0-9]+", "-", text.lower())[:limit].strip("-")
+    return f"{body or 'test'}-{suffix}"
 
 
 def create_namespace(

@@ -6,10 +6,8 @@ needs a cluster, so a run that uses no k3s fixture pays nothing for them.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-import tempfile
 from collections.abc import Generator
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from pytest_k3s import labels
 from pytest_k3s.settings import MARKER
 from pytest_k3s.settings import MARKER_HELP
 from pytest_k3s.settings import Settings
@@ -64,32 +61,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def _run_info(config: pytest.Config) -> RunInfo:
     from pytest_k3s.sharing import RunInfo
 
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and WORKER_INPUT in workerinput:
-        shared = json.loads(workerinput[WORKER_INPUT])
-        owner = labels.Owner.parse(shared["owner"])
-        assert owner is not None
-        return RunInfo(
-            shared["run_id"], owner, Path(shared["state_dir"]), shared["keep"]
-        )
-    run_id = secrets.token_hex(6)
-    state_dir = Path(tempfile.gettempdir()) / f"pytest-k3s-run-{run_id}"
-    keep = config.stash[SETTINGS_KEY].keep
-    return RunInfo(run_id, labels.Owner.current(), state_dir, keep)
+    workerinput = getattr(config, "workerinput", {})
+    if WORKER_INPUT in workerinput:
+        return RunInfo.from_json(workerinput[WORKER_INPUT])
+    return RunInfo.new(keep=config.stash[SETTINGS_KEY].keep)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """Hand the run's identity to each xdist worker (xdist's hook)."""
-    run = node.config.stash[RUN_KEY]
-    node.workerinput[WORKER_INPUT] = json.dumps(
-        {
-            "run_id": run.run_id,
-            "owner": str(run.owner),
-            "state_dir": str(run.state_dir),
-            "keep": run.keep,
-        }
-    )
+    node.workerinput[WORKER_INPUT] = node.config.stash[RUN_KEY].to_json()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -273,9 +254,7 @@ def k3s_namespace(
     """
     from pytest_k3s import kube
 
-    suffix = secrets.token_hex(3)
-    name = kube.namespace_name(request.node.name, limit=63 - len(suffix) - 1)
-    name = f"{name}-{suffix}"
+    name = kube.namespace_name(request.node.name, suffix=secrets.token_hex(3))
     api = k3s_cluster.api_client
     kube.create_namespace(api, name, {"app.kubernetes.io/managed-by": "pytest-k3s"})
     yield name

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,33 @@ class RunInfo:
     owner: labels.Owner
     state_dir: Path
     keep: bool
+
+    @classmethod
+    def new(cls, *, keep: bool) -> RunInfo:
+        """A fresh run owned by this process, with a private state directory."""
+        run_id = secrets.token_hex(6)
+        state_dir = Path(tempfile.gettempdir()) / f"pytest-k3s-run-{run_id}"
+        return cls(run_id, labels.Owner.current(), state_dir, keep)
+
+    def to_json(self) -> str:
+        """Serialise the run for another process (an xdist worker)."""
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "owner": str(self.owner),
+                "state_dir": str(self.state_dir),
+                "keep": self.keep,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunInfo:
+        """Read back what :meth:`to_json` wrote."""
+        shared = json.loads(text)
+        owner = labels.Owner.parse(shared["owner"])
+        if owner is None:
+            raise K3sError(f"malformed run owner {shared['owner']!r} from xdist")
+        return cls(shared["run_id"], owner, Path(shared["state_dir"]), shared["keep"])
 
 
 @dataclass(frozen=True)
