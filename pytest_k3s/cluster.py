@@ -429,11 +429,13 @@ class _Starter:
                 lambda index: self._start_node("agent", index), range(spec.agents)
             )
             with self.timings.phase("servers"):
+                # Joining servers go one at a time, each once the one before it
+                # runs (etcd admits one new member at a time); agents are being
+                # added to self.nodes meanwhile, so look servers up by name.
                 for index in range(1, spec.servers):
-                    self._wait_for_log(
-                        self.nodes[0] if index == 1 else self.nodes[-1],
-                        INIT_READY_LOG if index == 1 else READY_LOG["server"],
-                    )
+                    previous = self._node(self._node_name("server", index - 1))
+                    needle = INIT_READY_LOG if index == 1 else READY_LOG["server"]
+                    self._wait_for_log(previous, needle)
                     self._start_node("server", index)
             with self.timings.phase("agents"):
                 list(agents)
@@ -472,6 +474,9 @@ class _Starter:
 
     def _node_name(self, role: Role, index: int) -> str:
         return f"{self.name}-{role}-{index}"
+
+    def _node(self, name: str) -> Node:
+        return next(node for node in list(self.nodes) if node.name == name)
 
     def _labels(self, role: str) -> dict[str, str]:
         result = labels.labels_for(
@@ -548,7 +553,7 @@ class _Starter:
 
     def _check_alive(self) -> None:
         """Fail fast when a node's container has stopped for good."""
-        for node in self.nodes:
+        for node in list(self.nodes):
             state = self.runtime.state(node.container_id)
             if state.get("Status") in ("exited", "dead") and not state.get(
                 "Restarting"
