@@ -303,6 +303,21 @@ class K3sCluster:
 
     # helpers ---------------------------------------------------------------------
 
+    def container_states(self) -> list[str]:
+        """One line per node: its container's state (for failure reports)."""
+        lines = []
+        for node in self.nodes:
+            try:
+                state = self._runtime.state(node.container_id)
+            except Exception as exc:  # gone, or the engine is: report, don't fail
+                lines.append(f"container {node.name}: unknown ({exc})")
+                continue
+            status = state.get("Status", "?")
+            if status != "running":
+                status += f" (exit code {state.get('ExitCode')})"
+            lines.append(f"container {node.name}: {status}")
+        return lines
+
     def logs(self, node: Node | str, *, tail: int | None = None) -> str:
         """Return a node's container log (all of it, or the last ``tail`` lines)."""
         target = node if isinstance(node, Node) else self.node(node)

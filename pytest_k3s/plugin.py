@@ -154,8 +154,11 @@ def _add_diagnostics(
 ) -> None:
     from pytest_k3s import kube
 
-    text = kube.diagnostics(cluster.api_client, namespace)
-    report.sections.append((f"k3s cluster {cluster.name}", text))
+    lines = [
+        *cluster.container_states(),
+        kube.diagnostics(cluster.api_client, namespace),
+    ]
+    report.sections.append((f"k3s cluster {cluster.name}", "\n".join(lines)))
 
 
 # ---------------------------------------------------------------------------

@@ -355,6 +355,7 @@ def test_namespace_fixture_and_failure_diagnostics(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         [
             "*- k3s cluster k3s-* -*",
+            "container k3s-*-server-0: running",
             "node k3s-*-server-0: *Ready=True*",
             "pod test-fails-*/doomed: *",
         ]
