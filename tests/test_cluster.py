@@ -202,6 +202,18 @@ def test_privileged_fallback_or_privileged_mode(
         assert ("/dev/kmsg" in devices) == os.path.exists("/dev/kmsg")
 
 
+def test_api_can_be_published_on_all_interfaces(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    spec = ClusterSpec(image=double_image, api_bind="0.0.0.0", wait_for_coredns=False)
+    with K3sCluster.start(spec) as cluster:
+        server = docker_client.containers.get(cluster.servers[0].container_id)
+        binding = server.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
+        assert binding["HostIp"] == "0.0.0.0"
+        assert cluster.api_url.startswith("https://127.0.0.1:")
+        assert cluster.kubectl("get", "nodes", "-o", "name").strip()
+
+
 def test_forced_privileged_mode_is_not_silently_replaced(
     double_image: str, docker_client: docker.DockerClient
 ) -> None:

@@ -468,3 +468,50 @@ def test_concurrent_runs_never_touch_each_others_clusters(
         output = first.communicate(timeout=300)[0]
     assert first.returncode == 0, output
     assert set(clusters_of(docker_client)) == before
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("workers", [0, 2], ids=["single-process", "xdist-2"])
+def test_ctrl_c_during_the_run_removes_the_clusters(
+    pytester: pytest.Pytester, docker_client: docker.DockerClient, workers: int
+) -> None:
+    pytester.makepyfile(
+        """
+        import os, signal
+
+        def test_interrupt(k3s_cluster):
+            # Under xdist the controller is the worker's parent: Ctrl-C hits it.
+            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            os.kill(os.getppid() if worker else os.getpid(), signal.SIGINT)
+        """
+    )
+    before = set(clusters_of(docker_client))
+    args = ["-p", "no:randomly"] + (["-n", str(workers)] if workers else [])
+    result = pytester.runpytest_subprocess(*args, timeout=300)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert set(clusters_of(docker_client)) == before
+
+
+@pytest.mark.docker
+def test_session_cluster_is_the_default_cluster(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def seeded(k3s_session_cluster):
+            manifest = '{"apiVersion": "v1", "kind": "Namespace", '
+            manifest += '"metadata": {"name": "seeded"}}'
+            k3s_session_cluster.kubectl("apply", "-f", "-", input=manifest)
+            return k3s_session_cluster.name
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_same_cluster(seeded, k3s_cluster):
+            assert k3s_cluster.name == seeded
+            assert "seeded" in k3s_cluster.kubectl("get", "namespaces", "-o", "name")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
+    result.assert_outcomes(passed=1)
