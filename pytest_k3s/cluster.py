@@ -423,6 +423,8 @@ class _Starter:
     def run(self) -> K3sCluster:
         spec = self.spec
         self.progress(f"starting k3s cluster {self.name}: {spec.describe()}")
+        for warning in self.runtime.host_warnings():
+            self.progress(f"  {warning}")
         with self.timings.phase("image"):
             if not self.runtime.has_image(spec.image):
                 self.progress(f"  pulling {spec.image} (once; later runs reuse it)")

@@ -87,6 +87,27 @@ PRIVILEGE_REFUSED = "unable to apply caps"
 #: Engines (by address) that refused privileged mode in this process, so
 #: later nodes and clusters skip the attempt that is bound to fail.
 _REFUSING_ENGINES: set[str] = set()
+#: Engines whose host limits were already checked in this process.
+_CHECKED_HOSTS: set[str] = set()
+#: Per-user inotify instances a host needs for several k3s nodes (kind's
+#: advice); the kernel default of 128 runs out: "too many open files".
+INOTIFY_INSTANCES = 512
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def inotify_warning(sysctl: Path = INOTIFY_SYSCTL) -> str | None:
+    """Return advice when the host's inotify instance limit is too low for k3s."""
+    try:
+        limit = int(sysctl.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    if limit >= INOTIFY_INSTANCES:
+        return None
+    return (
+        f"warning: fs.inotify.max_user_instances is {limit}; k3s nodes may fail "
+        "with 'too many open files'. Raise it: sudo sysctl -w "
+        f"fs.inotify.max_user_instances={INOTIFY_INSTANCES}"
+    )
 
 
 def missing_capabilities(status: str | None = None) -> list[str]:
@@ -227,6 +248,17 @@ class DockerRuntime:
         if remote and parts.hostname not in (None, "localhost", "127.0.0.1", "::1"):
             return parts.hostname
         return None
+
+    def host_warnings(self) -> list[str]:
+        """Advice about the engine host's limits, once per engine and process.
+
+        Only a local engine's host can be read; a remote one is not checked.
+        """
+        if self.api_host() is not None or self.address in _CHECKED_HOSTS:
+            return []
+        _CHECKED_HOSTS.add(self.address)
+        warning = inotify_warning()
+        return [warning] if warning else []
 
     # images ---------------------------------------------------------------
 

@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 from pytest_k3s import labels
-from pytest_k3s.docker_runtime import clusters_matching
-from pytest_k3s.docker_runtime import missing_capabilities
 
 
 def _dead_pid() -> int:
@@ -67,24 +65,3 @@ def test_other_hosts_and_foreign_objects_are_left_alone() -> None:
     assert not labels.sweepable(_labels(elsewhere))
     assert not labels.sweepable({"app": "k3d", labels.OWNER: "h/1/1"})
     assert not labels.sweepable({labels.CLUSTER: "k3s-x"}), "no owner, no proof"
-
-
-def test_clusters_matching_selects_by_labels() -> None:
-    found = {
-        "a": {labels.RUN: "r1"},
-        "b": {labels.RUN: "r2"},
-        "c": {labels.RUN: "r1"},
-    }
-    assert clusters_matching(found, lambda tags: tags.get(labels.RUN) == "r1") == [
-        "a",
-        "c",
-    ]
-
-
-def test_missing_capabilities_reads_the_bounding_set() -> None:
-    everything = f"CapBnd:\t{(1 << 41) - 1:016x}\n"
-    lacks_sys_resource = f"CapBnd:\t{((1 << 41) - 1) & ~(1 << 24):016x}\n"
-    lacks_two = f"CapBnd:\t{((1 << 41) - 1) & ~(1 << 24) & ~(1 << 16):016x}\n"
-    assert missing_capabilities(lacks_sys_resource) == ["SYS_RESOURCE"]
-    assert missing_capabilities(lacks_two) == ["SYS_MODULE", "SYS_RESOURCE"]
-    assert missing_capabilities(everything) == ["SYS_RESOURCE"]
