@@ -26,21 +26,12 @@ import threading
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from typing import Any
 from typing import Protocol
 
-
-@dataclass
-class Reply:
-    """What a handler answers; the same shape as the API half's ``Response``."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    stream: Iterator[bytes] | None = None
+from .api import Response
 
 
 class Backend(Protocol):
@@ -54,8 +45,7 @@ class Backend(Protocol):
         body: bytes,
         *,
         user: str,
-    ) -> Any:  # the API half's Response, or a Reply
-        ...
+    ) -> Response: ...
 
 
 class Supervisor(Protocol):
@@ -68,10 +58,10 @@ class Supervisor(Protocol):
         headers: Mapping[str, str],
         body: bytes,
         credentials: tuple[str, str] | None,
-    ) -> Reply: ...
+    ) -> Response: ...
 
 
-def status_reply(code: int, reason: str, message: str) -> Reply:
+def status_reply(code: int, reason: str, message: str) -> Response:
     """A ``metav1.Status`` failure, as the API server sends it."""
     status = {
         "kind": "Status",
@@ -82,7 +72,7 @@ def status_reply(code: int, reason: str, message: str) -> Reply:
         "reason": reason,
         "code": code,
     }
-    return Reply(code, json.dumps(status).encode())
+    return Response(code, json.dumps(status).encode())
 
 
 _HOP_BY_HOP = {
@@ -272,7 +262,7 @@ class APIServer(ThreadingHTTPServer):
             user = impersonate
         if not self.ready():
             if path in ("/readyz", "/livez", "/healthz"):
-                return Reply(
+                return Response(
                     500,
                     b"[-]etcd failed: reason withheld\nreadyz check failed\n",
                     "text/plain; charset=utf-8",
@@ -424,7 +414,7 @@ class Forwarder:
         body: bytes,
         *,
         user: str,
-    ) -> Reply:
+    ) -> Response:
         send = {
             k: v
             for k, v in headers.items()
@@ -445,7 +435,7 @@ class Forwarder:
         if not response.chunked:
             data = response.read()
             self.upstream.release(response, conn)
-            return Reply(response.status, data, content_type)
+            return Response(response.status, data, content_type)
 
         def relay() -> Iterator[bytes]:
             try:
@@ -459,7 +449,7 @@ class Forwarder:
             finally:
                 conn.close()
 
-        return Reply(response.status, b"", content_type, relay())
+        return Response(response.status, b"", content_type, relay())
 
 
 def serve_in_thread(server: APIServer) -> threading.Thread:

@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .httpd import Reply
+from .api import Response
 from .httpd import Upstream
 from .httpd import client_context
 from .httpd import status_reply
@@ -87,11 +87,11 @@ class JoinService:
         headers: Mapping[str, str],
         body: bytes,
         credentials: tuple[str, str] | None,
-    ) -> Reply:
+    ) -> Response:
         if path == "/ping":
-            return Reply(200, b"pong", "text/plain")
+            return Response(200, b"pong", "text/plain")
         if path == "/cacerts":
-            return Reply(200, self.server_ca.cert, "text/plain")
+            return Response(200, self.server_ca.cert, "text/plain")
         if path == "/v1-k3s/server-bootstrap":
             if not self._allowed(credentials, ("server",)):
                 return status_reply(401, "Unauthorized", "Unauthorized")
@@ -101,7 +101,7 @@ class JoinService:
                 "ClientCA": self.client_ca.cert.decode(),
                 "ClientCAKey": self.client_ca.key.decode(),
             }
-            return Reply(200, json.dumps(bootstrap).encode())
+            return Response(200, json.dumps(bootstrap).encode())
         if path == "/v1-k3s/client-kubelet.crt":
             if not self._allowed(credentials, ("node", "server")):
                 return status_reply(401, "Unauthorized", "Unauthorized")
@@ -109,13 +109,13 @@ class JoinService:
             if not name:
                 return status_reply(400, "BadRequest", "K3s-Node-Name is required")
             pair = client_cert(self.client_ca, f"system:node:{name}", ["system:nodes"])
-            return Reply(200, pair.cert + pair.key, "text/plain")
+            return Response(200, pair.cert + pair.key, "text/plain")
         if path == "/v1-k3s/readyz":
             if not self._allowed(credentials, ("node", "server")):
                 return status_reply(401, "Unauthorized", "Unauthorized")
             if not self.ready:
-                return Reply(500, b"etcd not ready", "text/plain")
-            return Reply(200, b"ok", "text/plain")
+                return Response(500, b"etcd not ready", "text/plain")
+            return Response(200, b"ok", "text/plain")
         return status_reply(
             404, "NotFound", "the server could not find the requested resource"
         )
