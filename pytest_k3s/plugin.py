@@ -113,7 +113,7 @@ def _progress(config: pytest.Config) -> Any:
     return show
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     pool = config.stash.get(POOL_KEY, None)
     if pool is not None:
@@ -124,7 +124,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     summary: list[str] = []
     config.stash[SUMMARY_KEY] = summary
-    finish_run(config.stash[RUN_KEY], summary.append)
+    failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    finish_run(config.stash[RUN_KEY], summary.append, failed=failed)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -224,7 +225,7 @@ def k3s_module_cluster(
     )
     cluster = _k3s_pool.start_private(spec)
     yield cluster
-    if _k3s_pool.run.keep:
+    if _k3s_pool.run.may_keep:  # the end of the run decides
         cluster.detach()
     else:
         cluster.stop()

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import Any
+from typing import Literal
 
 import pytest
 
@@ -29,6 +30,9 @@ from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
 
+
+#: When clusters outlive the session: never, always, or when it fails.
+KeepMode = Literal["never", "always", "on-failure"]
 
 MARKER = "k3s"
 MARKER_HELP = (
@@ -136,6 +140,12 @@ KNOBS = (
         _flag,
         flag=True,
     ),
+    Knob(
+        "keep-on-failure",
+        "Like --k3s-keep, but only when the session fails",
+        _flag,
+        flag=True,
+    ),
 )
 KNOB = {knob.name: knob for knob in KNOBS}
 
@@ -186,7 +196,7 @@ class Settings:
     """The resolved knobs: the default spec, and where each value came from."""
 
     spec: ClusterSpec
-    keep: bool
+    keep: KeepMode
     sources: Mapping[str, str]
 
     @classmethod
@@ -226,7 +236,11 @@ class Settings:
                 if name not in values:
                     values[name] = value
                     sources[name] = level
-        keep = bool(values.pop("keep", False))
+        keep: KeepMode = "never"
+        if values.pop("keep-on-failure", False):
+            keep = "on-failure"
+        if values.pop("keep", False):
+            keep = "always"
         try:
             spec = ClusterSpec(**values)
         except SpecError as exc:
@@ -241,7 +255,7 @@ class Settings:
             f"k3s: image {spec.image} ({origin}), default cluster "
             f"{spec.servers} server(s) + {spec.agents} agent(s), "
             f"timeout {spec.timeout:.0f}s, privileged {spec.privileged}"
-            + (", keep clusters" if self.keep else "")
+            + ("" if self.keep == "never" else f", keep clusters: {self.keep}")
         )
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import K3sError
+from pytest_k3s.settings import KeepMode
 from pytest_k3s.spec import ClusterSpec
 
 
@@ -43,10 +44,15 @@ class RunInfo:
     run_id: str
     owner: labels.Owner
     state_dir: Path
-    keep: bool
+    keep: KeepMode
+
+    @property
+    def may_keep(self) -> bool:
+        """Whether clusters may outlive the run (so the sweep must spare them)."""
+        return self.keep != "never"
 
     @classmethod
-    def new(cls, *, keep: bool) -> RunInfo:
+    def new(cls, *, keep: KeepMode) -> RunInfo:
         """A fresh run owned by this process, with a private state directory."""
         run_id = secrets.token_hex(6)
         state_dir = Path(tempfile.gettempdir()) / f"pytest-k3s-run-{run_id}"
@@ -170,7 +176,7 @@ class ClusterPool:
                 kubeconfig_dir=self.run.state_dir,
                 run_id=self.run.run_id,
                 owner=self.run.owner,
-                keep=self.run.keep,
+                keep=self.run.may_keep,
                 progress=self.progress,
             )
         except K3sError as exc:
@@ -205,12 +211,13 @@ class ClusterPool:
             runtime.close()
 
 
-def finish_run(run: RunInfo, report: Callable[[str], None]) -> None:
+def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> None:
     """End the run: remove its clusters (once), or say how to reach kept ones.
 
     Runs in the process that owns the run, after every worker has finished.
     Docker is only contacted when some process recorded a cluster.
     """
+    keep = run.keep == "always" or (run.keep == "on-failure" and failed)
     found = records(run.state_dir) if run.state_dir.exists() else []
     started = [r for r in found if not r.error]
     for record in started:
@@ -218,7 +225,7 @@ def finish_run(run: RunInfo, report: Callable[[str], None]) -> None:
             f"k3s cluster {record.name} ({record.spec}) was ready in "
             f"{record.seconds:.1f}s"
         )
-    if run.keep and started:
+    if keep and started:
         for record in started:
             report(
                 f"kept k3s cluster {record.name}: kubectl --kubeconfig "

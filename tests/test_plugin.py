@@ -42,6 +42,7 @@ def test_options_and_ini_keys_are_in_help(pytester: pytest.Pytester) -> None:
             "*--k3s-timeout=*",
             "*--k3s-privileged=MODE*",
             "*--k3s-keep*",
+            "*--k3s-keep-on-failure*",
             "*k3s_agents (string):*",
         ]
     )
@@ -310,16 +311,52 @@ def test_keep_leaves_clusters_until_the_sweep(
         )
         assert f"removed {name}" in swept.stdout
     finally:
-        for name in kept:
-            for container in docker_client.containers.list(
-                all=True, filters={"label": f"{labels.CLUSTER}={name}"}
-            ):
-                container.remove(force=True, v=True)
-            for network in docker_client.networks.list(
-                filters={"label": f"{labels.CLUSTER}={name}"}
-            ):
-                network.remove()
+        remove_clusters(docker_client, kept)
     assert set(clusters_of(docker_client)) == before
+
+
+def remove_clusters(client: docker.DockerClient, names: set[str]) -> None:
+    """Remove clusters a test deliberately kept."""
+    for name in names:
+        selector = {"label": f"{labels.CLUSTER}={name}"}
+        for container in client.api.containers(all=True, filters=selector):
+            client.api.remove_container(container["Id"], force=True, v=True)
+        for network in client.api.networks(filters=selector):
+            client.api.remove_network(network["Id"])
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("outcome", ["passed", "failed"])
+def test_keep_on_failure_keeps_only_a_failed_runs_clusters(
+    pytester: pytest.Pytester, docker_client: docker.DockerClient, outcome: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        def test_default(k3s_cluster):
+            assert {outcome == "passed"}
+
+        @pytest.mark.k3s(agents=1)
+        def test_module(k3s_module_cluster):
+            pass
+        """
+    )
+    before = set(clusters_of(docker_client))
+    result = pytester.runpytest_subprocess(
+        "--k3s-keep-on-failure", "-p", "no:randomly", timeout=300
+    )
+    kept = set(clusters_of(docker_client)) - before
+    try:
+        if outcome == "passed":
+            result.assert_outcomes(passed=2)
+            assert kept == set()
+        else:
+            result.assert_outcomes(passed=1, failed=1)
+            assert len(kept) == 2, "the shared and the module cluster stay"
+            result.stdout.fnmatch_lines(["kept k3s cluster k3s-*: kubectl *"])
+    finally:
+        remove_clusters(docker_client, kept)
 
 
 @pytest.mark.docker
