@@ -438,7 +438,7 @@ class _Starter:
             self._start_node("server", 0)
         if self.runtime.discovered_refusal:
             self.progress(
-                "the Docker engine refused privileged mode (unable to apply caps); "
+                "  the Docker engine refused privileged mode (unable to apply caps); "
                 "running nodes with an explicit capability set instead"
             )
         with ThreadPoolExecutor(max_workers=4) as pool:
