@@ -125,7 +125,28 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
 RECORDING_CONFTEST = """
 import json, os
 
+import docker
 import pytest
+
+from pytest_k3s.plugin import RUN_KEY
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    # Runs before pytest-k3s removes the run's clusters: count them by label.
+    if hasattr(session.config, "workerinput"):
+        return
+    run_id = session.config.stash[RUN_KEY].run_id
+    client = docker.from_env()
+    try:
+        found = client.api.containers(
+            all=True, filters={"label": f"io.pytest-k3s.run={run_id}"}
+        )
+    finally:
+        client.close()
+    clusters = sorted({c["Labels"]["io.pytest-k3s.cluster"] for c in found})
+    with open(os.path.join(os.environ["RECORD_DIR"], "labels.txt"), "w") as out:
+        out.write("\\n".join(clusters))
 
 
 @pytest.fixture
@@ -174,6 +195,11 @@ def read_records(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
+def labelled_clusters(directory: Path) -> set[str]:
+    """The run's clusters as Docker labels showed them at the end of the run."""
+    return set((directory / "labels.txt").read_text().split())
+
+
 def check_topologies(records: list[dict[str, Any]]) -> None:
     by_test: dict[str, set[str]] = {}
     for entry in records:
@@ -217,6 +243,7 @@ def test_one_cluster_per_topology_for_the_whole_run(
     if workers:
         assert len({e["worker"] for e in entries}) > 1, "xdist spread the tests"
     names = {e["cluster"] for e in entries}
+    assert labelled_clusters(records) == names, "Docker labels show the same 3"
     for name in names:
         result.stdout.fnmatch_lines([f"k3s cluster {name} (*) was ready in *"])
     assert set(clusters_of(docker_client)) == before, "the run removed its clusters"
