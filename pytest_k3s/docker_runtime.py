@@ -270,24 +270,20 @@ class DockerRuntime:
             return False
         return True
 
-    def ensure_image(self, image: str, *, pull: bool = True) -> None:
+    def ensure_image(self, image: str) -> None:
         """Make sure ``image`` is present, pulling it once if it is not."""
-        try:
-            self.client.images.get(image)
+        if self.has_image(image):
             return
-        except docker.errors.ImageNotFound:
-            if not pull:
-                raise ImageUnavailableError(self._image_hint(image, None)) from None
         try:
             repository, tag = _split_image(image)
             self.client.images.pull(repository, tag=tag)
         except docker.errors.APIError as exc:
             raise ImageUnavailableError(self._image_hint(image, exc)) from exc
 
-    def _image_hint(self, image: str, exc: Exception | None) -> str:
-        why = f"pulling it failed: {_explain(exc)}" if exc else "it is not present"
+    def _image_hint(self, image: str, exc: Exception) -> str:
         return (
-            f"node image {image!r} is not available: {why}. Provide it on the "
+            f"node image {image!r} is not available: pulling it failed: "
+            f"{_explain(exc)}. Provide it on the "
             f"Docker engine at {self.address}: 'docker pull {image}' where a "
             f"registry is reachable, 'docker load -i k3s-image.tar' from a "
             "saved copy, or a registry mirror configured in the engine; or "
@@ -405,10 +401,6 @@ class DockerRuntime:
         """Return the container's ``State`` (Status, ExitCode, Restarting, ...)."""
         state: Mapping[str, Any] = self.api.inspect_container(container_id)["State"]
         return state
-
-    def restart_count(self, container_id: str) -> int:
-        """How often Docker restarted the container after it exited."""
-        return int(self.api.inspect_container(container_id).get("RestartCount", 0))
 
     def published_port(self, container_id: str, port: str = "6443/tcp") -> int:
         """Return the host port Docker chose for the container's ``port``."""
@@ -546,14 +538,14 @@ class DockerRuntime:
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers)))) as pool:
             list(pool.map(lambda c: self.remove_container(c.id), containers))
         removed += [f"container {c.name}" for c in containers]
-        filters: dict[str, Any] = {"label": f"{labels.CLUSTER}={name}"}
-        for network in self.client.networks.list(filters=filters):
+        selector_text = f"{labels.CLUSTER}={name}"
+        for network in self._networks(selector_text):
             with contextlib.suppress(docker.errors.NotFound):
-                self._remove_network(network)
+                self._remove_network(network.id)
             removed.append(f"network {network.name}")
-        for volume in self.client.volumes.list(filters=filters):
+        for volume in self._volumes(selector_text):
             with contextlib.suppress(docker.errors.NotFound):
-                volume.remove()
+                self.api.remove_volume(volume.id, force=True)
             removed.append(f"volume {volume.name}")
         return removed
 
@@ -580,12 +572,15 @@ class DockerRuntime:
             self.remove_cluster(name)
         return names
 
-    def _remove_network(self, network: Any) -> None:
-        network.reload()
-        for container in network.containers:
+    def _remove_network(self, network_id: str) -> None:
+        # Stragglers (say, a container a user attached) would block removal.
+        attached = self.api.inspect_network(network_id).get("Containers") or {}
+        for container_id in attached:
             with contextlib.suppress(docker.errors.NotFound):
-                network.disconnect(container, force=True)
-        network.remove()
+                self.api.disconnect_container_from_network(
+                    container_id, network_id, force=True
+                )
+        self.api.remove_network(network_id)
 
 
 def _split_image(image: str) -> tuple[str, str]:
