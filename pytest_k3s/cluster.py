@@ -236,11 +236,9 @@ class K3sCluster:
             self._api_client.close()  # type: ignore[no-untyped-call]
         try:
             if remove:
-                self._runtime.remove_cluster(self.name)
-                if self._private_dir is not None:
-                    shutil.rmtree(self._private_dir, ignore_errors=True)
-                else:
-                    self.kubeconfig_path.unlink(missing_ok=True)
+                _remove(
+                    self._runtime, self.name, self._private_dir, self.kubeconfig_path
+                )
         finally:
             self._runtime.close()
 
@@ -372,6 +370,19 @@ class K3sCluster:
                 list(pool.map(load, self.nodes))
 
 
+def _remove(
+    runtime: DockerRuntime, name: str, private_dir: Path | None, kubeconfig_path: Path
+) -> None:
+    """Remove a cluster's Docker objects (by label) and the files we wrote for it."""
+    try:
+        runtime.remove_cluster(name)
+    finally:
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
+        else:
+            kubeconfig_path.unlink(missing_ok=True)
+
+
 def _role(value: str | None) -> Role:
     return "server" if value == "server" else "agent"
 
@@ -405,7 +416,7 @@ class _Starter:
         self.progress = progress
         self.timings = Timings()
         self.began = time.monotonic()
-        self.deadline = self.began + spec.timeout
+        self.deadline: float  # set once the image is present
         self.private_dir: Path | None = None
         if kubeconfig_dir is None:
             self.private_dir = Path(tempfile.mkdtemp(prefix=f"pytest-k3s-{name}-"))
@@ -428,7 +439,7 @@ class _Starter:
         with self.timings.phase("image"):
             if not self.runtime.has_image(spec.image):
                 self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
-            self.runtime.ensure_image(spec.image)
+                self.runtime.pull_image(spec.image)
         # A first run's pull is not start-up time: the deadline starts now.
         self.deadline = time.monotonic() + spec.timeout
         with self.timings.phase("network"):
@@ -459,8 +470,8 @@ class _Starter:
         for node in self.nodes:
             self._wait_for_log(node, READY_LOG[node.role])
         with self.timings.phase("kubeconfig"):
-            self._write_kubeconfig()
-        self._wait_for_api()
+            config = self._write_kubeconfig()
+        self._wait_for_api(config)
         self.timings.total = time.monotonic() - self.began
         self.progress(
             f"k3s cluster {self.name} ready in {self.timings.total:.1f}s "
@@ -479,13 +490,7 @@ class _Starter:
 
     def clean_up(self) -> None:
         """Remove whatever this start created (by label, so half-made objects too)."""
-        try:
-            self.runtime.remove_cluster(self.name)
-        finally:
-            if self.private_dir is not None:
-                shutil.rmtree(self.private_dir, ignore_errors=True)
-            else:
-                self.kubeconfig_path.unlink(missing_ok=True)
+        _remove(self.runtime, self.name, self.private_dir, self.kubeconfig_path)
 
     # nodes ----------------------------------------------------------------------
 
@@ -530,7 +535,9 @@ class _Starter:
             environment["K3S_URL"] = (
                 f"https://{self._node_name('server', 0)}:{API_PORT}"
             )
-        environment.update(entry.split("=", 1) for entry in extra_env)  # type: ignore[misc]
+        for entry in extra_env:
+            key, _, value = entry.partition("=")
+            environment[key] = value
         files = {}
         if isinstance(spec.registries, str):  # a mapping was made YAML text
             files["/etc/rancher/k3s/registries.yaml"] = spec.registries.encode()
@@ -622,7 +629,7 @@ class _Starter:
 
         self._poll(f"{node.name} to start", probe)
 
-    def _write_kubeconfig(self) -> None:
+    def _write_kubeconfig(self) -> kubeconfig.Kubeconfig:
         server0 = self.nodes[0]
         try:
             raw = self.runtime.read_file(server0.container_id, KUBECONFIG_OUTPUT)
@@ -639,11 +646,11 @@ class _Starter:
             name=self.name,
         )
         kubeconfig.write(config, self.kubeconfig_path)
+        return config
 
-    def _wait_for_api(self) -> None:
+    def _wait_for_api(self, config: kubeconfig.Kubeconfig) -> None:
         from pytest_k3s import kube
 
-        config = kubeconfig.parse(self.kubeconfig_path.read_bytes())
         api = kube.api_client(config)
         by_name = {node.name: node for node in self.nodes}
         server0 = self.nodes[0]

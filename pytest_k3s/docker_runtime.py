@@ -270,10 +270,8 @@ class DockerRuntime:
             return False
         return True
 
-    def ensure_image(self, image: str) -> None:
-        """Make sure ``image`` is present, pulling it once if it is not."""
-        if self.has_image(image):
-            return
+    def pull_image(self, image: str) -> None:
+        """Pull ``image``; raise ImageUnavailableError saying how else to get it."""
         try:
             repository, tag = _split_image(image)
             self.client.images.pull(repository, tag=tag)
