@@ -8,6 +8,7 @@ checks after every Docker test that it left nothing labelled behind.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -30,8 +31,9 @@ def _docker_required() -> bool:
     return os.environ.get(REQUIRE_DOCKER, "") not in ("", "0", "false", "no")
 
 
+@functools.cache
 def _engine_error() -> str | None:
-    """Return why no Docker engine answers, or None when one does."""
+    """Return why no Docker engine answers, or None when one does (asked once)."""
     import docker
 
     try:

@@ -10,6 +10,7 @@ import logging
 import secrets
 from collections.abc import Generator
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -102,13 +103,10 @@ def _progress(config: pytest.Config) -> Any:
 
     def show(line: str) -> None:
         log.info(line)
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(
-                    f"\n{line}" if line.startswith("starting") else line
-                )
-        else:
-            reporter.write_line(line)
+        # Capturing would hide the line until the test ends.
+        uncaptured = capture.global_and_fixture_disabled() if capture else nullcontext()
+        with uncaptured:
+            reporter.write_line(f"\n{line}" if line.startswith("starting") else line)
 
     return show
 

@@ -171,23 +171,14 @@ def add_options(parser: pytest.Parser) -> None:
     """Declare every knob's option and ini key."""
     group = parser.getgroup("k3s", "k3s clusters in Docker (pytest-k3s)")
     for knob in KNOBS:
-        help_text = f"{knob.help}. Env: {knob.env}; ini: {knob.ini}"
-        if knob.flag:
-            group.addoption(
-                knob.option,
-                action="store_true",
-                default=None,
-                dest=knob.dest,
-                help=help_text,
-            )
-        else:
-            group.addoption(
-                knob.option,
-                default=None,
-                dest=knob.dest,
-                metavar=knob.metavar,
-                help=help_text,
-            )
+        kind = {"action": "store_true"} if knob.flag else {"metavar": knob.metavar}
+        group.addoption(
+            knob.option,
+            default=None,
+            dest=knob.dest,
+            help=f"{knob.help}. Env: {knob.env}; ini: {knob.ini}",
+            **kind,
+        )
         parser.addini(knob.ini, knob.help, default=None)
 
 
