@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 from tests.k3s_double.api import KubeAPI
 from tests.k3s_double.api import node_object
+from tests.k3s_double.httpd import send_response
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -29,27 +30,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         response = self.api.handle(
             self.command, self.path, headers, body, user="system:admin"
         )
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        if response.stream is None:
-            self.send_header("Content-Length", str(len(response.body)))
-            self.end_headers()
-            self.wfile.write(response.body)
-            return
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        try:
-            for chunk in response.stream:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-        finally:
-            close = getattr(response.stream, "close", None)
-            if close is not None:
-                close()
+        send_response(self, response)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -99,6 +99,38 @@ def _subject(cert: Mapping[str, Any]) -> tuple[str, list[str]]:
     return cn, orgs
 
 
+def send_response(handler: BaseHTTPRequestHandler, reply: Response) -> None:
+    """Write ``reply`` as the API server would: whole, or chunked for a watch."""
+    stream = reply.stream
+    handler.send_response(reply.status)
+    handler.send_header("Content-Type", reply.content_type)
+    handler.send_header("Audit-Id", "00000000-0000-0000-0000-000000000000")
+    handler.send_header("Cache-Control", "no-cache, private")
+    if stream is None:
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(reply.body)
+        handler.wfile.flush()
+        return
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    handler.wfile.flush()
+    try:
+        for chunk in stream:
+            if chunk:
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                handler.wfile.flush()
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+    except OSError:
+        handler.close_connection = True
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "k3s"
@@ -134,37 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in a handler must not kill the listener
             self.server.log_error(f"handler failed for {self.command} {path}: {exc!r}")
             reply = status_reply(500, "InternalError", f"internal error: {exc}")
-        self._send(reply)
-
-    def _send(self, reply: Any) -> None:
-        stream = getattr(reply, "stream", None)
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Audit-Id", "00000000-0000-0000-0000-000000000000")
-        self.send_header("Cache-Control", "no-cache, private")
-        if stream is None:
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(reply.body)
-            self.wfile.flush()
-            return
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-        try:
-            for chunk in stream:
-                if chunk:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        send_response(self, reply)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
