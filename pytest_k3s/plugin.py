@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from pytest_k3s.settings import MARKER
-from pytest_k3s.settings import MARKER_HELP
+from pytest_k3s.marker import MARKER
+from pytest_k3s.marker import MARKER_HELP
+from pytest_k3s.marker import spec_for_markers
 from pytest_k3s.settings import Settings
 from pytest_k3s.settings import add_options
-from pytest_k3s.settings import spec_for_markers
 from pytest_k3s.spec import ClusterSpec
 
 

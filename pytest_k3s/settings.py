@@ -6,7 +6,8 @@ wins, in the order
 
     ``k3s`` marker  >  command line  >  environment  >  ini file  >  default
 
-(markers only set topology, image and start-up settings, per test). ``image``
+(markers, parsed in :mod:`pytest_k3s.marker`, set topology, image and
+start-up settings per test). ``image``
 and ``version`` are one knob: at the level that sets either, setting both is
 an error.
 """
@@ -15,10 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import replace
 from typing import Any
 from typing import Literal
 
@@ -33,14 +32,6 @@ from pytest_k3s.spec import image_for_version
 
 #: When clusters outlive the session: never, always, or when it fails.
 KeepMode = Literal["never", "always", "on-failure"]
-
-MARKER = "k3s"
-MARKER_HELP = (
-    "k3s(servers=1, agents=0, image=None, version=None, args=(), agent_args=(), "
-    "server_env=(), agent_env=(), ports=(), timeout=None): the k3s cluster "
-    "the k3s_cluster fixture hands this test; nearer markers (test > class > "
-    "module) override farther ones argument by argument"
-)
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -147,24 +138,6 @@ KNOBS = (
         flag=True,
     ),
 )
-KNOB = {knob.name: knob for knob in KNOBS}
-
-#: Marker arguments, mapped to ClusterSpec fields.
-MARKER_ARGS = {
-    "servers": "servers",
-    "agents": "agents",
-    "image": "image",
-    "version": "version",
-    "args": "server_args",
-    "server_args": "server_args",
-    "agent_args": "agent_args",
-    "server_env": "server_env",
-    "agent_env": "agent_env",
-    "ports": "ports",
-    "registries": "registries",
-    "timeout": "timeout",
-    "wait_for_coredns": "wait_for_coredns",
-}
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -268,42 +241,3 @@ def _check_image_pair(found: Mapping[str, Any], level: str) -> None:
             f"the {level} sets both the k3s image and the k3s version; set one "
             "(--k3s-image/PYTEST_K3S_IMAGE/k3s_image or the version equivalents)"
         )
-
-
-def spec_for_markers(
-    base: ClusterSpec, markers: Iterable[pytest.Mark], where: str
-) -> ClusterSpec:
-    """Apply ``k3s`` markers (nearest first, as pytest yields them) to ``base``.
-
-    :raises pytest.UsageError: a marker argument is unknown or invalid; the
-        message names ``where`` (the test or module)
-    """
-    changes: dict[str, Any] = {}
-    for mark in reversed(list(markers)):
-        if mark.args:
-            raise pytest.UsageError(
-                f"{where}: @pytest.mark.k3s takes keyword arguments only, "
-                f"e.g. k3s(agents=2); got positional {mark.args!r}"
-            )
-        for key, value in mark.kwargs.items():
-            field_name = MARKER_ARGS.get(key)
-            if field_name is None:
-                valid = ", ".join(sorted(MARKER_ARGS))
-                raise pytest.UsageError(
-                    f"{where}: @pytest.mark.k3s got an unknown argument {key!r}; "
-                    f"valid arguments are {valid}"
-                )
-            if field_name in ("image", "version"):
-                changes.pop("image", None)
-                changes.pop("version", None)
-            if field_name in ("server_args", "agent_args", "server_env", "agent_env"):
-                value = (value,) if isinstance(value, str) else value
-            changes[field_name] = value
-    if not changes:
-        return base
-    if "image" in changes or "version" in changes:
-        base = replace(base, image=DEFAULT_IMAGE)
-    try:
-        return replace(base, **changes)
-    except (SpecError, TypeError) as exc:
-        raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc

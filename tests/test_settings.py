@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_k3s import DEFAULT_IMAGE
 from pytest_k3s import ClusterSpec
 from pytest_k3s.plugin import SETTINGS_KEY
 from pytest_k3s.settings import KNOBS
 from pytest_k3s.settings import Settings
-from pytest_k3s.settings import spec_for_markers
 
 
 @pytest.fixture(autouse=True)
@@ -107,39 +105,3 @@ def test_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nk3s_agents = many\n")
     with pytest.raises(pytest.UsageError, match="ini k3s_agents: 'many'"):
         settings(pytester)
-
-
-def test_markers_apply_farthest_first_and_override_the_base() -> None:
-    base = ClusterSpec(image="cli/k3s:1", agents=1)
-    module = pytest.mark.k3s(agents=2, args=["--disable=traefik"]).mark
-    test = pytest.mark.k3s(servers=3).mark
-    spec = spec_for_markers(base, [test, module], "t.py::test_x")
-    assert (spec.servers, spec.agents) == (3, 2)
-    assert spec.server_args == ("--disable=traefik",)
-    assert spec.image == "cli/k3s:1"
-
-
-def test_marker_version_replaces_a_configured_image() -> None:
-    base = ClusterSpec(image="cli/k3s:1")
-    mark = pytest.mark.k3s(version="v1.30.2+k3s1").mark
-    assert spec_for_markers(base, [mark], "t").image == "rancher/k3s:v1.30.2-k3s1"
-    near = pytest.mark.k3s(image="near/k3s:1").mark
-    far = pytest.mark.k3s(version="v1.30.2+k3s1").mark
-    assert spec_for_markers(base, [near, far], "t").image == "near/k3s:1"
-    assert spec_for_markers(ClusterSpec(), [], "t").image == DEFAULT_IMAGE
-
-
-@pytest.mark.parametrize(
-    ("mark", "message"),
-    [
-        (pytest.mark.k3s(agent=2), "unknown argument 'agent'; valid arguments are"),
-        (pytest.mark.k3s(2), "keyword arguments only"),
-        (pytest.mark.k3s(servers=0), "servers must be at least 1"),
-        (pytest.mark.k3s(agents="x"), "agents must be a whole number"),
-    ],
-)
-def test_bad_marker_arguments_name_the_test(
-    mark: pytest.MarkDecorator, message: str
-) -> None:
-    with pytest.raises(pytest.UsageError, match=f"^t.py::test_x: .*{message}"):
-        spec_for_markers(ClusterSpec(), [mark.mark], "t.py::test_x")

@@ -1,0 +1,102 @@
+"""The ``k3s`` marker: its arguments, and how markers turn into a cluster spec.
+
+Markers on the test, its class and its module combine argument by argument,
+the nearest winning; the result is applied to the run's default spec (from
+the ``--k3s-*`` settings). Arguments are checked when tests are collected, so
+a bad one is a usage error naming the test before any cluster starts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pytest_k3s.errors import SpecError
+from pytest_k3s.spec import DEFAULT_IMAGE
+from pytest_k3s.spec import ClusterSpec
+
+
+MARKER = "k3s"
+
+#: Marker arguments, mapped to ClusterSpec fields.
+MARKER_ARGS = {
+    "servers": "servers",
+    "agents": "agents",
+    "image": "image",
+    "version": "version",
+    "server_args": "server_args",
+    "agent_args": "agent_args",
+    "server_env": "server_env",
+    "agent_env": "agent_env",
+    "ports": "ports",
+    "registries": "registries",
+    "timeout": "timeout",
+    "wait_for_coredns": "wait_for_coredns",
+}
+#: Old argument names still accepted, with a deprecation warning.
+DEPRECATED_ARGS = {"args": "server_args"}
+
+MARKER_HELP = (
+    "k3s(servers=1, agents=0, image=None, version=None, server_args=(), "
+    "agent_args=(), server_env=(), agent_env=(), ports=(), registries=None, "
+    "timeout=None, wait_for_coredns=True): the k3s cluster the k3s_cluster "
+    "fixture hands this test; nearer markers (test > class > module) override "
+    "farther ones argument by argument"
+)
+
+_LISTS = ("server_args", "agent_args", "server_env", "agent_env")
+
+
+def spec_for_markers(
+    base: ClusterSpec, markers: Iterable[pytest.Mark], where: str
+) -> ClusterSpec:
+    """Apply ``k3s`` markers (nearest first, as pytest yields them) to ``base``.
+
+    :raises pytest.UsageError: a marker argument is unknown or invalid; the
+        message names ``where`` (the test or module)
+    """
+    changes: dict[str, Any] = {}
+    for mark in reversed(list(markers)):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{where}: @pytest.mark.k3s takes keyword arguments only, "
+                f"e.g. k3s(agents=2); got positional {mark.args!r}"
+            )
+        for key, value in mark.kwargs.items():
+            field_name = MARKER_ARGS.get(key) or _deprecated(key, where)
+            if field_name in ("image", "version"):
+                changes.pop("image", None)
+                changes.pop("version", None)
+            if field_name in _LISTS:
+                value = (value,) if isinstance(value, str) else value
+            changes[field_name] = value
+    if not changes:
+        return base
+    if "image" in changes or "version" in changes:
+        base = replace(base, image=DEFAULT_IMAGE)
+    try:
+        return replace(base, **changes)
+    except (SpecError, TypeError) as exc:
+        raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
+
+
+def _deprecated(key: str, where: str) -> str:
+    """Return the field an old argument name stands for, or raise for an unknown one."""
+    field_name = DEPRECATED_ARGS.get(key)
+    if field_name is None:
+        valid = ", ".join(sorted(MARKER_ARGS))
+        raise pytest.UsageError(
+            f"{where}: @pytest.mark.k3s got an unknown argument {key!r}; "
+            f"valid arguments are {valid}"
+        )
+    warnings.warn(
+        f"{where}: @pytest.mark.k3s({key}=...) is deprecated; "
+        f"use {field_name}=... (same meaning)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return field_name
