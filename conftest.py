@@ -149,17 +149,45 @@ def _listing(client: docker.DockerClient) -> list[tuple[str, str, str | None]]:
     """(kind, name, cluster label) of our containers and networks, and every volume.
 
     The low-level API lists without inspecting, so objects removed meanwhile
-    by another process cannot make the listing fail.
+    by another process cannot make the listing fail. Objects of another live
+    test session on the same engine (their owner is alive and not a process
+    of this session) are left out, with the volumes of their containers, so
+    that sessions sharing an engine do not see each other's clusters as leaks.
     """
     api = client.api
     listed: list[tuple[str, str, str | None]] = []
+    foreign_volumes: set[str] = set()
     for c in api.containers(all=True, filters={"label": LABEL}):
+        if _foreign(c["Labels"]):
+            foreign_volumes.update(m.get("Name", "") for m in c.get("Mounts") or [])
+            continue
         listed.append(("container", c["Names"][0].lstrip("/"), c["Labels"].get(LABEL)))
     for n in api.networks(filters={"label": LABEL}):
-        listed.append(("network", n["Name"], (n.get("Labels") or {}).get(LABEL)))
+        if not _foreign(n.get("Labels") or {}):
+            listed.append(("network", n["Name"], (n.get("Labels") or {}).get(LABEL)))
     for v in api.volumes().get("Volumes") or []:
-        listed.append(("volume", v["Name"], (v.get("Labels") or {}).get(LABEL)))
+        if v["Name"] not in foreign_volumes:
+            listed.append(("volume", v["Name"], (v.get("Labels") or {}).get(LABEL)))
     return listed
+
+
+def _foreign(labels: dict[str, str]) -> bool:
+    """Whether an object belongs to a live process outside this test session."""
+    from pytest_k3s import labels as k3s_labels
+
+    owner = k3s_labels.Owner.parse(labels.get(k3s_labels.OWNER, ""))
+    if owner is None or k3s_labels.owner_alive(owner) is not True:
+        return False
+    pid = owner.pid
+    while pid > 1:
+        if pid == os.getpid():
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                pid = int(stat.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            return True
+    return True
 
 
 def labelled_objects(client: docker.DockerClient) -> set[str]:

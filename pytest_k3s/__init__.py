@@ -13,7 +13,6 @@ The pytest fixtures live in :mod:`pytest_k3s.plugin`.
 from __future__ import annotations
 
 from pytest_k3s.cluster import K3sCluster
-from pytest_k3s.cluster import Node
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import ClusterTimeoutError
@@ -22,6 +21,7 @@ from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.errors import SpecError
+from pytest_k3s.nodes import Node
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import PortMapping

@@ -13,14 +13,12 @@ import os
 import socket
 import tarfile
 import time
-from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
-from pathlib import Path
 from typing import IO
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,148 +27,13 @@ import docker
 import docker.errors
 from docker.utils.socket import frames_iter
 
+from pytest_k3s import host
 from pytest_k3s import labels
 from pytest_k3s.errors import DockerUnavailableError
 from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
-from pytest_k3s.spec import PortMapping
-
-
-#: Linux capability names by number, for the capability fallback.
-CAPABILITIES = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-]
-
-#: What a daemon says when the host cannot grant every capability.
-PRIVILEGE_REFUSED = "unable to apply caps"
-#: Engines (by address) that refused privileged mode in this process, so
-#: later nodes and clusters skip the attempt that is bound to fail.
-_REFUSING_ENGINES: set[str] = set()
-#: Engines whose host limits were already checked in this process.
-_CHECKED_HOSTS: set[str] = set()
-#: Per-user inotify instances a host needs for several k3s nodes (kind's
-#: advice); the kernel default of 128 runs out: "too many open files".
-INOTIFY_INSTANCES = 512
-INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify/max_user_instances")
-
-
-def inotify_warning(sysctl: Path = INOTIFY_SYSCTL) -> str | None:
-    """Return advice when the host's inotify instance limit is too low for k3s."""
-    try:
-        limit = int(sysctl.read_text(encoding="ascii"))
-    except (OSError, ValueError):
-        return None
-    if limit >= INOTIFY_INSTANCES:
-        return None
-    return (
-        f"warning: fs.inotify.max_user_instances is {limit}; k3s nodes may fail "
-        "with 'too many open files'. Raise it: sudo sysctl -w "
-        f"fs.inotify.max_user_instances={INOTIFY_INSTANCES}"
-    )
-
-
-def missing_capabilities(status: str | None = None) -> list[str]:
-    """Return the capabilities this host cannot grant (from our bounding set).
-
-    A daemon on the same host shares the bounding set, so what we lack it
-    cannot hand to a privileged container either. SYS_RESOURCE is assumed
-    missing when nothing can be read: it is the one sandboxed hosts lack.
-    """
-    if status is None:
-        try:
-            status = Path("/proc/self/status").read_text(encoding="ascii")
-        except OSError:
-            return ["SYS_RESOURCE"]
-    for line in status.splitlines():
-        if line.startswith("CapBnd:"):
-            bounding = int(line.split()[1], 16)
-            missing = [
-                name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1
-            ]
-            return missing or ["SYS_RESOURCE"]
-    return ["SYS_RESOURCE"]
-
-
-#: Host devices the kubelet and containerd use, which privileged mode would
-#: have given the node.
-NODE_DEVICES = ("/dev/kmsg", "/dev/fuse")
-
-
-def privilege_options(privileged: bool, *, local: bool = True) -> dict[str, Any]:
-    """Return the container options for privileged mode or the capability set.
-
-    The capability set stands in for privileged mode as far as a host that
-    refuses it allows: every capability it has, no seccomp or AppArmor
-    confinement, unmasked ``/proc`` paths, and (for a local engine, whose
-    devices we can see) the devices the kubelet reads.
-    """
-    if privileged:
-        return {"privileged": True}
-    devices = [d for d in NODE_DEVICES if local and Path(d).exists()]
-    return {
-        "cap_add": ["ALL"],
-        "cap_drop": missing_capabilities() if local else ["SYS_RESOURCE"],
-        "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
-        "devices": [f"{device}:{device}:rwm" for device in devices],
-        "unmask": True,
-    }
-
-
-@dataclass(frozen=True)
-class NodeContainer:
-    """What Docker needs to create one node container."""
-
-    name: str
-    image: str
-    command: Sequence[str]
-    environment: Mapping[str, str]
-    labels: Mapping[str, str]
-    network: str
-    ports: Sequence[PortMapping] = ()
-    bind_ip: str = "127.0.0.1"
-    restart_retries: int = 0
-    files: Mapping[str, bytes] = field(default_factory=dict)
+from pytest_k3s.nodes import NodeContainer
 
 
 @dataclass(frozen=True)
@@ -210,7 +73,6 @@ class DockerRuntime:
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.api = client.api
-        self.discovered_refusal = False
 
     @classmethod
     def connect(cls) -> DockerRuntime:
@@ -250,15 +112,8 @@ class DockerRuntime:
         return None
 
     def host_warnings(self) -> list[str]:
-        """Advice about the engine host's limits, once per engine and process.
-
-        Only a local engine's host can be read; a remote one is not checked.
-        """
-        if self.api_host() is not None or self.address in _CHECKED_HOSTS:
-            return []
-        _CHECKED_HOSTS.add(self.address)
-        warning = inotify_warning()
-        return [warning] if warning else []
+        """Advice about the engine host's limits, once per engine and process."""
+        return host.host_warnings(self.address, local=self.api_host() is None)
 
     # images ---------------------------------------------------------------
 
@@ -335,7 +190,7 @@ class DockerRuntime:
         restart: dict[str, Any] = {"Name": "no"}
         if node.restart_retries:
             restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
-        options = privilege_options(privileged, local=self.api_host() is None)
+        options = host.privilege_options(privileged, local=self.api_host() is None)
         unmask = options.pop("unmask", False)
         host_config = self.api.create_host_config(
             port_bindings=ports,
@@ -377,13 +232,12 @@ class DockerRuntime:
         try:
             self.api.start(container_id)
         except docker.errors.APIError as exc:
-            if privileged is not None or PRIVILEGE_REFUSED not in str(exc):
+            if privileged is not None or host.PRIVILEGE_REFUSED not in str(exc):
                 raise K3sError(
                     f"Docker could not start node {node.name}: {_explain(exc)}"
                 ) from exc
             self.remove_container(container_id)
-            _REFUSING_ENGINES.add(self.address)
-            self.discovered_refusal = True
+            host.note_refused_privileged(self.address)
             container_id = self.create_node(node, privileged=False)
             self.api.start(container_id)
         return container_id
@@ -391,7 +245,7 @@ class DockerRuntime:
     @property
     def privileged_refused(self) -> bool:
         """Whether this engine refused privileged mode (and we fell back)."""
-        return self.address in _REFUSING_ENGINES
+        return host.refuses_privileged(self.address)
 
     # inspection ---------------------------------------------------------------
 
@@ -549,9 +403,7 @@ class DockerRuntime:
 
     def remove_run(self, run_id: str) -> list[str]:
         """Remove every cluster of test run ``run_id``; return the cluster names."""
-        names = clusters_matching(
-            self.labelled(), lambda found: found.get(labels.RUN) == run_id
-        )
+        names = labels.run_clusters(self.labelled(), run_id)
         for name in names:
             self.remove_cluster(name)
         return names
@@ -562,10 +414,7 @@ class DockerRuntime:
         Clusters of live runs, of other hosts and (unless ``include_kept``) of
         runs that asked to keep them are left alone.
         """
-        names = clusters_matching(
-            self.labelled(),
-            lambda found: labels.sweepable(found, include_kept=include_kept),
-        )
+        names = labels.sweepable_clusters(self.labelled(), include_kept=include_kept)
         for name in names:
             self.remove_cluster(name)
         return names
@@ -603,13 +452,3 @@ def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:
         info.mtime = int(time.time())
         archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
-
-def clusters_matching(
-    found: Mapping[str, Mapping[str, str]],
-    predicate: Callable[[Mapping[str, str]], bool],
-) -> list[str]:
-    """Return the names of the clusters whose labels satisfy ``predicate``."""
-    return sorted(
-        name for name, found_labels in found.items() if predicate(found_labels)
-    )

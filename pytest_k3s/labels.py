@@ -1,4 +1,4 @@
-"""Docker labels: what every object we create carries, and what a sweep may remove.
+"""Docker labels: what every object we create carries, and which leftovers go.
 
 Labels are the source of truth about our objects (there is no state file): a
 cluster is the set of containers, networks and volumes labelled with its name,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -112,3 +113,30 @@ def sweepable(
     if owner is None:
         return False
     return owner_alive(owner, host=host) is False
+
+
+Found = Mapping[str, Mapping[str, str]]
+
+
+def clusters_matching(
+    found: Found, predicate: Callable[[Mapping[str, str]], bool]
+) -> list[str]:
+    """Return the names of the clusters whose labels satisfy ``predicate``.
+
+    :param found: each cluster's name, with the labels of one of its objects
+    """
+    return sorted(
+        name for name, found_labels in found.items() if predicate(found_labels)
+    )
+
+
+def run_clusters(found: Found, run_id: str) -> list[str]:
+    """The clusters of test run ``run_id``: what its end removes."""
+    return clusters_matching(found, lambda tags: tags.get(RUN) == run_id)
+
+
+def sweepable_clusters(found: Found, *, include_kept: bool = False) -> list[str]:
+    """The clusters a sweep removes: those of dead runs (see :func:`sweepable`)."""
+    return clusters_matching(
+        found, lambda tags: sweepable(tags, include_kept=include_kept)
+    )

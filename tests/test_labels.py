@@ -65,3 +65,25 @@ def test_other_hosts_and_foreign_objects_are_left_alone() -> None:
     assert not labels.sweepable(_labels(elsewhere))
     assert not labels.sweepable({"app": "k3d", labels.OWNER: "h/1/1"})
     assert not labels.sweepable({labels.CLUSTER: "k3s-x"}), "no owner, no proof"
+
+
+def test_clusters_matching_selects_by_labels() -> None:
+    found = {
+        "a": {labels.RUN: "r1"},
+        "b": {labels.RUN: "r2"},
+        "c": {labels.RUN: "r1"},
+    }
+    assert labels.clusters_matching(found, lambda tags: tags.get("x") == "y") == []
+    assert labels.run_clusters(found, "r1") == ["a", "c"]
+
+
+def test_sweepable_clusters_are_dead_runs_only() -> None:
+    dead = str(labels.Owner(socket.gethostname(), _dead_pid(), ""))
+    alive = str(labels.Owner.current())
+    found = {
+        "dead": {labels.CLUSTER: "dead", labels.OWNER: dead},
+        "kept": {labels.CLUSTER: "kept", labels.OWNER: dead, labels.KEEP: "true"},
+        "alive": {labels.CLUSTER: "alive", labels.OWNER: alive},
+    }
+    assert labels.sweepable_clusters(found) == ["dead"]
+    assert labels.sweepable_clusters(found, include_kept=True) == ["dead", "kept"]

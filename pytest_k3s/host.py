@@ -1,0 +1,155 @@
+"""What the Docker engine's host allows and needs: privileges, devices, kernel limits.
+
+This is host policy, kept apart from the Docker adapter (as k3d keeps
+``host.go`` apart from its runtime): which capabilities a node may ask for
+where the engine refuses privileged mode, which host devices the kubelet
+reads, and which kernel limits are too low for k3s nodes. The facts learnt
+about an engine (it refused privileged mode; its host was checked) are kept
+per engine address for the life of the process, so every later node and
+cluster uses them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+#: Linux capability names by number, for the capability fallback.
+CAPABILITIES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+]
+
+#: What a daemon says when the host cannot grant every capability.
+PRIVILEGE_REFUSED = "unable to apply caps"
+#: Per-user inotify instances a host needs for several k3s nodes (kind's
+#: advice); the kernel default of 128 runs out: "too many open files".
+INOTIFY_INSTANCES = 512
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify/max_user_instances")
+#: Host devices the kubelet and containerd use, which privileged mode would
+#: have given the node.
+NODE_DEVICES = ("/dev/kmsg", "/dev/fuse")
+
+#: Engines (by address) that refused privileged mode in this process.
+_REFUSED_PRIVILEGED: set[str] = set()
+#: Engines whose host limits were already checked in this process.
+_CHECKED: set[str] = set()
+
+
+def refuses_privileged(engine: str) -> bool:
+    """Whether the engine at ``engine`` refused privileged mode in this process."""
+    return engine in _REFUSED_PRIVILEGED
+
+
+def note_refused_privileged(engine: str) -> None:
+    """Remember that ``engine`` refused privileged mode, so later nodes skip it."""
+    _REFUSED_PRIVILEGED.add(engine)
+
+
+def host_warnings(engine: str, *, local: bool) -> list[str]:
+    """Advice about the engine host's limits, once per engine and process.
+
+    Only a local engine's host can be read; a remote one is not checked.
+    """
+    if not local or engine in _CHECKED:
+        return []
+    _CHECKED.add(engine)
+    warning = inotify_warning()
+    return [warning] if warning else []
+
+
+def inotify_warning(sysctl: Path = INOTIFY_SYSCTL) -> str | None:
+    """Return advice when the host's inotify instance limit is too low for k3s."""
+    try:
+        limit = int(sysctl.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    if limit >= INOTIFY_INSTANCES:
+        return None
+    return (
+        f"warning: fs.inotify.max_user_instances is {limit}; k3s nodes may fail "
+        "with 'too many open files'. Raise it: sudo sysctl -w "
+        f"fs.inotify.max_user_instances={INOTIFY_INSTANCES}"
+    )
+
+
+def missing_capabilities(status: str | None = None) -> list[str]:
+    """Return the capabilities this host cannot grant (from our bounding set).
+
+    A daemon on the same host shares the bounding set, so what we lack it
+    cannot hand to a privileged container either. SYS_RESOURCE is assumed
+    missing when nothing can be read: it is the one sandboxed hosts lack.
+    """
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text(encoding="ascii")
+        except OSError:
+            return ["SYS_RESOURCE"]
+    for line in status.splitlines():
+        if line.startswith("CapBnd:"):
+            bounding = int(line.split()[1], 16)
+            missing = [
+                name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1
+            ]
+            return missing or ["SYS_RESOURCE"]
+    return ["SYS_RESOURCE"]
+
+
+def privilege_options(privileged: bool, *, local: bool = True) -> dict[str, Any]:
+    """Return the container options for privileged mode or the capability set.
+
+    The capability set stands in for privileged mode as far as a host that
+    refuses it allows: every capability it has, no seccomp or AppArmor
+    confinement, unmasked ``/proc`` paths, and (for a local engine, whose
+    devices we can see) the devices the kubelet reads.
+    """
+    if privileged:
+        return {"privileged": True}
+    devices = [d for d in NODE_DEVICES if local and Path(d).exists()]
+    return {
+        "cap_add": ["ALL"],
+        "cap_drop": missing_capabilities() if local else ["SYS_RESOURCE"],
+        "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+        "devices": [f"{device}:{device}:rwm" for device in devices],
+        "unmask": True,
+    }

@@ -1,0 +1,129 @@
+"""What each node container is: its name, k3s command line, environment and ports.
+
+:func:`node_container` is a pure function from a spec and a node's place in the
+cluster to a :class:`NodeContainer`, the description the Docker runtime
+creates; it reads nothing and calls nothing, so every flag and environment
+rule is unit-tested without Docker (k3d's ``translate.go`` plays this part).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Literal
+
+from pytest_k3s.spec import ClusterSpec
+from pytest_k3s.spec import PortMapping
+
+
+Role = Literal["server", "agent"]
+
+#: Where nodes write the kubeconfig we read out (as k3d does).
+KUBECONFIG_OUTPUT = "/output/kubeconfig.yaml"
+REGISTRIES_PATH = "/etc/rancher/k3s/registries.yaml"
+API_PORT = 6443
+#: HA servers crash-loop while etcd members join; Docker restarts them.
+HA_RESTART_RETRIES = 5
+#: Test machines' disks are often fuller than the kubelet's default eviction
+#: threshold (5% free), which would evict pods with DiskPressure. Given first,
+#: so a user's own --kubelet-arg for the same setting wins.
+TEST_KUBELET_ARGS = (
+    "--kubelet-arg=eviction-hard=imagefs.available<1%,nodefs.available<1%",
+    "--kubelet-arg=eviction-minimum-reclaim=imagefs.available=1%,nodefs.available=1%",
+)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a cluster: its name (= container name = hostname) and role."""
+
+    name: str
+    role: Role
+    container_id: str
+
+
+@dataclass(frozen=True)
+class NodeContainer:
+    """What Docker needs to create one node container."""
+
+    name: str
+    image: str
+    command: Sequence[str]
+    environment: Mapping[str, str]
+    labels: Mapping[str, str]
+    network: str
+    ports: Sequence[PortMapping] = ()
+    bind_ip: str = "127.0.0.1"
+    restart_retries: int = 0
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def node_name(cluster: str, role: Role, index: int) -> str:
+    """The container name, hostname and Kubernetes node name of a node."""
+    return f"{cluster}-{role}-{index}"
+
+
+def node_order(node: Node) -> tuple[int, int]:
+    """Sort key: servers before agents, then by index."""
+    index = node.name.rpartition("-")[2]
+    return (0 if node.role == "server" else 1, int(index) if index.isdigit() else 0)
+
+
+def node_container(
+    spec: ClusterSpec,
+    role: Role,
+    index: int,
+    *,
+    cluster: str,
+    token: str,
+    api_host: str,
+    bind_ip: str,
+    labels: Mapping[str, str],
+) -> NodeContainer:
+    """Describe node ``index`` of ``role`` in ``cluster``.
+
+    - Every node gets the join token and writes its kubeconfig to
+      :data:`KUBECONFIG_OUTPUT`; every node but server-0 joins it through
+      ``K3S_URL`` (as k3d does; k3s maps it to ``--server``).
+    - Servers get ``--tls-san <api_host>`` so the published API's address is
+      in the certificate; server-0 of an HA cluster gets ``--cluster-init``.
+    - The test kubelet arguments come first, the user's arguments after them
+      (so the user's win), and the user's environment entries last.
+    - Only server-0 publishes ports: the API port, then the spec's ports.
+    - HA servers may restart while etcd members join.
+    """
+    environment = {"K3S_TOKEN": token, "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT}
+    if role == "server":
+        command = ["server", "--tls-san", api_host, *TEST_KUBELET_ARGS]
+        if spec.servers > 1 and index == 0:
+            command.append("--cluster-init")
+        command += spec.server_args
+        extra_env = spec.server_env
+    else:
+        command = ["agent", *TEST_KUBELET_ARGS, *spec.agent_args]
+        extra_env = spec.agent_env
+    first = (role, index) == ("server", 0)
+    if not first:
+        environment["K3S_URL"] = f"https://{node_name(cluster, 'server', 0)}:{API_PORT}"
+    for entry in extra_env:
+        key, _, value = entry.partition("=")
+        environment[key] = value
+    files = {}
+    if isinstance(spec.registries, str):  # a mapping was made YAML text
+        files[REGISTRIES_PATH] = spec.registries.encode()
+    return NodeContainer(
+        name=node_name(cluster, role, index),
+        image=spec.image,
+        command=command,
+        environment=environment,
+        labels=dict(labels),
+        network=cluster,
+        ports=(PortMapping(API_PORT), *spec.ports) if first else (),
+        bind_ip=bind_ip,
+        restart_retries=HA_RESTART_RETRIES
+        if role == "server" and spec.servers > 1
+        else 0,
+        files=files,
+    )

@@ -1,0 +1,233 @@
+"""How a cluster is started: creation order, the hand-over, and clean-up on failure.
+
+:func:`start_cluster` turns a :class:`~pytest_k3s.spec.ClusterSpec` into
+labelled containers on their own network: the image first (its pull does not
+count against the deadline), then the network and server-0, then agents in
+parallel with the joining servers (one at a time, each once the one before it
+runs), then the readiness layers (:mod:`pytest_k3s.readiness`) and the
+kubeconfig. Whatever happens during the start (a crashing node, a timeout,
+Ctrl-C), everything it created is removed before the error propagates.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_k3s import kubeconfig
+from pytest_k3s import labels
+from pytest_k3s.errors import ClusterStartError
+from pytest_k3s.nodes import API_PORT
+from pytest_k3s.nodes import KUBECONFIG_OUTPUT
+from pytest_k3s.nodes import Node
+from pytest_k3s.nodes import Role
+from pytest_k3s.nodes import node_container
+from pytest_k3s.nodes import node_name
+from pytest_k3s.nodes import node_order
+from pytest_k3s.readiness import INIT_READY_LOG
+from pytest_k3s.readiness import READY_LOG
+from pytest_k3s.readiness import Readiness
+from pytest_k3s.spec import ClusterSpec
+
+
+if TYPE_CHECKING:
+    from pytest_k3s.cluster import K3sCluster
+    from pytest_k3s.docker_runtime import DockerRuntime
+
+Progress = Callable[[str], None]
+
+#: Privilege setting -> what the runtime is asked for (None: try, fall back).
+_PRIVILEGED = {"auto": None, "privileged": True, "capabilities": False}
+
+
+def new_cluster_name() -> str:
+    """A fresh cluster name: short, valid as a DNS label and a container name."""
+    return f"k3s-{secrets.token_hex(4)}"
+
+
+def start_cluster(
+    spec: ClusterSpec,
+    *,
+    name: str | None = None,
+    kubeconfig_dir: Path | None = None,
+    run_id: str | None = None,
+    owner: labels.Owner | None = None,
+    keep: bool = False,
+    progress: Progress | None = None,
+) -> K3sCluster:
+    """Start a cluster and return its handle once it is usable.
+
+    The parameters are :meth:`pytest_k3s.K3sCluster.start`'s.
+    """
+    from pytest_k3s.docker_runtime import DockerRuntime
+
+    runtime = DockerRuntime.connect()
+    starter = _Starter(
+        spec=spec,
+        runtime=runtime,
+        name=name or new_cluster_name(),
+        kubeconfig_dir=kubeconfig_dir,
+        run_id=run_id or secrets.token_hex(8),
+        owner=owner or labels.Owner.current(),
+        keep=keep,
+        progress=progress or (lambda line: None),
+    )
+    try:
+        return starter.run()
+    except BaseException:
+        starter.clean_up()
+        runtime.close()
+        raise
+
+
+class _Starter:
+    """The steps of one start, sharing their state."""
+
+    def __init__(
+        self,
+        *,
+        spec: ClusterSpec,
+        runtime: DockerRuntime,
+        name: str,
+        kubeconfig_dir: Path | None,
+        run_id: str,
+        owner: labels.Owner,
+        keep: bool,
+        progress: Progress,
+    ) -> None:
+        self.spec = spec
+        self.runtime = runtime
+        self.name = name
+        self.run_id = run_id
+        self.owner = owner
+        self.keep = keep
+        self.progress = progress
+        self.began = time.monotonic()
+        self.private_dir: Path | None = None
+        if kubeconfig_dir is None:
+            self.private_dir = Path(tempfile.mkdtemp(prefix=f"pytest-k3s-{name}-"))
+            kubeconfig_dir = self.private_dir
+        self.kubeconfig_path = kubeconfig_dir / f"{name}.kubeconfig.yaml"
+        self.nodes: list[Node] = []
+        self.ready = Readiness(runtime, name, spec.timeout, self.nodes)
+        self.token = secrets.token_hex(16)
+        remote = runtime.api_host()
+        self.api_host = spec.api_host or remote or "127.0.0.1"
+        self.bind_ip = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
+
+    def run(self) -> K3sCluster:
+        from pytest_k3s.cluster import K3sCluster
+
+        spec = self.spec
+        self.progress(f"starting k3s cluster {self.name}: {spec.describe()}")
+        for warning in self.runtime.host_warnings():
+            self.progress(f"  {warning}")
+        if not self.runtime.has_image(spec.image):
+            self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
+            self.runtime.pull_image(spec.image)
+        # A first run's pull is not start-up time: the deadline starts now.
+        self.ready.begin()
+        self.runtime.check_free([self.name, node_name(self.name, "server", 0)])
+        self.runtime.create_network(self.name, self._labels("network"))
+        refused_before = self.runtime.privileged_refused
+        self._start_node("server", 0)
+        if self.runtime.privileged_refused and not refused_before:
+            self.progress(
+                "  the Docker engine refused privileged mode (unable to apply caps); "
+                "running nodes with an explicit capability set instead"
+            )
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            agents = pool.map(
+                lambda index: self._start_node("agent", index), range(spec.agents)
+            )
+            # Joining servers go one at a time, each once the one before it
+            # runs (etcd admits one new member at a time); agents are being
+            # added to self.nodes meanwhile, so look servers up by name.
+            for index in range(1, spec.servers):
+                previous = self._node(node_name(self.name, "server", index - 1))
+                needle = INIT_READY_LOG if index == 1 else READY_LOG["server"]
+                self.ready.wait_for_log(previous, needle)
+                self._start_node("server", index)
+            list(agents)
+        self.ready.wait_for_nodes_started()
+        config = self._write_kubeconfig()
+        self.ready.wait_for_api(
+            config, coredns=spec.wait_for_coredns and spec.coredns_enabled
+        )
+        timings = self.ready.timings
+        timings.total = time.monotonic() - self.began
+        self.progress(
+            f"k3s cluster {self.name} ready in {timings.total:.1f}s "
+            f"(kubeconfig: {self.kubeconfig_path})"
+        )
+        return K3sCluster(
+            name=self.name,
+            spec=spec,
+            runtime=self.runtime,
+            nodes=sorted(self.nodes, key=node_order),
+            kubeconfig_path=self.kubeconfig_path,
+            owned=True,
+            private_dir=self.private_dir,
+            timings=timings,
+        )
+
+    def clean_up(self) -> None:
+        """Remove whatever this start created (by label, so half-made objects too)."""
+        from pytest_k3s.cluster import remove_cluster
+
+        remove_cluster(self.runtime, self.name, self.private_dir, self.kubeconfig_path)
+
+    def _node(self, name: str) -> Node:
+        return next(node for node in list(self.nodes) if node.name == name)
+
+    def _labels(self, role: str) -> dict[str, str]:
+        result = labels.labels_for(
+            self.name,
+            role,
+            run=self.run_id,
+            spec_hash=self.spec.digest(),
+            owner=self.owner,
+        )
+        if self.keep:
+            result[labels.KEEP] = "true"
+        return result
+
+    def _start_node(self, role: Role, index: int) -> None:
+        node = node_container(
+            self.spec,
+            role,
+            index,
+            cluster=self.name,
+            token=self.token,
+            api_host=self.api_host,
+            bind_ip=self.bind_ip,
+            labels=self._labels(role),
+        )
+        privileged = _PRIVILEGED[self.spec.privileged]
+        container_id = self.runtime.start_node(node, privileged=privileged)
+        self.nodes.append(Node(node.name, role, container_id))
+        self.progress(f"  started {role} {node.name}")
+
+    def _write_kubeconfig(self) -> kubeconfig.Kubeconfig:
+        server0 = self.nodes[0]
+        try:
+            raw = self.runtime.read_file(server0.container_id, KUBECONFIG_OUTPUT)
+        except Exception as exc:
+            raise ClusterStartError(
+                f"could not read {KUBECONFIG_OUTPUT} from {server0.name}: {exc}",
+                node=server0.name,
+                logs=self.ready.tail(server0),
+            ) from exc
+        port = self.runtime.published_port(server0.container_id, f"{API_PORT}/tcp")
+        config = kubeconfig.rewrite(
+            kubeconfig.parse(raw),
+            server=kubeconfig.server_url(self.api_host, port),
+            name=self.name,
+        )
+        kubeconfig.write(config, self.kubeconfig_path)
+        return config
