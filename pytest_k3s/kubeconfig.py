@@ -1,9 +1,10 @@
 """Kubeconfig hand-over: parse what k3s wrote, point it at the published port, save it.
 
-k3s writes a kubeconfig whose cluster, context and user are all named
-``default`` and whose server is ``https://127.0.0.1:6443`` as seen from inside
-the node. Tests need the address of the published port instead, and names that
-say which cluster they belong to, so that two clusters' files can be merged.
+k3s writes a kubeconfig whose server is ``https://127.0.0.1:6443`` as seen
+from inside the node, with entries named ``default`` (older k3s) or after the
+node. Tests need the address of the published port instead, names that say
+which cluster they belong to (so two clusters' files can be merged), and
+nothing but the CA and client certificate that k3s issued.
 """
 
 from __future__ import annotations
@@ -35,32 +36,73 @@ def parse(text: str | bytes) -> Kubeconfig:
     return document
 
 
-def rewrite(config: Kubeconfig, *, server: str, name: str) -> Kubeconfig:
-    """Return a copy of ``config`` that reaches ``server`` under the name ``name``.
+#: The only credentials we hand over: a CA to check the server, and a client
+#: certificate. k3s writes exactly these for its admin user.
+CLUSTER_FIELDS = ("certificate-authority-data",)
+USER_FIELDS = ("client-certificate-data", "client-key-data")
 
-    The cluster and context are renamed to ``name`` and the user to
-    ``admin@<name>``, and ``current-context`` selects it; everything else
-    (certificates, preferences) is kept.
+
+def rewrite(config: Kubeconfig, *, server: str, name: str) -> Kubeconfig:
+    """Return a new kubeconfig that reaches ``server`` under the name ``name``.
+
+    It is built from the CA, client certificate and key of the current
+    context alone (whatever the entries are called: newer k3s names them
+    after the node), so nothing else in the file we read can act on the test
+    machine: an ``exec`` or ``auth-provider`` user would run a command when
+    a client is built, and ``insecure-skip-tls-verify`` would drop the server
+    check. Such a kubeconfig is refused.
+
+    :raises K3sError: the current context lacks one of the fields, or
+        carries another kind of credential
     """
-    cluster = dict(config["clusters"][0])
-    cluster["name"] = name
-    cluster["cluster"] = {**cluster["cluster"], "server": server}
-    user = {**config["users"][0], "name": f"admin@{name}"}
-    context = {
-        "name": name,
-        "context": {
-            **config["contexts"][0].get("context", {}),
-            "cluster": name,
-            "user": f"admin@{name}",
-        },
-    }
+    cluster, user = _current(config)
+    extra = sorted(set(user) - set(USER_FIELDS))
+    if extra or cluster.get("insecure-skip-tls-verify"):
+        unexpected = extra or ["insecure-skip-tls-verify"]
+        raise K3sError(
+            "the kubeconfig k3s wrote carries more than a CA and a client "
+            f"certificate ({', '.join(unexpected)}); refusing to use it. Is the "
+            "node image a k3s image?"
+        )
+    missing = [key for key in CLUSTER_FIELDS if not cluster.get(key)]
+    missing += [key for key in USER_FIELDS if not user.get(key)]
+    if missing:
+        raise K3sError(
+            f"the kubeconfig k3s wrote has no {', '.join(missing)}; pytest-k3s "
+            "needs the CA and a client certificate"
+        )
+    user_name = f"admin@{name}"
     return {
-        **config,
-        "clusters": [cluster],
-        "contexts": [context],
-        "users": [user],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "server": server,
+                    **{key: cluster[key] for key in CLUSTER_FIELDS},
+                },
+            }
+        ],
+        "users": [{"name": user_name, "user": {k: user[k] for k in USER_FIELDS}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user_name}}],
         "current-context": name,
     }
+
+
+def _current(config: Kubeconfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cluster and user of the current context (else the first ones)."""
+
+    def named(kind: str, name: object) -> dict[str, Any]:
+        for entry in config[kind]:
+            if isinstance(entry, dict) and entry.get("name") == name:
+                return entry
+        return config[kind][0] if isinstance(config[kind][0], dict) else {}
+
+    context = named("contexts", config.get("current-context")).get("context") or {}
+    cluster = named("clusters", context.get("cluster")).get("cluster") or {}
+    user = named("users", context.get("user")).get("user") or {}
+    return dict(cluster), dict(user)
 
 
 def server_url(host: str, port: int) -> str:

@@ -59,6 +59,65 @@ def test_rewrite_points_at_the_published_port_and_renames() -> None:
     assert config["current-context"] == "k3s-ab12"
 
 
+def test_rewrite_relies_on_no_entry_name() -> None:
+    named_after_node = (
+        K3S_KUBECONFIG.replace("name: default", "name: k3s-x-server-0")
+        .replace("cluster: default", "cluster: k3s-x-server-0")
+        .replace("user: default", "user: k3s-x-server-0")
+        .replace("current-context: default", "current-context: k3s-x-server-0")
+    )
+    assert "default" not in named_after_node
+    config = kubeconfig.rewrite(
+        kubeconfig.parse(named_after_node), server="https://h:1", name="k3s-x"
+    )
+    assert config["users"][0]["user"]["client-certificate-data"] == "Q0VSVA=="
+    assert config["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0E="
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            (
+                "    client-key-data: S0VZ\n",
+                "    client-key-data: S0VZ\n    exec: {command: sh}\n",
+            ),
+            "carries more than a CA and a client certificate \\(exec\\)",
+        ),
+        (
+            (
+                "    client-key-data: S0VZ\n",
+                "    client-key-data: S0VZ\n    auth-provider: {name: x}\n",
+            ),
+            "\\(auth-provider\\)",
+        ),
+        (
+            (
+                "    client-key-data: S0VZ\n",
+                "    client-key-data: S0VZ\n    token: abc\n",
+            ),
+            "\\(token\\)",
+        ),
+        (
+            (
+                "    server: https",
+                "    insecure-skip-tls-verify: true\n    server: https",
+            ),
+            "insecure-skip-tls-verify",
+        ),
+        (("    client-key-data: S0VZ\n", ""), "has no client-key-data"),
+        (("    certificate-authority-data: Q0E=\n", ""), "has no certificate-auth"),
+    ],
+)
+def test_rewrite_refuses_anything_but_ca_and_client_certificate(
+    change: tuple[str, str], message: str
+) -> None:
+    text = K3S_KUBECONFIG.replace(*change)
+    assert text != K3S_KUBECONFIG
+    with pytest.raises(K3sError, match=message):
+        kubeconfig.rewrite(kubeconfig.parse(text), server="https://h:1", name="x")
+
+
 def test_rewrite_leaves_the_original_alone() -> None:
     original = kubeconfig.parse(K3S_KUBECONFIG)
     kubeconfig.rewrite(original, server="https://h:1", name="x")
