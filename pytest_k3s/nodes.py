@@ -54,8 +54,8 @@ class NodeContainer:
     environment: Mapping[str, str]
     labels: Mapping[str, str]
     network: str
-    ports: Sequence[PortMapping] = ()
-    bind_ip: str = "127.0.0.1"
+    #: (host address to publish on, port) pairs.
+    ports: Sequence[tuple[str, PortMapping]] = ()
     restart_retries: int = 0
     files: Mapping[str, bytes] = field(default_factory=dict)
 
@@ -79,7 +79,7 @@ def node_container(
     cluster: str,
     token: str,
     api_host: str,
-    bind_ip: str,
+    api_bind: str,
     labels: Mapping[str, str],
 ) -> NodeContainer:
     """Describe node ``index`` of ``role`` in ``cluster``.
@@ -91,7 +91,9 @@ def node_container(
       in the certificate; server-0 of an HA cluster gets ``--cluster-init``.
     - The test kubelet arguments come first, the user's arguments after them
       (so the user's win), and the user's environment entries last.
-    - Only server-0 publishes ports: the API port, then the spec's ports.
+    - Only server-0 publishes ports: the API port on ``api_bind``, then the
+      spec's ports on ``spec.ports_bind`` (127.0.0.1 unless asked: NodePorts
+      are often unauthenticated, and a remote engine's 0.0.0.0 is public).
     - HA servers may restart while etcd members join.
     """
     environment = {"K3S_TOKEN": token, "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT}
@@ -120,8 +122,14 @@ def node_container(
         environment=environment,
         labels=dict(labels),
         network=cluster,
-        ports=(PortMapping(API_PORT), *spec.ports) if first else (),
-        bind_ip=bind_ip,
+        ports=(
+            (
+                (api_bind, PortMapping(API_PORT)),
+                *((spec.ports_bind, p) for p in spec.ports),
+            )
+            if first
+            else ()
+        ),
         restart_retries=HA_RESTART_RETRIES
         if role == "server" and spec.servers > 1
         else 0,

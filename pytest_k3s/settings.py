@@ -14,6 +14,7 @@ an error.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ import pytest
 
 from pytest_k3s.errors import SpecError
 from pytest_k3s.spec import DEFAULT_IMAGE
+from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
@@ -52,8 +54,26 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"{value} is not positive")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{value} is not a positive, finite number of seconds")
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration: seconds (``90``), or a number with s, m, h or d (``24h``)."""
+    stripped = text.strip().lower()
+    unit = _UNITS.get(stripped[-1:], 0)
+    try:
+        value = float(stripped[:-1] if unit else stripped) * (unit or 1)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a duration (seconds, or e.g. 90m, 24h, 7d)"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r} is not a positive, finite duration")
     return value
 
 
@@ -133,9 +153,17 @@ KNOBS = (
     ),
     Knob(
         "keep-on-failure",
-        "Like --k3s-keep, but only when the session fails",
+        "Like --k3s-keep, but only when the session fails (a module's own "
+        "cluster is kept only if a test of that module failed)",
         _flag,
         flag=True,
+    ),
+    Knob(
+        "keep-for",
+        "How long kept clusters are spared by the automatic sweep of leftovers "
+        "(default 24h; e.g. 90m, 7d)",
+        parse_duration,
+        "DURATION",
     ),
 )
 
@@ -162,6 +190,7 @@ class Settings:
     spec: ClusterSpec
     keep: KeepMode
     sources: Mapping[str, str]
+    keep_for: float = DEFAULT_KEEP_FOR
 
     @classmethod
     def from_config(
@@ -205,11 +234,12 @@ class Settings:
             keep = "on-failure"
         if values.pop("keep", False):
             keep = "always"
+        keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
         try:
             spec = ClusterSpec(**values)
         except SpecError as exc:
             raise pytest.UsageError(str(exc)) from exc
-        return cls(spec=spec, keep=keep, sources=sources)
+        return cls(spec=spec, keep=keep, sources=sources, keep_for=keep_for)
 
     def header(self) -> str:
         """The report header line."""
@@ -219,7 +249,11 @@ class Settings:
             f"k3s: image {spec.image} ({origin}), default cluster "
             f"{spec.servers} server(s) + {spec.agents} agent(s), "
             f"timeout {spec.timeout:.0f}s, privileged {spec.privileged}"
-            + ("" if self.keep == "never" else f", keep clusters: {self.keep}")
+            + (
+                ""
+                if self.keep == "never"
+                else f", keep clusters: {self.keep} (for {self.keep_for / 3600:g}h)"
+            )
         )
 
 

@@ -8,12 +8,15 @@ when the spec is made, naming the field and what would be valid.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import math
 import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import asdict
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import Literal
 
@@ -24,6 +27,8 @@ K3S_REPOSITORY = "rancher/k3s"
 DEFAULT_VERSION = "v1.35.5+k3s1"
 DEFAULT_IMAGE = f"{K3S_REPOSITORY}:v1.35.5-k3s1"
 DEFAULT_TIMEOUT = 180.0
+#: How long kept clusters are spared by the sweep of leftovers (24 hours).
+DEFAULT_KEEP_FOR = 24 * 3600.0
 
 PrivilegeMode = Literal["auto", "privileged", "capabilities"]
 PRIVILEGE_MODES: tuple[PrivilegeMode, ...] = ("auto", "privileged", "capabilities")
@@ -34,6 +39,7 @@ MANAGED_FLAGS = frozenset(
     {
         "--token",
         "-t",
+        "--token-file",
         "--agent-token",
         "--server",
         "-s",
@@ -46,6 +52,24 @@ MANAGED_FLAGS = frozenset(
         "-d",
     }
 )
+
+#: Environment variables pytest-k3s sets itself, or that stand for the managed
+#: flags (k3s reads each as the flag it names).
+MANAGED_ENV = frozenset(
+    {
+        "K3S_TOKEN",
+        "K3S_TOKEN_FILE",
+        "K3S_AGENT_TOKEN",
+        "K3S_URL",
+        "K3S_CLUSTER_INIT",
+        "K3S_KUBECONFIG_OUTPUT",
+        "K3S_NODE_NAME",
+        "K3S_DATA_DIR",
+    }
+)
+#: What shapes a cluster without being part of its identity: how long and
+#: for what we wait. Two specs that differ only here share one cluster.
+WAITING_FIELDS = ("timeout", "wait_for_coredns")
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
 _PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
@@ -109,15 +133,25 @@ class PortMapping:
 
 
 def _strings(name: str, value: object) -> tuple[str, ...]:
+    """Accept a sequence of strings, or one string as a sequence of one."""
     if isinstance(value, str):
-        raise SpecError(f"{name} must be a list of strings, not the string {value!r}")
+        value = (value,)
     if not isinstance(value, Iterable):
-        raise SpecError(f"{name} must be a list of strings, not {value!r}")
+        raise SpecError(f"{name} must be a string or a list of strings, not {value!r}")
     items = tuple(value)
     for item in items:
         if not isinstance(item, str) or not item:
             raise SpecError(f"{name} must hold non-empty strings; got {item!r}")
     return items
+
+
+def _ports(value: object) -> tuple[PortMapping, ...]:
+    """Accept a sequence of ports, or one port (a string, number or mapping)."""
+    if isinstance(value, str | int | PortMapping) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise SpecError(f"ports must be a port or a list of ports, not {value!r}")
+    return tuple(_port(p) for p in value)
 
 
 def _port(value: object) -> PortMapping:
@@ -153,6 +187,9 @@ class ClusterSpec:
     :param server_env: extra ``KEY=VALUE`` environment entries for servers
     :param agent_env: extra ``KEY=VALUE`` environment entries for agents
     :param ports: extra ports of server-0 to publish (see :class:`PortMapping`)
+    :param ports_bind: the engine host's address those ports are published
+        on: 127.0.0.1 unless you ask for more (``"0.0.0.0"``), since NodePorts
+        are often unauthenticated
     :param registries: a k3s ``registries.yaml``, as YAML text or a mapping
     :param privileged: ``auto`` (privileged, falling back to an explicit
         capability set where the host refuses privileged mode),
@@ -174,7 +211,9 @@ class ClusterSpec:
     server_env: tuple[str, ...] = ()
     agent_env: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
-    registries: str | Mapping[str, Any] | None = None
+    ports_bind: str = "127.0.0.1"
+    #: Left out of repr: registries.yaml may hold credentials.
+    registries: str | Mapping[str, Any] | None = field(default=None, repr=False)
     privileged: PrivilegeMode = "auto"
     timeout: float = DEFAULT_TIMEOUT
     wait_for_coredns: bool = True
@@ -216,9 +255,21 @@ class ClusterSpec:
             for entry in getattr(self, name):
                 if not _ENV.match(entry):
                     raise SpecError(f"{name} entry {entry!r} is not KEY=VALUE")
+                key = entry.partition("=")[0]
+                if key in MANAGED_ENV:
+                    raise SpecError(
+                        f"{name} may not set {key}: pytest-k3s manages it for every "
+                        "node (token, join address, kubeconfig and node names)"
+                    )
 
-        ports: Iterable[object] = self.ports
-        put("ports", tuple(_port(p) for p in ports))
+        put("ports", _ports(self.ports))
+        try:
+            ipaddress.ip_address(self.ports_bind)
+        except ValueError:
+            raise SpecError(
+                f"ports_bind {self.ports_bind!r} is not an IP address; give "
+                "'127.0.0.1' (the default) or '0.0.0.0'"
+            ) from None
         registries: object = self.registries
         if isinstance(registries, Mapping):
             # JSON is YAML, and a canonical string keeps the spec hashable.
@@ -234,8 +285,8 @@ class ClusterSpec:
         timeout = self.timeout
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise SpecError(f"timeout must be a number of seconds, not {timeout!r}")
-        if timeout <= 0:
-            raise SpecError(f"timeout must be positive, not {timeout}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise SpecError(f"timeout must be a positive, finite number, not {timeout}")
         put("timeout", float(timeout))
 
     @property
@@ -249,8 +300,14 @@ class ClusterSpec:
         return "coredns" not in disabled_components(self.server_args)
 
     def digest(self) -> str:
-        """A short hash of everything that shapes the cluster (for labels and reuse)."""
+        """A short hash of everything that shapes the cluster (for labels and reuse).
+
+        How long and for what we wait (:data:`WAITING_FIELDS`) is left out:
+        specs that differ only there describe the same cluster.
+        """
         fields = asdict(self)
+        for name in WAITING_FIELDS:
+            del fields[name]
         fields["ports"] = [str(p) for p in self.ports]
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -26,7 +26,7 @@ def node(spec: ClusterSpec, role: Role, index: int = 0) -> NodeContainer:
         cluster="k3s-test",
         token="s3cret",
         api_host="10.0.0.9",
-        bind_ip="127.0.0.1",
+        api_bind="0.0.0.0",
         labels={"io.pytest-k3s.cluster": "k3s-test"},
     )
 
@@ -45,7 +45,7 @@ def test_server_zero_of_one_server() -> None:
         "K3S_TOKEN": "s3cret",
         "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT,
     }
-    assert list(server.ports) == [PortMapping(API_PORT)]
+    assert list(server.ports) == [("0.0.0.0", PortMapping(API_PORT))]
     assert server.restart_retries == 0
     assert server.files == {}
     assert server.labels == {"io.pytest-k3s.cluster": "k3s-test"}
@@ -95,7 +95,7 @@ def test_user_environment_is_added_per_role() -> None:
     assert "A" not in agent.environment
 
 
-def test_server_zero_publishes_the_api_then_the_spec_ports() -> None:
+def test_server_zero_publishes_the_api_then_the_spec_ports_on_loopback() -> None:
     server = node(
         ClusterSpec(
             ports=(PortMapping.parse("8080:30080"), PortMapping.parse("53/udp"))
@@ -103,11 +103,12 @@ def test_server_zero_publishes_the_api_then_the_spec_ports() -> None:
         "server",
     )
     assert list(server.ports) == [
-        PortMapping(API_PORT),
-        PortMapping(30080, "tcp", 8080),
-        PortMapping(53, "udp"),
+        ("0.0.0.0", PortMapping(API_PORT)),
+        ("127.0.0.1", PortMapping(30080, "tcp", 8080)),
+        ("127.0.0.1", PortMapping(53, "udp")),
     ]
-    assert server.bind_ip == "127.0.0.1"
+    public = node(ClusterSpec(ports=(PortMapping(80),), ports_bind="0.0.0.0"), "server")
+    assert list(public.ports)[1] == ("0.0.0.0", PortMapping(80))
 
 
 @pytest.mark.parametrize("role", ["server", "agent"])

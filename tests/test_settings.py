@@ -76,7 +76,9 @@ def test_keep_from_env_and_flag(
     [
         (["--k3s-agents=two"], {}, "--k3s-agents: 'two' is not a whole number"),
         (["--k3s-servers=0"], {}, "--k3s-servers: 0 is less than 1"),
-        (["--k3s-timeout=-1"], {}, "--k3s-timeout: -1.0 is not positive"),
+        (["--k3s-timeout=-1"], {}, "--k3s-timeout: -1.0 is not a positive, finite"),
+        (["--k3s-timeout=nan"], {}, "--k3s-timeout: nan is not a positive, finite"),
+        ([], {"PYTEST_K3S_TIMEOUT": "inf"}, "PYTEST_K3S_TIMEOUT=inf: inf is not a"),
         (["--k3s-privileged=maybe"], {}, "--k3s-privileged: 'maybe' is not one of"),
         ([], {"PYTEST_K3S_AGENTS": "x"}, "PYTEST_K3S_AGENTS=x: 'x' is not a whole"),
         ([], {"PYTEST_K3S_KEEP": "perhaps"}, "PYTEST_K3S_KEEP=perhaps: 'perhaps'"),

@@ -56,16 +56,25 @@ def test_version_of_a_non_k3s_image_is_unknown() -> None:
         ({"agents": -1}, "agents must be 0 or more"),
         ({"servers": True}, "servers must be a whole number"),
         ({"agents": "2"}, "agents must be a whole number"),
-        ({"timeout": 0}, "timeout must be positive"),
+        ({"timeout": 0}, "timeout must be a positive, finite number"),
+        ({"timeout": float("nan")}, "timeout must be a positive, finite number"),
+        ({"timeout": float("inf")}, "timeout must be a positive, finite number"),
         ({"timeout": "soon"}, "timeout must be a number"),
         ({"privileged": "yes"}, "privileged must be one of auto, privileged"),
         ({"image": "has space"}, "not a valid image reference"),
-        ({"server_args": "--disable=traefik"}, "must be a list of strings"),
+        ({"server_args": 3}, "must be a string or a list of strings"),
+        ({"ports": 3.5}, "ports must be a port or a list of ports"),
+        ({"ports": [True]}, "port True is not valid"),
+        ({"server_env": ("K3S_TOKEN=mine",)}, "may not set K3S_TOKEN"),
+        ({"agent_env": ("K3S_URL=https://x:6443",)}, "may not set K3S_URL"),
+        ({"server_env": ("K3S_KUBECONFIG_OUTPUT=/x",)}, "may not set K3S_KUBECONFIG"),
+        ({"server_args": ("--token-file=/t",)}, "may not set --token-file"),
         ({"server_args": ("--token=abc",)}, "may not set --token"),
         ({"agent_args": ("--server", "https://x")}, "may not set --server"),
         ({"server_env": ("NOEQUALS",)}, "is not KEY=VALUE"),
         ({"ports": ("http",)}, "port 'http' is not valid"),
         ({"ports": ("70000",)}, "out of range"),
+        ({"ports_bind": "everywhere"}, "ports_bind 'everywhere' is not an IP"),
     ],
 )
 def test_invalid_values_fail_when_the_spec_is_made(
@@ -113,3 +122,32 @@ def test_disabled_components_reads_every_form_of_disable() -> None:
     assert disabled_components(args) == {"traefik", "servicelb", "coredns"}
     assert not ClusterSpec(server_args=("--disable=coredns",)).coredns_enabled
     assert ClusterSpec().coredns_enabled
+
+
+def test_a_lone_string_or_number_is_one_item() -> None:
+    spec = ClusterSpec(
+        server_args="--disable=traefik",  # type: ignore[arg-type]
+        agent_env="A=1",  # type: ignore[arg-type]
+        ports="9999",  # type: ignore[arg-type]
+    )
+    assert spec.server_args == ("--disable=traefik",)
+    assert spec.agent_env == ("A=1",)
+    assert spec.ports == (PortMapping(9999),)
+    assert ClusterSpec(ports=30080).ports == (PortMapping(30080),)  # type: ignore[arg-type]
+    assert ClusterSpec(ports="8080:80/udp").ports == (  # type: ignore[arg-type]
+        PortMapping(80, "udp", 8080),
+    )
+
+
+def test_waiting_is_not_part_of_the_clusters_identity() -> None:
+    spec = ClusterSpec(agents=1)
+    assert spec.digest() == ClusterSpec(agents=1, timeout=30).digest()
+    assert spec.digest() == ClusterSpec(agents=1, wait_for_coredns=False).digest()
+    assert spec.digest() != ClusterSpec(agents=1, ports=("80",)).digest()  # type: ignore[arg-type]
+
+
+def test_registry_credentials_stay_out_of_repr() -> None:
+    auth = {"configs": {"r:5000": {"auth": {"password": "hunter2"}}}}
+    spec = ClusterSpec(registries=auth)
+    assert "hunter2" not in repr(spec)
+    assert "hunter2" not in spec.describe()
