@@ -8,6 +8,7 @@ checks after every Docker test that it left nothing labelled behind.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -175,8 +176,14 @@ def _foreign(labels: dict[str, str]) -> bool:
     """Whether an object belongs to a live process outside this test session."""
     from pytest_k3s import labels as k3s_labels
 
-    owner = k3s_labels.Owner.parse(labels.get(k3s_labels.OWNER, ""))
-    if owner is None or k3s_labels.owner_alive(owner) is not True:
+    owner = k3s_labels.Owner.from_labels(labels)
+    if owner is None:
+        return False
+    # Sessions sharing this engine share this PID namespace too (older
+    # releases did not label it): check the PID alone.
+    here = k3s_labels.Owner.current()
+    owner = dataclasses.replace(owner, pidns=here.pidns, boot=here.boot)
+    if k3s_labels.owner_alive(owner) is not True:
         return False
     pid = owner.pid
     while pid > 1:

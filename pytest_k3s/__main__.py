@@ -2,14 +2,19 @@
 
 ``python -m pytest_k3s list`` shows every labelled cluster and its state;
 ``python -m pytest_k3s sweep`` removes those whose run has ended (add
-``--include-kept`` for clusters kept with ``--k3s-keep``). Clusters of runs
-that are still alive, or of other hosts, are never touched.
+``--include-kept`` for clusters kept with ``--k3s-keep``, ``--older-than 2h``
+for anything older, whoever owns it); ``python -m pytest_k3s rm NAME...``
+removes the named clusters. A sweep never touches clusters of runs that are
+still alive, or whose owner it cannot check (another host or container),
+unless ``--older-than`` says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Mapping
 from collections.abc import Sequence
 
 from pytest_k3s import labels
@@ -18,6 +23,14 @@ from pytest_k3s.errors import K3sError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    from pytest_k3s.settings import parse_duration
+
+    def duration(text: str) -> float:
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     parser = argparse.ArgumentParser(prog="python -m pytest_k3s", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the clusters pytest-k3s created")
@@ -25,9 +38,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep.add_argument(
         "--include-kept", action="store_true", help="also remove kept clusters"
     )
+    sweep.add_argument(
+        "--older-than",
+        type=duration,
+        metavar="AGE",
+        help="remove every cluster created more than AGE ago (e.g. 2h), whatever "
+        "its owner's state",
+    )
+    remove = commands.add_parser("rm", help="remove the named clusters")
+    remove.add_argument("names", nargs="+", metavar="NAME")
     options = parser.parse_args(argv)
 
     from pytest_k3s.docker_runtime import DockerRuntime
+    from pytest_k3s.sharing import sweep_leftovers
 
     try:
         runtime = DockerRuntime.connect()
@@ -35,22 +58,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
+        found = runtime.labelled()
         if options.command == "list":
-            for name, found in sorted(runtime.labelled().items()):
-                print(f"{name}\trun {found.get(labels.RUN, '?')}\t{_state(found)}")
-        else:
-            for name in runtime.sweep(include_kept=options.include_kept):
+            for name, tags in sorted(found.items()):
+                print(f"{name}\trun {tags.get(labels.RUN, '?')}\t{_state(tags)}")
+        elif options.command == "sweep":
+            for name in sweep_leftovers(
+                runtime, include_kept=options.include_kept, older=options.older_than
+            ):
                 print(f"removed {name}")
+        else:
+            unknown = [name for name in options.names if name not in found]
+            for name in options.names:
+                if name in found:
+                    runtime.remove_cluster(name)
+                    print(f"removed {name}")
+            if unknown:
+                print(f"error: no cluster named {', '.join(unknown)}", file=sys.stderr)
+                return 1
     finally:
         runtime.close()
     return 0
 
 
-def _state(found: dict[str, str]) -> str:
-    owner = labels.Owner.parse(found.get(labels.OWNER, ""))
+def _state(tags: Mapping[str, str]) -> str:
+    owner = labels.Owner.from_labels(tags)
     alive = labels.owner_alive(owner) if owner else None
     state = {True: "run alive", False: "run ended", None: "owner unknown"}[alive]
-    return state + (", kept" if found.get(labels.KEEP) == "true" else "")
+    created = tags.get(labels.CREATED, "")
+    if created.isdigit():
+        state += f", created {(time.time() - int(created)) / 3600:.1f}h ago"
+    if labels.kept(tags):
+        state += ", kept"
+        until = tags.get(labels.KEEP_UNTIL, "")
+        if until.isdigit():
+            state += f" for {(int(until) - time.time()) / 3600:.1f}h more"
+    return state
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,15 +27,16 @@ from pytest_k3s.nodes import Node
 from pytest_k3s.nodes import Role
 from pytest_k3s.nodes import node_order
 from pytest_k3s.readiness import Timings
+from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import PortMapping
+from pytest_k3s.startup import Progress
 
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from pytest_k3s.docker_runtime import DockerRuntime
-    from pytest_k3s.startup import Progress
 
 
 class K3sCluster:
@@ -73,6 +75,7 @@ class K3sCluster:
         self._private_dir = private_dir
         self._api_client: ApiClient | None = None
         self._stopped = False
+        self._shared = False
 
     # lifecycle -----------------------------------------------------------------
 
@@ -86,6 +89,7 @@ class K3sCluster:
         run_id: str | None = None,
         owner: labels.Owner | None = None,
         keep: bool = False,
+        keep_for: float = DEFAULT_KEEP_FOR,
         progress: Progress | None = None,
     ) -> K3sCluster:
         """Start a cluster and return once it is usable.
@@ -98,7 +102,8 @@ class K3sCluster:
         :param owner: the process whose death makes the cluster a leftover
             (default: this one)
         :param keep: label the cluster as kept, so the automatic sweep of
-            dead runs' leftovers spares it
+            dead runs' leftovers spares it for ``keep_for`` seconds
+        :param keep_for: how long a kept cluster is spared (default 24 hours)
         :param progress: called with a line of text at each step
         :raises ClusterStartError: a node crashed or the deadline passed
         """
@@ -111,6 +116,7 @@ class K3sCluster:
             run_id=run_id,
             owner=owner,
             keep=keep,
+            keep_for=keep_for,
             progress=progress,
         )
 
@@ -145,9 +151,23 @@ class K3sCluster:
     def stop(self) -> None:
         """Remove the cluster's containers, volumes and network (safe to repeat).
 
-        A handle from :meth:`attach` only lets go of its connections.
+        A handle from :meth:`attach` only lets go of its connections; a shared
+        handle (what the ``k3s_cluster`` fixtures give) does nothing but warn,
+        since other tests use the cluster: the run removes it when it ends.
         """
+        if self._shared:
+            warnings.warn(
+                f"k3s cluster {self.name} is shared by the tests of this run and "
+                "is removed when the run ends; stop() leaves it running. Use "
+                "k3s_module_cluster (or K3sCluster.start) for a cluster of your own",
+                stacklevel=2,
+            )
+            return
         self._release(remove=self._owned)
+
+    def share(self) -> None:
+        """Make this handle one that tests share: :meth:`stop` leaves it alone."""
+        self._shared = True
 
     def detach(self) -> None:
         """Let go of this handle's connections and leave the cluster running."""

@@ -82,11 +82,7 @@ class DockerRuntime:
             client = docker.from_env(timeout=120)
             client.ping()
         except Exception as exc:
-            raise DockerUnavailableError(
-                f"no Docker engine answers at {address} ({exc}); start the Docker "
-                "engine (e.g. 'systemctl start docker'), or point DOCKER_HOST at "
-                "one that runs"
-            ) from exc
+            raise DockerUnavailableError(_unavailable(address, exc)) from exc
         return cls(client)
 
     def close(self) -> None:
@@ -128,8 +124,8 @@ class DockerRuntime:
     def pull_image(self, image: str) -> None:
         """Pull ``image``; raise ImageUnavailableError saying how else to get it."""
         try:
-            repository, tag = _split_image(image)
-            self.client.images.pull(repository, tag=tag)
+            repository, tag = pull_arguments(image)
+            self.api.pull(repository, tag=tag)
         except docker.errors.APIError as exc:
             raise ImageUnavailableError(self._image_hint(image, exc)) from exc
 
@@ -184,8 +180,8 @@ class DockerRuntime:
     def create_node(self, node: NodeContainer, *, privileged: bool) -> str:
         """Create (not start) a node container and copy its files in; return its id."""
         ports: dict[int | str, Any] = {
-            f"{m.container_port}/{m.protocol}": (node.bind_ip, m.host_port)
-            for m in node.ports
+            f"{m.container_port}/{m.protocol}": (host_ip, m.host_port)
+            for host_ip, m in node.ports
         }
         restart: dict[str, Any] = {"Name": "no"}
         if node.restart_retries:
@@ -210,7 +206,7 @@ class DockerRuntime:
             hostname=node.name,
             environment=dict(node.environment),
             labels=dict(node.labels),
-            ports=[(m.container_port, m.protocol) for m in node.ports],
+            ports=[(m.container_port, m.protocol) for _, m in node.ports],
             host_config=host_config,
         )
         container_id = str(container["Id"])
@@ -341,29 +337,30 @@ class DockerRuntime:
 
         An empty value matches any value of that label.
         """
-        filters = {"label": [f"{k}={v}" if v else k for k, v in selector.items()]}
         return [
             Listed(c["Id"], c["Names"][0].lstrip("/"), c.get("Labels") or {})
-            for c in self.api.containers(all=True, filters=filters)
+            for c in self.api.containers(all=True, filters=_label_filter(selector))
         ]
 
-    def _networks(self, selector: str) -> list[Listed]:
+    def _networks(self, selector: Mapping[str, str]) -> list[Listed]:
         return [
             Listed(n["Id"], n["Name"], n.get("Labels") or {})
-            for n in self.api.networks(filters={"label": selector})
+            for n in self.api.networks(filters=_label_filter(selector))
         ]
 
-    def _volumes(self, selector: str) -> list[Listed]:
-        volumes = self.api.volumes(filters={"label": selector}).get("Volumes") or []
-        return [Listed(v["Name"], v["Name"], v.get("Labels") or {}) for v in volumes]
+    def _volumes(self, selector: Mapping[str, str]) -> list[Listed]:
+        found = self.api.volumes(filters=_label_filter(selector)).get("Volumes")
+        return [
+            Listed(v["Name"], v["Name"], v.get("Labels") or {}) for v in found or []
+        ]
 
     def labelled(self) -> dict[str, dict[str, str]]:
         """Return every cluster that has objects here, with one object's labels."""
         found: dict[str, dict[str, str]] = {}
         everything = (
             self.containers({labels.CLUSTER: ""})
-            + self._networks(labels.CLUSTER)
-            + self._volumes(labels.CLUSTER)
+            + self._networks({labels.CLUSTER: ""})
+            + self._volumes({labels.CLUSTER: ""})
         )
         for item in everything:
             found.setdefault(item.labels[labels.CLUSTER], dict(item.labels))
@@ -379,23 +376,24 @@ class DockerRuntime:
             if "already in progress" not in str(exc):
                 raise
 
-    def remove_cluster(self, name: str) -> list[str]:
+    def remove_cluster(self, name: str, *, run: str | None = None) -> list[str]:
         """Remove the cluster's containers (with volumes), network and volumes.
 
-        Safe to call twice and on a half-created cluster; returns what it removed.
+        Safe to call twice and on a half-created cluster; returns what it
+        removed. With ``run``, only objects of that run are removed (a failed
+        start must not remove another run's cluster of the same name).
         """
         removed: list[str] = []
-        selector = {labels.CLUSTER: name}
+        selector = {labels.CLUSTER: name, **({labels.RUN: run} if run else {})}
         containers = self.containers(selector)
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers)))) as pool:
             list(pool.map(lambda c: self.remove_container(c.id), containers))
         removed += [f"container {c.name}" for c in containers]
-        selector_text = f"{labels.CLUSTER}={name}"
-        for network in self._networks(selector_text):
+        for network in self._networks(selector):
             with contextlib.suppress(docker.errors.NotFound):
                 self._remove_network(network.id)
             removed.append(f"network {network.name}")
-        for volume in self._volumes(selector_text):
+        for volume in self._volumes(selector):
             with contextlib.suppress(docker.errors.NotFound):
                 self.api.remove_volume(volume.id, force=True)
             removed.append(f"volume {volume.name}")
@@ -404,17 +402,6 @@ class DockerRuntime:
     def remove_run(self, run_id: str) -> list[str]:
         """Remove every cluster of test run ``run_id``; return the cluster names."""
         names = labels.run_clusters(self.labelled(), run_id)
-        for name in names:
-            self.remove_cluster(name)
-        return names
-
-    def sweep(self, *, include_kept: bool = False) -> list[str]:
-        """Remove the leftovers of dead runs on this host; return the cluster names.
-
-        Clusters of live runs, of other hosts and (unless ``include_kept``) of
-        runs that asked to keep them are left alone.
-        """
-        names = labels.sweepable_clusters(self.labelled(), include_kept=include_kept)
         for name in names:
             self.remove_cluster(name)
         return names
@@ -430,11 +417,40 @@ class DockerRuntime:
         self.api.remove_network(network_id)
 
 
-def _split_image(image: str) -> tuple[str, str]:
-    name, _, tag = image.rpartition(":")
+def _unavailable(address: str, exc: BaseException) -> str:
+    """Say why no engine answers at ``address``, and what to do about it."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, PermissionError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None or "Permission denied" in str(exc):
+        return (
+            f"permission denied on the Docker engine's socket at {address}: add "
+            "your user to the docker group ('sudo usermod -aG docker $USER', then "
+            "log in again), or point DOCKER_HOST at a socket you may use"
+        )
+    return (
+        f"no Docker engine answers at {address} ({exc}); start the Docker engine "
+        "(e.g. 'systemctl start docker'), or point DOCKER_HOST at one that runs"
+    )
+
+
+def _label_filter(selector: Mapping[str, str]) -> dict[str, list[str]]:
+    """A Docker list filter for ``selector``; an empty value matches any value."""
+    return {"label": [f"{k}={v}" if v else k for k, v in selector.items()]}
+
+
+def pull_arguments(image: str) -> tuple[str, str]:
+    """Split an image reference into the repository and tag (or digest) to pull.
+
+    A digest wins over a tag (``name:tag@sha256:...`` pulls the digest, as
+    ``docker pull`` does), a registry's port is not a tag, and no tag means
+    ``latest``.
+    """
+    repository, digest = image.rsplit("@", 1) if "@" in image else (image, "")
+    name, _, tag = repository.rpartition(":")
     if not name or "/" in tag:
-        return image, "latest"
-    return name, tag
+        name, tag = repository, ""
+    return name, digest or tag or "latest"
 
 
 def _explain(exc: BaseException | None) -> str:

@@ -1,18 +1,27 @@
 """Docker labels: what every object we create carries, and which leftovers go.
 
-Labels are the source of truth about our objects (there is no state file): a
-cluster is the set of containers, networks and volumes labelled with its name,
-and a run owns what carries its owner label. The functions here are pure, so
-the selection rules are unit-tested without Docker.
+Labels are the source of truth about our objects: a cluster is the set of
+containers, networks and volumes labelled with its name, and a run owns what
+carries its owner label. The selection rules (what a run's end removes, what
+a sweep may remove) are pure functions of labels, unit-tested without Docker.
+
+A sweep removes a cluster only when it knows the owning process is dead. The
+owner label names the host, the PID, the process's start time, its PID
+namespace and the boot; any of these that does not match where the sweep runs
+makes the owner *unknown* (a process in another container, on another host or
+before a reboot cannot be checked), and unknown owners are never swept.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 PREFIX = "io.pytest-k3s"
@@ -21,37 +30,81 @@ ROLE = f"{PREFIX}.role"
 RUN = f"{PREFIX}.run"
 SPEC = f"{PREFIX}.spec"
 OWNER = f"{PREFIX}.owner"
+#: The owner's PID namespace and boot, ``<pidns>/<boot>``. Apart from OWNER,
+#: whose ``host/pid/start`` form older releases read (and would misread).
+OWNER_NS = f"{PREFIX}.owner-ns"
+#: When the cluster was created (seconds since the epoch).
+CREATED = f"{PREFIX}.created"
+#: "true" on clusters that may outlive their run (--k3s-keep and friends).
 KEEP = f"{PREFIX}.keep"
+#: Until when a kept cluster is spared by the sweep (seconds since the epoch).
+KEEP_UNTIL = f"{PREFIX}.keep-until"
+#: The run's state directory (kubeconfigs), removed with the cluster by a sweep.
+STATE_DIR = f"{PREFIX}.state-dir"
+
+
+@functools.cache
+def _namespace_facts() -> tuple[str, str]:
+    """This process's PID namespace (inode) and boot id; empty where unknown."""
+    try:
+        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pidns = ""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text("ascii").strip()
+    except OSError:
+        boot = ""
+    return pidns, boot
 
 
 @dataclass(frozen=True)
 class Owner:
     """The process that owns a run: its objects live as long as it does.
 
-    ``started`` is the process start time from ``/proc`` (empty where there is
-    no ``/proc``), so a recycled PID is not mistaken for the owner.
+    ``started`` is the process start time from ``/proc`` (so a recycled PID
+    is not mistaken for the owner); ``pidns`` and ``boot`` say in which PID
+    namespace and since which boot the PID means that process. Each is empty
+    where there is no ``/proc``.
     """
 
     host: str
     pid: int
     started: str
+    pidns: str = ""
+    boot: str = ""
 
     def __str__(self) -> str:
         return f"{self.host}/{self.pid}/{self.started}"
 
+    @property
+    def namespace(self) -> str:
+        """The value of the :data:`OWNER_NS` label."""
+        return f"{self.pidns}/{self.boot}"
+
     @classmethod
-    def parse(cls, value: str) -> Owner | None:
-        """Read an owner label back; None when it is malformed."""
+    def parse(cls, value: str, namespace: str | None = None) -> Owner | None:
+        """Read an owner label (and its namespace label) back; None if malformed.
+
+        Without a namespace (labels of 0.1.0) the owner cannot be checked.
+        """
         host, _, rest = value.partition("/")
         pid, _, started = rest.partition("/")
-        if not host or not pid.isdigit():
+        if not host or not pid.isdigit() or "/" in started:
             return None
-        return cls(host, int(pid), started)
+        pidns, _, boot = (namespace or "?/?").partition("/")
+        return cls(host, int(pid), started, pidns, boot)
+
+    @classmethod
+    def from_labels(cls, found: Mapping[str, str]) -> Owner | None:
+        """The owner an object's labels name; None when there is none."""
+        return cls.parse(found.get(OWNER, ""), found.get(OWNER_NS))
 
     @classmethod
     def current(cls) -> Owner:
         """The owner label value for this process."""
-        return cls(socket.gethostname(), os.getpid(), process_start_time(os.getpid()))
+        pid = os.getpid()
+        pidns, boot = _namespace_facts()
+        return cls(socket.gethostname(), pid, process_start_time(pid), pidns, boot)
 
 
 def process_start_time(pid: int) -> str:
@@ -69,10 +122,13 @@ def process_start_time(pid: int) -> str:
 def owner_alive(owner: Owner, *, host: str | None = None) -> bool | None:
     """Tell whether ``owner`` still runs: True, False, or None when unknowable.
 
-    Only a process on this host can be checked; for any other host the answer
-    is None, and callers must leave such objects alone.
+    Only a process on this host, in this PID namespace and since this boot
+    can be checked; for any other the answer is None, and callers must leave
+    such objects alone.
     """
     if owner.host != (host or socket.gethostname()):
+        return None
+    if (owner.pidns, owner.boot) != _namespace_facts():
         return None
     try:
         os.kill(owner.pid, 0)
@@ -85,34 +141,80 @@ def owner_alive(owner: Owner, *, host: str | None = None) -> bool | None:
 
 
 def labels_for(
-    cluster: str, role: str, *, run: str, spec_hash: str, owner: Owner
+    cluster: str,
+    role: str,
+    *,
+    run: str,
+    spec_hash: str,
+    owner: Owner,
+    created: float | None = None,
+    keep_until: float | None = None,
+    state_dir: str | None = None,
 ) -> dict[str, str]:
-    """Return the labels of one object of ``cluster`` (role: server, agent, network)."""
-    return {
+    """Return the labels of one object of ``cluster`` (role: server, agent, network).
+
+    :param keep_until: mark the cluster as kept until this time (epoch seconds)
+    :param state_dir: the directory holding the cluster's kubeconfig, when it
+        is a run's state directory that a sweep should remove too
+    """
+    found = {
         CLUSTER: cluster,
         ROLE: role,
         RUN: run,
         SPEC: spec_hash,
         OWNER: str(owner),
+        OWNER_NS: owner.namespace,
+        CREATED: str(int(time.time() if created is None else created)),
     }
+    if keep_until is not None:
+        found[KEEP] = "true"
+        found[KEEP_UNTIL] = str(int(keep_until))
+    if state_dir is not None:
+        found[STATE_DIR] = state_dir
+    return found
+
+
+def kept(labels: Mapping[str, str], *, now: float | None = None) -> bool:
+    """Whether a cluster is kept and its time to be kept has not run out."""
+    if labels.get(KEEP) != "true":
+        return False
+    until = labels.get(KEEP_UNTIL, "")
+    if not until.isdigit():
+        return True  # kept without an expiry (0.1.0): until swept by hand
+    return int(until) > (time.time() if now is None else now)
 
 
 def sweepable(
-    labels: Mapping[str, str], *, include_kept: bool = False, host: str | None = None
+    labels: Mapping[str, str],
+    *,
+    include_kept: bool = False,
+    host: str | None = None,
+    now: float | None = None,
 ) -> bool:
     """Decide whether a sweep may remove an object with these labels.
 
     Only our objects (those with a cluster label) whose owning process is known
-    to be dead qualify; kept clusters only when ``include_kept`` is set.
+    to be dead qualify; kept clusters only once their time to be kept has run
+    out, or when ``include_kept`` is set.
     """
     if CLUSTER not in labels:
         return False
-    if labels.get(KEEP) == "true" and not include_kept:
+    if kept(labels, now=now) and not include_kept:
         return False
-    owner = Owner.parse(labels.get(OWNER, ""))
+    owner = Owner.from_labels(labels)
     if owner is None:
         return False
     return owner_alive(owner, host=host) is False
+
+
+def older_than(
+    labels: Mapping[str, str], seconds: float, *, now: float | None = None
+) -> bool:
+    """Whether our object was created more than ``seconds`` ago."""
+    created = labels.get(CREATED, "")
+    if CLUSTER not in labels or not created.isdigit():
+        return False
+    return int(created) < (time.time() if now is None else now) - seconds
 
 
 Found = Mapping[str, Mapping[str, str]]
@@ -135,8 +237,21 @@ def run_clusters(found: Found, run_id: str) -> list[str]:
     return clusters_matching(found, lambda tags: tags.get(RUN) == run_id)
 
 
-def sweepable_clusters(found: Found, *, include_kept: bool = False) -> list[str]:
-    """The clusters a sweep removes: those of dead runs (see :func:`sweepable`)."""
+def sweepable_clusters(
+    found: Found, *, include_kept: bool = False, older: float | None = None
+) -> list[str]:
+    """The clusters a sweep removes.
+
+    Without ``older``: those of dead runs (see :func:`sweepable`). With it:
+    every cluster created more than ``older`` seconds ago, whatever its
+    owner's state (for leftovers no sweep can check: other hosts, other
+    containers), kept ones only with ``include_kept``.
+    """
+    if older is None:
+        return clusters_matching(
+            found, lambda tags: sweepable(tags, include_kept=include_kept)
+        )
     return clusters_matching(
-        found, lambda tags: sweepable(tags, include_kept=include_kept)
+        found,
+        lambda tags: older_than(tags, older) and (include_kept or not kept(tags)),
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
+import threading
 from collections.abc import Generator
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pytest_k3s.errors import K3sError
 from pytest_k3s.marker import MARKER
 from pytest_k3s.marker import MARKER_HELP
 from pytest_k3s.marker import spec_for_markers
@@ -39,6 +42,8 @@ RUN_KEY = pytest.StashKey["RunInfo"]()
 POOL_KEY = pytest.StashKey["ClusterPool"]()
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
+FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
+SIGNALS_KEY = pytest.StashKey[dict[int, Any]]()
 WORKER_INPUT = "pytest_k3s_run"
 #: Fixtures whose failing tests get the cluster's state in their report.
 CLUSTER_FIXTURES = ("k3s_cluster", "k3s_module_cluster", "k3s_session_cluster")
@@ -57,6 +62,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.stash[SETTINGS_KEY] = Settings.from_config(config)
     config.stash[RUN_KEY] = _run_info(config)
+    config.stash[FAILED_MODULES_KEY] = set()
+    config.stash[SIGNALS_KEY] = _interrupt_on_termination()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for signum, handler in config.stash.get(SIGNALS_KEY, {}).items():
+        signal.signal(signum, handler)
+
+
+def _interrupt_on_termination() -> dict[int, Any]:
+    """Make SIGTERM and SIGHUP end the run as Ctrl-C does, so clusters go too.
+
+    CI systems cancel jobs with SIGTERM; by default it kills pytest before
+    any clean-up. Handlers someone else installed are left alone. Returns
+    the handlers replaced, to restore them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+    replaced: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            replaced[signum] = signal.signal(signum, interrupt)
+    return replaced
 
 
 def _run_info(config: pytest.Config) -> RunInfo:
@@ -65,7 +97,8 @@ def _run_info(config: pytest.Config) -> RunInfo:
     workerinput = getattr(config, "workerinput", {})
     if WORKER_INPUT in workerinput:
         return RunInfo.from_json(workerinput[WORKER_INPUT])
-    return RunInfo.new(keep=config.stash[SETTINGS_KEY].keep)
+    settings = config.stash[SETTINGS_KEY]
+    return RunInfo.new(keep=settings.keep, keep_for=settings.keep_for)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -78,16 +111,26 @@ def pytest_report_header(config: pytest.Config) -> str:
     return config.stash[SETTINGS_KEY].header()
 
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    # Resolving every marked test's spec now turns bad marker arguments into
-    # a usage error naming the test, before any cluster starts.
-    base = config.stash[SETTINGS_KEY].spec
-    for item in items:
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Generator[None, Any, Any]:
+    # Resolving every marked test's spec as it is collected turns a bad
+    # marker argument into a collection error naming the test, before any
+    # cluster starts; it reads the same with and without xdist (an error
+    # raised later, in collection_modifyitems, crashes xdist's workers).
+    made = yield
+    base = collector.config.stash[SETTINGS_KEY].spec
+    for item in made if isinstance(made, list) else [made]:
+        if not isinstance(item, pytest.Function):
+            continue
         markers = list(item.iter_markers(MARKER))
         if markers:
-            item.stash[SPEC_KEY] = spec_for_markers(base, markers, item.nodeid)
+            try:
+                item.stash[SPEC_KEY] = spec_for_markers(base, markers, item.nodeid)
+            except pytest.UsageError as exc:
+                raise collector.CollectError(str(exc)) from exc
+    return made
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -111,7 +154,11 @@ def _progress(config: pytest.Config) -> Any:
     return show
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # trylast: after pytest's own sessionfinish has torn down the session's
+    # fixtures (on Ctrl-C or pytest.exit that happens here), so their
+    # teardown still finds the clusters.
     config = session.config
     pool = config.stash.get(POOL_KEY, None)
     if pool is not None:
@@ -123,7 +170,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     summary: list[str] = []
     config.stash[SUMMARY_KEY] = summary
     failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
-    finish_run(config.stash[RUN_KEY], summary.append, failed=failed)
+    run = config.stash[RUN_KEY]
+    try:
+        finish_run(run, summary.append, failed=failed)
+    except Exception as exc:  # a hook of ours must never crash pytest
+        summary.append(
+            f"warning: could not remove this run's k3s clusters: {exc}. Remove "
+            "them later with: python -m pytest_k3s sweep"
+        )
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -139,6 +193,13 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.failed:
+        item.config.stash[FAILED_MODULES_KEY].add(_module_id(item))
+    excinfo = call.excinfo
+    if report.when == "setup" and excinfo and excinfo.errisinstance(K3sError):
+        # The message says all (what failed, which node, its last log lines,
+        # what to do); the traceback through our code does not.
+        report.longrepr = f"{excinfo.type.__name__}: {excinfo.value}"
     if report.when == "call" and report.failed:
         funcargs: dict[str, Any] = getattr(item, "funcargs", {})
         for name in CLUSTER_FIXTURES:
@@ -146,6 +207,11 @@ def pytest_runtest_makereport(
                 _add_diagnostics(report, funcargs[name], funcargs.get("k3s_namespace"))
                 break
     return report
+
+
+def _module_id(node: pytest.Item) -> str:
+    module = node.getparent(pytest.Module)
+    return module.nodeid if module is not None else node.nodeid
 
 
 def _add_diagnostics(
@@ -169,11 +235,12 @@ def _add_diagnostics(
 def _k3s_pool(pytestconfig: pytest.Config) -> ClusterPool:
     """The run's clusters, one per spec, shared with the other xdist workers."""
     from pytest_k3s.sharing import ClusterPool
+    from pytest_k3s.sharing import private_directory
 
     pool = pytestconfig.stash.get(POOL_KEY, None)
     if pool is None:
         run = pytestconfig.stash[RUN_KEY]
-        run.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(run.state_dir)
         pool = ClusterPool(run, _progress(pytestconfig))
         pytestconfig.stash[POOL_KEY] = pool
     return pool
@@ -215,7 +282,9 @@ def k3s_module_cluster(
 
     It honours the module's ``pytestmark = pytest.mark.k3s(...)``; it is never
     shared with other modules (under xdist, each worker running tests of the
-    module has its own).
+    module has its own). With ``--k3s-keep`` it is kept; with
+    ``--k3s-keep-on-failure``, only if a test of this module failed. This is
+    the place for tests that stop nodes or otherwise change the cluster.
     """
     base = request.config.stash[SETTINGS_KEY].spec
     spec = spec_for_markers(
@@ -223,8 +292,10 @@ def k3s_module_cluster(
     )
     cluster = _k3s_pool.start_private(spec)
     yield cluster
-    if _k3s_pool.run.may_keep:  # the end of the run decides
-        cluster.detach()
+    keep = _k3s_pool.run.keep
+    failed = request.node.nodeid in request.config.stash[FAILED_MODULES_KEY]
+    if keep == "always" or (keep == "on-failure" and failed):
+        cluster.detach()  # the end of the run reports it
     else:
         cluster.stop()
 

@@ -3,8 +3,9 @@
 The first process that needs a spec starts its cluster while holding a file
 lock for that spec and leaves a record (name, kubeconfig, or the start error)
 in the run's state directory; every other process waits on the same lock and
-attaches to the recorded cluster. Workers never remove shared clusters: the
-process that owns the run (the xdist controller, or pytest itself without
+attaches to the recorded cluster, or fails at once with the recorded error.
+Workers never remove shared clusters, and the handles they hand out cannot:
+the process that owns the run (the xdist controller, or pytest itself without
 xdist) removes everything labelled with the run id once, when the session
 ends, so a crashed worker or Ctrl-C cannot leak a cluster or remove one early.
 This is the only module that imports ``filelock`` (lazily, like the rest).
@@ -12,19 +13,24 @@ This is the only module that imports ``filelock`` (lazily, like the rest).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
+from pytest_k3s.errors import DockerUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.settings import KeepMode
 from pytest_k3s.spec import ClusterSpec
@@ -32,9 +38,15 @@ from pytest_k3s.spec import ClusterSpec
 
 if TYPE_CHECKING:
     from pytest_k3s.cluster import K3sCluster
+    from pytest_k3s.docker_runtime import DockerRuntime
 
 
 log = logging.getLogger("pytest_k3s")
+
+#: State directories are ``<tmp>/pytest-k3s-run-<run id>``.
+STATE_PREFIX = "pytest-k3s-run-"
+#: What ends a process rather than a start: never recorded as a start failure.
+_NOT_FAILURES = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class RunInfo:
     owner: labels.Owner
     state_dir: Path
     keep: KeepMode
+    keep_for: float
 
     @property
     def may_keep(self) -> bool:
@@ -52,11 +65,11 @@ class RunInfo:
         return self.keep != "never"
 
     @classmethod
-    def new(cls, *, keep: KeepMode) -> RunInfo:
-        """A fresh run owned by this process, with a private state directory."""
+    def new(cls, *, keep: KeepMode, keep_for: float) -> RunInfo:
+        """A fresh run owned by this process (its state directory is made later)."""
         run_id = secrets.token_hex(6)
-        state_dir = Path(tempfile.gettempdir()) / f"pytest-k3s-run-{run_id}"
-        return cls(run_id, labels.Owner.current(), state_dir, keep)
+        state_dir = Path(tempfile.gettempdir()) / f"{STATE_PREFIX}{run_id}"
+        return cls(run_id, labels.Owner.current(), state_dir, keep, keep_for)
 
     def to_json(self) -> str:
         """Serialise the run for another process (an xdist worker)."""
@@ -64,8 +77,10 @@ class RunInfo:
             {
                 "run_id": self.run_id,
                 "owner": str(self.owner),
+                "owner_ns": self.owner.namespace,
                 "state_dir": str(self.state_dir),
                 "keep": self.keep,
+                "keep_for": self.keep_for,
             }
         )
 
@@ -73,10 +88,37 @@ class RunInfo:
     def from_json(cls, text: str) -> RunInfo:
         """Read back what :meth:`to_json` wrote."""
         shared = json.loads(text)
-        owner = labels.Owner.parse(shared["owner"])
+        owner = labels.Owner.parse(shared["owner"], shared["owner_ns"])
         if owner is None:
             raise K3sError(f"malformed run owner {shared['owner']!r} from xdist")
-        return cls(shared["run_id"], owner, Path(shared["state_dir"]), shared["keep"])
+        return cls(
+            shared["run_id"],
+            owner,
+            Path(shared["state_dir"]),
+            shared["keep"],
+            shared["keep_for"],
+        )
+
+
+def private_directory(path: Path) -> Path:
+    """Create ``path`` (mode 0700), or check an existing one is ours alone.
+
+    It will hold admin kubeconfigs, so a symlink, a file, or a directory of
+    another user or open to others is refused.
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=True)
+    found = path.lstat()
+    if (
+        not stat.S_ISDIR(found.st_mode)
+        or found.st_uid != os.getuid()
+        or found.st_mode & 0o077
+    ):
+        raise K3sError(
+            f"{path} exists but is not a private directory of this user (a "
+            "symlink, another user's, or open to others); remove it and run again"
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -88,6 +130,7 @@ class Record:
     spec: str
     seconds: float
     error: str = ""
+    pid: int = 0
 
     @classmethod
     def read(cls, path: Path) -> Record:
@@ -97,7 +140,7 @@ class Record:
     def write(self, path: Path) -> None:
         """Write the record atomically (readers never see half a file)."""
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.__dict__), encoding="utf-8")
+        temporary.write_text(json.dumps(asdict(self)), encoding="utf-8")
         temporary.replace(path)
 
 
@@ -108,7 +151,7 @@ def records(state_dir: Path) -> list[Record]:
 
 
 class ClusterPool:
-    """The clusters of one process in a run, keyed by spec.
+    """The clusters of one process in a run, keyed by what shapes them.
 
     :param run: the run this process takes part in
     :param progress: where to report start-up steps
@@ -117,24 +160,29 @@ class ClusterPool:
     def __init__(self, run: RunInfo, progress: Callable[[str], None]) -> None:
         self.run = run
         self.progress = progress
-        self._clusters: dict[ClusterSpec, K3sCluster] = {}
+        self._clusters: dict[str, K3sCluster] = {}
         self._swept = False
 
     def acquire(self, spec: ClusterSpec) -> K3sCluster:
-        """Return the run's cluster for ``spec``, starting it if nobody has."""
-        cluster = self._clusters.get(spec)
+        """Return the run's cluster for ``spec``, starting it if nobody has.
+
+        The handle is shared: its :meth:`~pytest_k3s.K3sCluster.stop` leaves
+        the cluster alone, which the run's owner removes at the end.
+        """
+        key = spec.digest()
+        cluster = self._clusters.get(key)
         if cluster is not None:
             return cluster
         from filelock import FileLock
 
-        key = spec.digest()
         record_path = self.run.state_dir / f"{key}.json"
         with FileLock(str(self.run.state_dir / f"{key}.lock")):
             if record_path.exists():
                 cluster = self._attach(Record.read(record_path), spec)
             else:
                 cluster = self._start(spec, record_path)
-        self._clusters[spec] = cluster
+        cluster.share()
+        self._clusters[key] = cluster
         return cluster
 
     def start_private(self, spec: ClusterSpec) -> K3sCluster:
@@ -153,9 +201,14 @@ class ClusterPool:
 
     def _attach(self, record: Record, spec: ClusterSpec) -> K3sCluster:
         if record.error:
+            where = (
+                "earlier in this process"
+                if record.pid == os.getpid()
+                else "in another worker of this run"
+            )
             raise ClusterStartError(
-                f"the k3s cluster for {spec.describe()} failed to start in another "
-                f"worker of this run:\n{record.error}"
+                f"the k3s cluster for {spec.describe()} failed to start {where}:\n"
+                f"{record.error}"
             )
         from pytest_k3s.cluster import K3sCluster
 
@@ -166,38 +219,48 @@ class ClusterPool:
 
     def _start(self, spec: ClusterSpec, record_path: Path | None) -> K3sCluster:
         """Start a cluster of the run and record it (a private one by its name)."""
-        from pytest_k3s.cluster import K3sCluster
+        from pytest_k3s.startup import start_cluster
 
         self._sweep_once()
         began = time.monotonic()
         try:
-            cluster = K3sCluster.start(
+            cluster = start_cluster(
                 spec,
                 kubeconfig_dir=self.run.state_dir,
+                state_dir=True,
                 run_id=self.run.run_id,
                 owner=self.run.owner,
                 keep=self.run.may_keep,
+                keep_for=self.run.keep_for,
                 progress=self.progress,
             )
-        except K3sError as exc:
+        except _NOT_FAILURES:
+            raise
+        except BaseException as exc:  # pytest-timeout's Failed is no Exception
             if record_path is not None:
                 # Other workers would fail the same way after the same wait.
-                failed = Record(
-                    "", "", spec.describe(), time.monotonic() - began, str(exc)
+                message = str(exc) if isinstance(exc, K3sError) else repr(exc)
+                elapsed = time.monotonic() - began
+                Record("", "", spec.describe(), elapsed, message, os.getpid()).write(
+                    record_path
                 )
-                failed.write(record_path)
             raise
         record = Record(
             cluster.name,
             str(cluster.kubeconfig_path),
             spec.describe(),
             cluster.timings.total,
+            pid=os.getpid(),
         )
         record.write(record_path or self.run.state_dir / f"private-{cluster.name}.json")
         return cluster
 
     def _sweep_once(self) -> None:
-        """Remove dead runs' leftovers before the first start in this process."""
+        """Remove dead runs' leftovers before the first start in this process.
+
+        Best effort: a sweep that fails (say, racing another run's sweep) is
+        logged and never fails the start.
+        """
         if self._swept:
             return
         self._swept = True
@@ -205,44 +268,93 @@ class ClusterPool:
 
         runtime = DockerRuntime.connect()
         try:
-            for name in runtime.sweep():
+            for name in sweep_leftovers(runtime):
                 self.progress(f"removed k3s cluster {name}, left over by a dead run")
+        except Exception as exc:
+            log.warning("sweeping dead runs' k3s clusters failed: %s", exc)
         finally:
             runtime.close()
+
+
+def sweep_leftovers(
+    runtime: DockerRuntime, *, include_kept: bool = False, older: float | None = None
+) -> list[str]:
+    """Remove leftover clusters and their kubeconfigs; return the cluster names.
+
+    Which clusters count as leftovers is :func:`labels.sweepable_clusters`'s
+    rule: dead runs' by default, kept ones only when ``include_kept`` is set
+    or their time to be kept ran out, or anything older than ``older``.
+    """
+    found = runtime.labelled()
+    names = labels.sweepable_clusters(found, include_kept=include_kept, older=older)
+    for name in names:
+        runtime.remove_cluster(name)
+        _remove_state(found[name].get(labels.STATE_DIR), name)
+    return names
+
+
+def _remove_state(state_dir: str | None, name: str) -> None:
+    """Remove a swept cluster's kubeconfig, and its run's state dir once empty.
+
+    Only a directory that is ours is touched: named like a state directory,
+    a real directory (no symlink), owned by this user.
+    """
+    if not state_dir:
+        return
+    path = Path(state_dir)
+    try:
+        found = path.lstat()
+    except OSError:
+        return
+    if (
+        not path.name.startswith(STATE_PREFIX)
+        or not stat.S_ISDIR(found.st_mode)
+        or found.st_uid != os.getuid()
+    ):
+        return
+    (path / f"{name}.kubeconfig.yaml").unlink(missing_ok=True)
+    if not any(path.glob("*.kubeconfig.yaml")):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> None:
     """End the run: remove its clusters (once), or say how to reach kept ones.
 
     Runs in the process that owns the run, after every worker has finished.
-    Docker is only contacted when some process recorded a cluster.
+    Docker is contacted whenever some process of the run may have started a
+    cluster (the state directory exists), even if it died before recording
+    one. Without an engine and with nothing started, there is nothing to do.
     """
+    if not run.state_dir.exists():
+        return
     keep = run.keep == "always" or (run.keep == "on-failure" and failed)
-    found = records(run.state_dir) if run.state_dir.exists() else []
-    started = [r for r in found if not r.error]
+    started = [r for r in records(run.state_dir) if not r.error]
     for record in started:
         report(
             f"k3s cluster {record.name} ({record.spec}) was ready in "
             f"{record.seconds:.1f}s"
         )
     if keep and started:
+        hours = run.keep_for / 3600
         for record in started:
             report(
-                f"kept k3s cluster {record.name}: kubectl --kubeconfig "
-                f"{record.kubeconfig} get nodes"
+                f"kept k3s cluster {record.name} for {hours:g}h: kubectl "
+                f"--kubeconfig {record.kubeconfig} get nodes"
             )
-        report(
-            "remove kept clusters with 'python -m pytest_k3s sweep --include-kept' "
-            f"or: docker rm -f -v $(docker ps -aq --filter label={labels.RUN}="
-            f"{run.run_id})"
-        )
+        names = " ".join(record.name for record in started)
+        report(f"remove kept clusters with: python -m pytest_k3s rm {names}")
         return
-    if found or any(run.state_dir.glob("*.lock")):
-        from pytest_k3s.docker_runtime import DockerRuntime
+    from pytest_k3s.docker_runtime import DockerRuntime
 
+    try:
         runtime = DockerRuntime.connect()
-        try:
-            runtime.remove_run(run.run_id)
-        finally:
-            runtime.close()
+    except DockerUnavailableError:
+        if not started:
+            shutil.rmtree(run.state_dir, ignore_errors=True)
+            return
+        raise
+    try:
+        runtime.remove_run(run.run_id)
+    finally:
+        runtime.close()
     shutil.rmtree(run.state_dir, ignore_errors=True)

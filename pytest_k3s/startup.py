@@ -12,7 +12,9 @@ Ctrl-C), everything it created is removed before the error propagates.
 from __future__ import annotations
 
 import secrets
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 from pytest_k3s import kubeconfig
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
+from pytest_k3s.errors import K3sError
 from pytest_k3s.nodes import API_PORT
 from pytest_k3s.nodes import KUBECONFIG_OUTPUT
 from pytest_k3s.nodes import Node
@@ -32,6 +35,7 @@ from pytest_k3s.nodes import node_order
 from pytest_k3s.readiness import INIT_READY_LOG
 from pytest_k3s.readiness import READY_LOG
 from pytest_k3s.readiness import Readiness
+from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import ClusterSpec
 
 
@@ -58,6 +62,8 @@ def start_cluster(
     run_id: str | None = None,
     owner: labels.Owner | None = None,
     keep: bool = False,
+    keep_for: float = DEFAULT_KEEP_FOR,
+    state_dir: bool = False,
     progress: Progress | None = None,
 ) -> K3sCluster:
     """Start a cluster and return its handle once it is usable.
@@ -74,7 +80,8 @@ def start_cluster(
         kubeconfig_dir=kubeconfig_dir,
         run_id=run_id or secrets.token_hex(8),
         owner=owner or labels.Owner.current(),
-        keep=keep,
+        keep_until=time.time() + keep_for if keep else None,
+        state_dir=state_dir,
         progress=progress or (lambda line: None),
     )
     try:
@@ -97,7 +104,8 @@ class _Starter:
         kubeconfig_dir: Path | None,
         run_id: str,
         owner: labels.Owner,
-        keep: bool,
+        keep_until: float | None,
+        state_dir: bool,
         progress: Progress,
     ) -> None:
         self.spec = spec
@@ -105,20 +113,24 @@ class _Starter:
         self.name = name
         self.run_id = run_id
         self.owner = owner
-        self.keep = keep
+        self.keep_until = keep_until
         self.progress = progress
+        #: Set when the start fails: agents not yet created are not created.
+        self.cancelled = threading.Event()
+        self.wrote_kubeconfig = False
         self.began = time.monotonic()
         self.private_dir: Path | None = None
         if kubeconfig_dir is None:
             self.private_dir = Path(tempfile.mkdtemp(prefix=f"pytest-k3s-{name}-"))
             kubeconfig_dir = self.private_dir
         self.kubeconfig_path = kubeconfig_dir / f"{name}.kubeconfig.yaml"
+        self.state_dir = str(kubeconfig_dir) if state_dir else None
         self.nodes: list[Node] = []
         self.ready = Readiness(runtime, name, spec.timeout, self.nodes)
         self.token = secrets.token_hex(16)
         remote = runtime.api_host()
         self.api_host = spec.api_host or remote or "127.0.0.1"
-        self.bind_ip = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
+        self.api_bind = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
 
     def run(self) -> K3sCluster:
         from pytest_k3s.cluster import K3sCluster
@@ -142,18 +154,26 @@ class _Starter:
                 "running nodes with an explicit capability set instead"
             )
         with ThreadPoolExecutor(max_workers=4) as pool:
-            agents = pool.map(
-                lambda index: self._start_node("agent", index), range(spec.agents)
-            )
-            # Joining servers go one at a time, each once the one before it
-            # runs (etcd admits one new member at a time); agents are being
-            # added to self.nodes meanwhile, so look servers up by name.
-            for index in range(1, spec.servers):
-                previous = self._node(node_name(self.name, "server", index - 1))
-                needle = INIT_READY_LOG if index == 1 else READY_LOG["server"]
-                self.ready.wait_for_log(previous, needle)
-                self._start_node("server", index)
-            list(agents)
+            agents = [
+                pool.submit(self._start_node, "agent", index)
+                for index in range(spec.agents)
+            ]
+            try:
+                # Joining servers go one at a time, each once the one before
+                # it runs (etcd admits one new member at a time); agents are
+                # added to self.nodes meanwhile, so look servers up by name.
+                for index in range(1, spec.servers):
+                    previous = self._node(node_name(self.name, "server", index - 1))
+                    needle = INIT_READY_LOG if index == 1 else READY_LOG["server"]
+                    self.ready.wait_for_log(previous, needle)
+                    self._start_node("server", index)
+                for agent in agents:
+                    agent.result()
+            except BaseException:
+                self.cancelled.set()
+                for agent in agents:
+                    agent.cancel()
+                raise
         self.ready.wait_for_nodes_started()
         config = self._write_kubeconfig()
         self.ready.wait_for_api(
@@ -177,27 +197,37 @@ class _Starter:
         )
 
     def clean_up(self) -> None:
-        """Remove whatever this start created (by label, so half-made objects too)."""
-        from pytest_k3s.cluster import remove_cluster
+        """Remove whatever this start created, and nothing else.
 
-        remove_cluster(self.runtime, self.name, self.private_dir, self.kubeconfig_path)
+        Objects are found by label (so half-made ones too), but only those of
+        this start's run: a start that failed because the name was taken must
+        not remove the cluster that has it, nor its kubeconfig.
+        """
+        try:
+            self.runtime.remove_cluster(self.name, run=self.run_id)
+        finally:
+            if self.private_dir is not None:
+                shutil.rmtree(self.private_dir, ignore_errors=True)
+            elif self.wrote_kubeconfig:
+                self.kubeconfig_path.unlink(missing_ok=True)
 
     def _node(self, name: str) -> Node:
         return next(node for node in list(self.nodes) if node.name == name)
 
     def _labels(self, role: str) -> dict[str, str]:
-        result = labels.labels_for(
+        return labels.labels_for(
             self.name,
             role,
             run=self.run_id,
             spec_hash=self.spec.digest(),
             owner=self.owner,
+            keep_until=self.keep_until,
+            state_dir=self.state_dir,
         )
-        if self.keep:
-            result[labels.KEEP] = "true"
-        return result
 
     def _start_node(self, role: Role, index: int) -> None:
+        if self.cancelled.is_set():
+            raise K3sError(f"start of cluster {self.name} cancelled")
         node = node_container(
             self.spec,
             role,
@@ -205,7 +235,7 @@ class _Starter:
             cluster=self.name,
             token=self.token,
             api_host=self.api_host,
-            bind_ip=self.bind_ip,
+            api_bind=self.api_bind,
             labels=self._labels(role),
         )
         privileged = _PRIVILEGED[self.spec.privileged]
@@ -229,5 +259,6 @@ class _Starter:
             server=kubeconfig.server_url(self.api_host, port),
             name=self.name,
         )
+        self.wrote_kubeconfig = True
         kubeconfig.write(config, self.kubeconfig_path)
         return config

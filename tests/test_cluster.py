@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ from pytest_k3s import NameConflictError
 from pytest_k3s import PortMapping
 from pytest_k3s import labels
 from pytest_k3s.docker_runtime import DockerRuntime
+from pytest_k3s.sharing import sweep_leftovers
 
 
 pytestmark = pytest.mark.docker
@@ -99,9 +101,7 @@ def test_topology_gives_a_working_client_and_leaves_nothing(
         for obj_labels in (network.attrs["Labels"], server0.labels):
             assert obj_labels[labels.CLUSTER] == cluster.name
             assert obj_labels[labels.SPEC] == spec.digest()
-            assert (
-                labels.Owner.parse(obj_labels[labels.OWNER]) == labels.Owner.current()
-            )
+            assert labels.Owner.from_labels(obj_labels) == labels.Owner.current()
         assert server0.attrs["Config"]["Hostname"] == server0.name
         binding = server0.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
         assert binding["HostIp"] == "127.0.0.1"
@@ -333,7 +333,7 @@ def test_sweep_removes_dead_runs_only(
 ) -> None:
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_child.wait()
-    dead = labels.Owner(socket.gethostname(), dead_child.pid, "1")
+    dead = dataclasses.replace(labels.Owner.current(), pid=dead_child.pid, started="1")
     spec = ClusterSpec(image=double_image, timeout=60, wait_for_coredns=False)
     leftover = K3sCluster.start(spec, owner=dead)
     kept = K3sCluster.start(spec, owner=dead, keep=True)
@@ -341,10 +341,10 @@ def test_sweep_removes_dead_runs_only(
     try:
         runtime = DockerRuntime.connect()
         try:
-            assert runtime.sweep() == [leftover.name]
+            assert sweep_leftovers(runtime) == [leftover.name]
             assert cluster_objects(docker_client, leftover.name) == []
             assert cluster_objects(docker_client, live.name) != []
-            assert runtime.sweep(include_kept=True) == [kept.name]
+            assert sweep_leftovers(runtime, include_kept=True) == [kept.name]
         finally:
             runtime.close()
     finally:

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import os
-import socket
+import dataclasses
 import subprocess
 import sys
+import time
 
 from pytest_k3s import labels
 
@@ -19,24 +19,68 @@ def _labels(owner: labels.Owner, **extra: str) -> dict[str, str]:
     return {**found, **extra}
 
 
-def test_every_object_carries_cluster_role_run_spec_and_owner() -> None:
-    owner = labels.Owner("host", 42, "1234")
+def _dead_owner() -> labels.Owner:
+    return dataclasses.replace(labels.Owner.current(), pid=_dead_pid(), started="1")
+
+
+def test_every_object_carries_cluster_role_run_spec_owner_and_time() -> None:
+    owner = labels.Owner("host", 42, "1234", "4026531836", "b00t")
     assert labels.labels_for(
-        "k3s-x", "agent", run="r1", spec_hash="abc", owner=owner
+        "k3s-x", "agent", run="r1", spec_hash="abc", owner=owner, created=1700000000
     ) == {
         "io.pytest-k3s.cluster": "k3s-x",
         "io.pytest-k3s.role": "agent",
         "io.pytest-k3s.run": "r1",
         "io.pytest-k3s.spec": "abc",
         "io.pytest-k3s.owner": "host/42/1234",
+        "io.pytest-k3s.owner-ns": "4026531836/b00t",
+        "io.pytest-k3s.created": "1700000000",
     }
+    kept = labels.labels_for(
+        "k3s-x",
+        "agent",
+        run="r1",
+        spec_hash="abc",
+        owner=owner,
+        keep_until=1700086400.5,
+        state_dir="/tmp/pytest-k3s-run-r1",
+    )
+    assert kept[labels.KEEP] == "true"
+    assert kept[labels.KEEP_UNTIL] == "1700086400"
+    assert kept[labels.STATE_DIR] == "/tmp/pytest-k3s-run-r1"
 
 
 def test_owner_round_trips_and_rejects_garbage() -> None:
     owner = labels.Owner.current()
-    assert labels.Owner.parse(str(owner)) == owner
+    assert labels.Owner.parse(str(owner), owner.namespace) == owner
+    assert labels.Owner.from_labels(_labels(owner)) == owner
     assert labels.Owner.parse("nonsense") is None
     assert labels.Owner.parse("host/notapid/1") is None
+    assert labels.Owner.parse("host/1/2/3") is None
+
+
+def test_an_owner_in_another_pid_namespace_or_boot_is_unknown() -> None:
+    me = labels.Owner.current()
+    assert me.pidns, "this test needs /proc"
+    assert me.boot, "this test needs /proc"
+    for other in (
+        dataclasses.replace(me, pidns="1"),
+        dataclasses.replace(me, boot="other-boot"),
+        labels.Owner.parse(str(me)),  # labels of 0.1.0 have no namespace
+    ):
+        assert other is not None
+        assert labels.owner_alive(other) is None
+        dead = dataclasses.replace(other, pid=_dead_pid())
+        assert labels.owner_alive(dead) is None
+        assert not labels.sweepable(
+            {
+                labels.CLUSTER: "c",
+                labels.OWNER: str(dead),
+                labels.OWNER_NS: dead.namespace,
+            }
+        )
+    old_release = {labels.CLUSTER: "c", labels.OWNER: f"{me.host}/{_dead_pid()}/1"}
+    assert not labels.sweepable(old_release), "no namespace label: unknown"
 
 
 def test_live_owner_is_never_swept() -> None:
@@ -44,17 +88,58 @@ def test_live_owner_is_never_swept() -> None:
 
 
 def test_dead_owner_is_swept_unless_kept() -> None:
-    dead = labels.Owner(socket.gethostname(), _dead_pid(), "1")
+    dead = _dead_owner()
     assert labels.sweepable(_labels(dead))
     kept = _labels(dead, **{labels.KEEP: "true"})
     assert not labels.sweepable(kept)
     assert labels.sweepable(kept, include_kept=True)
 
 
+def test_kept_clusters_become_leftovers_when_their_time_runs_out() -> None:
+    dead = _dead_owner()
+    now = time.time()
+    kept = _labels(dead, **{labels.KEEP: "true", labels.KEEP_UNTIL: str(int(now))})
+    assert not labels.sweepable(kept, now=now - 10)
+    assert labels.sweepable(kept, now=now + 10)
+    live = _labels(labels.Owner.current(), **{labels.KEEP_UNTIL: "1"})
+    assert not labels.sweepable(live)
+
+
+def test_older_than_selects_by_creation_time_whatever_the_owner() -> None:
+    found = {
+        "old": labels.labels_for(
+            "old",
+            "server",
+            run="r",
+            spec_hash="h",
+            owner=labels.Owner.current(),
+            created=time.time() - 7200,
+        ),
+        "new": labels.labels_for(
+            "new", "server", run="r", spec_hash="h", owner=labels.Owner.current()
+        ),
+        "old-kept": labels.labels_for(
+            "old-kept",
+            "server",
+            run="r",
+            spec_hash="h",
+            owner=labels.Owner("elsewhere", 1, ""),
+            created=time.time() - 7200,
+            keep_until=time.time() + 3600,
+        ),
+    }
+    assert labels.sweepable_clusters(found) == []
+    assert labels.sweepable_clusters(found, older=3600) == ["old"]
+    assert labels.sweepable_clusters(found, older=3600, include_kept=True) == [
+        "old",
+        "old-kept",
+    ]
+
+
 def test_recycled_pid_with_another_start_time_counts_as_dead() -> None:
     me = labels.Owner.current()
     assert me.started, "this test needs /proc"
-    impostor = labels.Owner(me.host, os.getpid(), str(int(me.started) + 1))
+    impostor = dataclasses.replace(me, started=str(int(me.started) + 1))
     assert labels.owner_alive(impostor) is False
     assert labels.sweepable(_labels(impostor))
 
@@ -78,12 +163,11 @@ def test_clusters_matching_selects_by_labels() -> None:
 
 
 def test_sweepable_clusters_are_dead_runs_only() -> None:
-    dead = str(labels.Owner(socket.gethostname(), _dead_pid(), ""))
-    alive = str(labels.Owner.current())
+    dead, alive = _dead_owner(), labels.Owner.current()
     found = {
-        "dead": {labels.CLUSTER: "dead", labels.OWNER: dead},
-        "kept": {labels.CLUSTER: "kept", labels.OWNER: dead, labels.KEEP: "true"},
-        "alive": {labels.CLUSTER: "alive", labels.OWNER: alive},
+        "dead": _labels(dead),
+        "kept": _labels(dead, **{labels.KEEP: "true"}),
+        "alive": _labels(alive),
     }
     assert labels.sweepable_clusters(found) == ["dead"]
     assert labels.sweepable_clusters(found, include_kept=True) == ["dead", "kept"]

@@ -1,0 +1,26 @@
+"""The Docker runtime's pure helpers (its Docker calls are covered by test_cluster)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_k3s.docker_runtime import pull_arguments
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("rancher/k3s:v1.31.4-k3s1", ("rancher/k3s", "v1.31.4-k3s1")),
+        ("rancher/k3s", ("rancher/k3s", "latest")),
+        (f"rancher/k3s@{DIGEST}", ("rancher/k3s", DIGEST)),
+        (f"registry:5000/k3s:v1@{DIGEST}", ("registry:5000/k3s", DIGEST)),
+        ("registry:5000/k3s", ("registry:5000/k3s", "latest")),
+        ("registry:5000/team/k3s:dev", ("registry:5000/team/k3s", "dev")),
+        ("localhost:5000/k3s", ("localhost:5000/k3s", "latest")),
+    ],
+)
+def test_pull_arguments(image: str, expected: tuple[str, str]) -> None:
+    assert pull_arguments(image) == expected
