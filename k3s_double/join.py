@@ -88,6 +88,7 @@ class JoinService:
         body: bytes,
         credentials: tuple[str, str] | None,
     ) -> Response:
+        """Serve ``/ping``, ``/cacerts`` and the token-guarded join endpoints."""
         if path == "/ping":
             return Response(200, b"pong", "text/plain")
         if path == "/cacerts":

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
-from tests.double.conftest import wait_for
-from tests.k3s_double.api import KubeAPI
-from tests.k3s_double.controllers import Controllers
+from k3s_double.api import KubeAPI
+from k3s_double.controllers import Controllers
+from k3s_double.tests.conftest import wait_for
 
 from .test_kubeapi import _deployment
 
@@ -189,7 +189,7 @@ def test_coredns_becomes_available_once_a_node_is_ready(
     wait_for(lambda: api.find("ServiceAccount", "default", "default"), 3)
     coredns = apps.read_namespaced_deployment("coredns", "kube-system")
     assert not coredns.status.available_replicas
-    from tests.k3s_double.api import node_object
+    from k3s_double.api import node_object
 
     core.create_node(node_object("late-node", internal_ip="172.18.0.9", labels={}))
 

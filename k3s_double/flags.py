@@ -41,6 +41,7 @@ class Flag:
 
     @property
     def name(self) -> str:
+        """The flag's canonical (first) spelling."""
         return self.names[0]
 
 

@@ -117,6 +117,7 @@ class Log:
             sys.stderr.flush()
 
     def __call__(self, level: str, msg: str, **fields: str) -> None:
+        """Write one logrus line at ``level`` (debug only when enabled)."""
         if level == "debug" and not self.debug_enabled:
             return
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -127,9 +128,11 @@ class Log:
         self._write(" ".join(parts))
 
     def info(self, msg: str, **fields: str) -> None:
+        """Write one info line."""
         self("info", msg, **fields)
 
     def error(self, msg: str, **fields: str) -> None:
+        """Write one error line."""
         self("error", msg, **fields)
 
     def klog(self, source: str, msg: str, **fields: str) -> None:
@@ -262,6 +265,7 @@ class Runtime:
 
     @property
     def never_ready(self) -> bool:
+        """Whether the injected fault keeps the node from ever being ready."""
         return self.fault == "never-ready"
 
     def sleep(self, seconds: float) -> None:
