@@ -607,15 +607,8 @@ class KubeAPI:
             return {"phase": "Active"}
         if kind.kind == "Service":
             return {"loadBalancer": {}}
-        if kind.kind in ("ReplicaSet", "StatefulSet"):
+        if kind.kind == "ReplicaSet":
             return {"replicas": 0, "availableReplicas": 0}
-        if kind.kind == "DaemonSet":
-            return {
-                "currentNumberScheduled": 0,
-                "desiredNumberScheduled": 0,
-                "numberMisscheduled": 0,
-                "numberReady": 0,
-            }
         return {}
 
     def _admit(self, kind: Kind, obj: Obj) -> None:

@@ -12,8 +12,8 @@ defaulting, admission and events apply as for any client):
 - scheduler and kubelet: pods go to a Ready node that fits (nodeName,
   nodeSelector, required node affinity, NoSchedule/NoExecute taints) and
   become Running and Ready; pods of Jobs then Succeed;
-- workloads: Deployments (through ReplicaSets, with rolling updates),
-  StatefulSets, DaemonSets and Jobs keep their pods and report status;
+- workloads: Deployments (through ReplicaSets, with rolling updates) and
+  Jobs keep their pods and report status;
 - servicelb gives LoadBalancer services the nodes' IPs; the garbage
   collector deletes dependents of deleted owners.
 """
@@ -71,26 +71,6 @@ KUBELET_CONDITIONS = {
     "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
 }
-DAEMON_TOLERATIONS = [
-    {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"},
-    {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"},
-    {
-        "key": "node.kubernetes.io/disk-pressure",
-        "operator": "Exists",
-        "effect": "NoSchedule",
-    },
-    {
-        "key": "node.kubernetes.io/memory-pressure",
-        "operator": "Exists",
-        "effect": "NoSchedule",
-    },
-    {
-        "key": "node.kubernetes.io/pid-pressure",
-        "operator": "Exists",
-        "effect": "NoSchedule",
-    },
-    {"key": UNSCHEDULABLE, "operator": "Exists", "effect": "NoSchedule"},
-]
 
 
 def is_ready(obj: Obj) -> bool:
@@ -280,8 +260,6 @@ class Controllers:
             self.garbage_collector,
             self.replicasets,
             self.deployments,
-            self.statefulsets,
-            self.daemonsets,
             self.jobs,
             self.scheduler,
             self.kubelet,
@@ -1012,201 +990,6 @@ class Controllers:
             )
         self._set_status("Deployment", deploy, status)
 
-    def statefulsets(self) -> None:
-        """Create, update and remove StatefulSet pods in ordinal order."""
-        for sts in self.api.objects("StatefulSet"):
-            if not _terminating(sts):
-                self._reconcile_statefulset(sts)
-
-    def _reconcile_statefulset(self, sts: Obj) -> None:
-        spec, name = sts["spec"], _name(sts)
-        revision = f"{name}-{short_hash(spec['template'])}"
-        pods = {p["metadata"]["name"]: p for p in self._owned("Pod", sts)}
-        wanted = int(spec.get("replicas", 1))
-        ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
-        busy = False
-        for index in range(wanted):
-            pod_name = f"{name}-{index}"
-            pod = pods.get(pod_name)
-            if pod is None:
-                body = _pod_from_template(
-                    sts,
-                    spec["template"],
-                    name=pod_name,
-                    labels={
-                        "controller-revision-hash": revision,
-                        "statefulset.kubernetes.io/pod-name": pod_name,
-                        "apps.kubernetes.io/pod-index": str(index),
-                    },
-                )
-                body["spec"]["hostname"] = pod_name
-                if spec.get("serviceName"):
-                    body["spec"]["subdomain"] = spec["serviceName"]
-                if self._create("Pod", sts, body, "statefulset-controller") is None:
-                    return
-                self.event(
-                    sts,
-                    "SuccessfulCreate",
-                    f"create Pod {pod_name} in StatefulSet {name} successful",
-                    "statefulset-controller",
-                )
-                busy = True
-            elif not is_ready(pod) or _terminating(pod):
-                busy = True
-            if busy and ordered:
-                break
-        extra = sorted(
-            (
-                p
-                for n, p in pods.items()
-                if _ordinal(n, name) >= wanted and not _terminating(p)
-            ),
-            key=lambda p: _ordinal(_name(p), name),
-        )
-        if extra and not (busy and ordered):
-            victim = extra[-1]
-            self._delete("Pod", victim)
-            self.event(
-                sts,
-                "SuccessfulDelete",
-                f"delete Pod {_name(victim)} in StatefulSet {name} successful",
-                "statefulset-controller",
-            )
-            busy = True
-        stale = [
-            p for p in pods.values()
-            if _revision_label(p) != revision
-            and _ordinal(_name(p), name) < wanted and not _terminating(p)
-        ]  # fmt: skip
-        if stale and not busy:
-            victim = max(stale, key=lambda p: _ordinal(_name(p), name))
-            self._delete("Pod", victim)
-        live = [p for p in pods.values() if not _terminating(p)]
-        ready = sum(1 for p in live if is_ready(p))
-        updated = sum(
-            1
-            for p in live
-            if p["metadata"].get("labels", {}).get("controller-revision-hash")
-            == revision
-        )
-        old_status = sts.get("status") or {}
-        current_revision = old_status.get("currentRevision") or revision
-        if updated == len(live) == wanted:
-            current_revision = revision
-        status: Obj = {
-            "observedGeneration": sts["metadata"].get("generation", 1),
-            "replicas": len(live),
-            "readyReplicas": ready,
-            "currentReplicas": updated
-            if current_revision == revision
-            else len(live) - updated,
-            "updatedReplicas": updated,
-            "currentRevision": current_revision,
-            "updateRevision": revision,
-            "collisionCount": 0,
-            "availableReplicas": ready,
-        }
-        self._set_status("StatefulSet", sts, status)
-
-    def daemonsets(self) -> None:
-        """Run one pod of each DaemonSet on every node it should run on."""
-        nodes = self.api.objects("Node")
-        for ds in self.api.objects("DaemonSet"):
-            if not _terminating(ds):
-                self._reconcile_daemonset(ds, nodes)
-
-    def _reconcile_daemonset(self, ds: Obj, nodes: list[Obj]) -> None:
-        spec = ds["spec"]
-        revision = short_hash(spec["template"])
-        template_spec = dict(spec["template"].get("spec") or {})
-        tolerations = list(template_spec.get("tolerations") or [])
-        tolerations += [t for t in DAEMON_TOLERATIONS if t not in tolerations]
-        template_spec["tolerations"] = tolerations
-        eligible = {_name(n) for n in nodes if misfit(template_spec, n) is None}
-        pods = [p for p in self._owned("Pod", ds) if not _terminating(p)]
-        by_node: dict[str, list[Obj]] = collections.defaultdict(list)
-        for pod in pods:
-            by_node[_daemon_target(pod)].append(pod)
-        for node in sorted(eligible - set(by_node)):
-            template = {
-                "metadata": spec["template"].get("metadata") or {},
-                "spec": dict(template_spec),
-            }
-            template["spec"]["affinity"] = {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchFields": [
-                                    {
-                                        "key": "metadata.name",
-                                        "operator": "In",
-                                        "values": [node],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
-            }
-            body = _pod_from_template(
-                ds,
-                template,
-                generateName=f"{_name(ds)}-",
-                labels={
-                    "controller-revision-hash": revision,
-                    "pod-template-generation": str(ds["metadata"].get("generation", 1)),
-                },
-            )
-            created = self._create("Pod", ds, body, "daemonset-controller")
-            if created is None:
-                break
-            self.event(
-                ds,
-                "SuccessfulCreate",
-                f"Created pod: {_name(created)}",
-                "daemonset-controller",
-            )
-        for node, placed in by_node.items():
-            for pod in placed[1:] if node in eligible else placed:
-                if self._delete("Pod", pod):
-                    self.event(
-                        ds,
-                        "SuccessfulDelete",
-                        f"Deleted pod: {_name(pod)}",
-                        "daemonset-controller",
-                    )
-        current = [
-            p
-            for node, placed in by_node.items()
-            if node in eligible
-            for p in placed[:1]
-        ]
-        stale = [
-            p
-            for p in current
-            if p["metadata"].get("labels", {}).get("controller-revision-hash")
-            != revision
-        ]
-        if stale and all(is_ready(p) for p in current):
-            self._delete("Pod", stale[0])
-        ready = sum(1 for p in current if is_ready(p))
-        updated = len(current) - len(stale)
-        status: Obj = {
-            "currentNumberScheduled": len(current),
-            "desiredNumberScheduled": len(eligible),
-            "numberMisscheduled": 0,
-            "numberReady": ready,
-            "observedGeneration": ds["metadata"].get("generation", 1),
-        }
-        if updated:
-            status["updatedNumberScheduled"] = updated
-        if ready:
-            status["numberAvailable"] = ready
-        if len(eligible) - ready > 0:
-            status["numberUnavailable"] = len(eligible) - ready
-        self._set_status("DaemonSet", ds, status)
-
     def jobs(self) -> None:
         """Run each Job's pods to completion and mark the Job Complete."""
         for job in self.api.objects("Job"):
@@ -1290,11 +1073,6 @@ class Controllers:
             self._set_status("Service", svc, status)
 
 
-def _revision_label(pod: Obj) -> str | None:
-    labels = pod["metadata"].get("labels") or {}
-    return labels.get("controller-revision-hash")
-
-
 def _created(obj: Obj) -> float:
     stamp = obj["metadata"].get("creationTimestamp")
     return parse_time(stamp) if stamp else 0.0
@@ -1311,23 +1089,6 @@ def _revision(rs: Obj) -> int:
 
 def _available(rs: Obj) -> int:
     return int((rs.get("status") or {}).get("availableReplicas", 0))
-
-
-def _ordinal(pod_name: str, owner: str) -> int:
-    suffix = pod_name[len(owner) + 1 :]
-    return int(suffix) if suffix.isdigit() else -1
-
-
-def _daemon_target(pod: Obj) -> str:
-    if pod["spec"].get("nodeName"):
-        return str(pod["spec"]["nodeName"])
-    affinity = (pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}
-    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    for term in required.get("nodeSelectorTerms") or []:
-        for field in term.get("matchFields") or []:
-            if field.get("key") == "metadata.name" and field.get("values"):
-                return str(field["values"][0])
-    return ""
 
 
 def _image_id(image: str) -> str:

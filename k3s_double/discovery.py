@@ -172,7 +172,7 @@ def _columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
             ("Available", status.get("availableReplicas", 0)),
             created,
         ]
-    if kind.kind in ("ReplicaSet", "StatefulSet"):
+    if kind.kind == "ReplicaSet":
         return [name, ("Desired", spec.get("replicas", 0)),
                 ("Current", status.get("replicas", 0)),
                 ("Ready", status.get("readyReplicas", 0)), created]  # fmt: skip

@@ -96,9 +96,6 @@ KINDS: tuple[Kind, ...] = (
           scale=True),
     _APPS("ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
           scale=True, fields=("status.replicas",)),
-    _APPS("StatefulSet", "statefulsets", short_names=("sts",), categories=("all",),
-          scale=True),
-    _APPS("DaemonSet", "daemonsets", short_names=("ds",), categories=("all",)),
     Kind("Job", "jobs", group="batch", categories=("all",), has_status=True,
          generation=True, fields=("status.successful",),
          default_propagation="Orphan"),
@@ -254,26 +251,6 @@ def apply_defaults(kind: Kind, obj: Obj) -> None:
     elif kind.kind == "ReplicaSet":
         assert isinstance(spec, dict)
         spec.setdefault("replicas", 1)
-        _default_template(obj)
-    elif kind.kind == "StatefulSet":
-        assert isinstance(spec, dict)
-        spec.setdefault("replicas", 1)
-        spec.setdefault("podManagementPolicy", "OrderedReady")
-        spec.setdefault("revisionHistoryLimit", 10)
-        strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
-        if strategy.get("type") == "RollingUpdate":
-            strategy.setdefault("rollingUpdate", {"partition": 0})
-        spec.setdefault(
-            "persistentVolumeClaimRetentionPolicy",
-            {"whenDeleted": "Retain", "whenScaled": "Retain"},
-        )
-        _default_template(obj)
-    elif kind.kind == "DaemonSet":
-        assert isinstance(spec, dict)
-        strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
-        if strategy.get("type") == "RollingUpdate":
-            strategy.setdefault("rollingUpdate", {"maxUnavailable": 1, "maxSurge": 0})
-        spec.setdefault("revisionHistoryLimit", 10)
         _default_template(obj)
     elif kind.kind == "Job":
         assert isinstance(spec, dict)

@@ -263,35 +263,6 @@ def test_job_pods_succeed_and_job_completes(client: Any, node: str) -> None:
     assert batch.read_namespaced_job("once", "default").status.succeeded == 2
 
 
-def test_statefulset_and_daemonset(core: Any, apps: Any, node: str) -> None:
-    sts = _deployment("db", replicas=2)
-    sts["spec"]["serviceName"] = "db"
-    apps.create_namespaced_stateful_set("default", sts)
-    daemon = _deployment("agent")
-    del daemon["spec"]["replicas"]
-    apps.create_namespaced_daemon_set("default", daemon)
-    wait_for(
-        lambda: (
-            apps.read_namespaced_stateful_set("db", "default").status.ready_replicas
-            == 2
-        ),
-        10,
-    )
-    names = sorted(
-        p.metadata.name
-        for p in core.list_namespaced_pod("default", label_selector="app=db").items
-    )
-    assert names == ["db-0", "db-1"]
-    wait_for(
-        lambda: (
-            apps.read_namespaced_daemon_set("agent", "default").status.number_ready == 1
-        ),
-        10,
-    )
-    ds = apps.read_namespaced_daemon_set("agent", "default").status
-    assert ds.desired_number_scheduled == 1
-
-
 def test_node_turns_unknown_without_heartbeats(
     api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
