@@ -42,6 +42,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import discovery
+from .constants import GO_TRUE
+from .constants import K3S_VERSION
+from .constants import go_arch
 from .errors import STALE
 from .errors import ApiError
 from .errors import already_exists
@@ -78,11 +81,6 @@ from .store import Store
 from .store import TooOld
 from .validation import causes as validation_causes
 from .validation import update_causes
-
-
-#: Query booleans as the API server parses them (Go's strconv.ParseBool);
-#: older Python clients send ``watch=True``.
-TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 
 
 __all__ = ["KubeAPI", "Response", "node_object"]
@@ -134,7 +132,7 @@ class KubeAPI:
     def __init__(
         self,
         *,
-        git_version: str = "v1.35.5+k3s1",
+        git_version: str = K3S_VERSION,
         disable: frozenset[str] = frozenset(),
         ca_pem: str = "",
     ) -> None:
@@ -229,7 +227,7 @@ class KubeAPI:
             group, rest = segments[1], segments[3:]
         else:
             return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
-        watch = query.get("watch") in TRUE
+        watch = query.get("watch") in GO_TRUE
         if rest and rest[0] == "watch":
             watch, rest = True, rest[1:]
         namespace: str | None = None
@@ -370,7 +368,7 @@ class KubeAPI:
     def _version(self) -> Obj:
         found = re.match(r"v(\d+)\.(\d+)", self.git_version)
         major, minor = found.groups() if found else ("1", "35")
-        arch = _arch()
+        arch = go_arch()
         return {
             "major": major,
             "minor": minor,
@@ -1038,7 +1036,7 @@ class KubeAPI:
         tail = query.get("tailLines")
         if tail and tail.isdigit():
             lines = lines[len(lines) - int(tail) :] if int(tail) else []
-        stamps = query.get("timestamps") in TRUE
+        stamps = query.get("timestamps") in GO_TRUE
         text = "".join(
             (f"{stamp.replace('Z', '.000000000Z')} " if stamps else "") + line + "\n"
             for stamp, line in lines
@@ -1140,13 +1138,6 @@ def _token_volume(name: str) -> Obj:
     }
 
 
-def _arch() -> str:
-    machine = platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(
-        machine, machine
-    )
-
-
 def _read(path: str, fallback: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -1168,7 +1159,7 @@ def node_object(
     internal_ip: str,
     labels: Mapping[str, str],
     taints: Sequence[Mapping[str, str]] = (),
-    git_version: str = "v1.35.5+k3s1",
+    git_version: str = K3S_VERSION,
 ) -> dict[str, object]:
     """Build a complete v1 Node as a k3s kubelet registers it (Ready=True).
 
@@ -1177,7 +1168,7 @@ def node_object(
     against the kubernetes client's models.
     """
     stamp = now()
-    arch = _arch()
+    arch = go_arch()
     capacity = {
         "cpu": str(os.cpu_count() or 1),
         "ephemeral-storage": "61202244Ki",
