@@ -31,7 +31,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from typing import Protocol
 
-from .api import Response
+from .response import Response
 
 
 class Backend(Protocol):

@@ -10,6 +10,7 @@ import datetime
 import functools
 import hashlib
 import json
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -353,3 +354,11 @@ def set_condition(status: Obj, cond: Obj, *, probe: bool = False) -> None:
 def names(items: Iterable[Obj]) -> list[str]:
     """Return the metadata names of objects, for messages and tests."""
     return [item["metadata"]["name"] for item in items]
+
+
+NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def random_suffix(length: int = 5) -> str:
+    """Return the random name suffix Kubernetes uses for generateName."""
+    return "".join(random.choice(NAME_CHARS) for _ in range(length))
