@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if _engine_error() is not None:
         return
-    from tests.k3s_double.build import ensure_image
+    from k3s_double.build import ensure_image
 
     os.environ["PYTEST_K3S_IMAGE"] = ensure_image()
 
@@ -136,7 +136,7 @@ def double_image() -> str:
     image = os.environ.get("PYTEST_K3S_IMAGE")
     if image:
         return image
-    from tests.k3s_double.build import ensure_image
+    from k3s_double.build import ensure_image
 
     return ensure_image()
 

@@ -65,7 +65,7 @@ def main() -> None:
     options = parser.parse_args()
     image = options.image
     if not image:
-        from tests.k3s_double.build import ensure_image
+        from k3s_double.build import ensure_image
 
         image = ensure_image()
 

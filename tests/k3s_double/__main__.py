@@ -1,22 +1,17 @@
-"""``python -m tests.k3s_double``: build or reuse the image, print its reference."""
+"""``python -m tests.k3s_double``: deprecated spelling of ``python -m k3s_double``."""
 
 from __future__ import annotations
 
 import sys
 
-from .build import ensure_image
-
-
-def main() -> int:
-    """Print the image reference as the last line of output."""
-    try:
-        ref = ensure_image()
-    except Exception as exc:  # report any failure as one line and a status
-        sys.stderr.write(f"k3s double: {exc}\n")
-        return 1
-    print(ref)
-    return 0
+from k3s_double.__main__ import main
 
 
 if __name__ == "__main__":
+    # stderr, so callers that take the image reference from the last line of
+    # stdout keep working unchanged.
+    sys.stderr.write(
+        "k3s double: 'python -m tests.k3s_double' is deprecated; "
+        "use 'python -m k3s_double'\n"
+    )
     sys.exit(main())

@@ -152,7 +152,7 @@ def causes(kind: Kind, obj: Obj) -> list[Cause]:
     spec = obj.get("spec") or {}
     if kind.kind == "Pod":
         found.extend(_container_causes(spec, "spec"))
-    elif kind.kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
+    elif kind.kind in ("Deployment", "ReplicaSet", "Job"):
         found.extend(_selector_causes(obj, optional=kind.kind == "Job"))
         template = spec.get("template") or {}
         tmeta = template.get("metadata") or {}
@@ -219,7 +219,7 @@ def update_causes(kind: Kind, old: Obj, new: Obj) -> list[Cause]:
     """Check the fields Kubernetes forbids to change on update."""
     found: list[Cause] = []
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
-    workloads = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job")
+    workloads = ("Deployment", "ReplicaSet", "Job")
     if kind.kind in workloads and old_spec.get("selector") != new_spec.get("selector"):
         found.append(
             invalid(

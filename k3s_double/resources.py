@@ -10,6 +10,7 @@ import datetime
 import functools
 import hashlib
 import json
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +97,6 @@ KINDS: tuple[Kind, ...] = (
           scale=True),
     _APPS("ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
           scale=True, fields=("status.replicas",)),
-    _APPS("StatefulSet", "statefulsets", short_names=("sts",), categories=("all",),
-          scale=True),
-    _APPS("DaemonSet", "daemonsets", short_names=("ds",), categories=("all",)),
     Kind("Job", "jobs", group="batch", categories=("all",), has_status=True,
          generation=True, fields=("status.successful",),
          default_propagation="Orphan"),
@@ -255,26 +253,6 @@ def apply_defaults(kind: Kind, obj: Obj) -> None:
         assert isinstance(spec, dict)
         spec.setdefault("replicas", 1)
         _default_template(obj)
-    elif kind.kind == "StatefulSet":
-        assert isinstance(spec, dict)
-        spec.setdefault("replicas", 1)
-        spec.setdefault("podManagementPolicy", "OrderedReady")
-        spec.setdefault("revisionHistoryLimit", 10)
-        strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
-        if strategy.get("type") == "RollingUpdate":
-            strategy.setdefault("rollingUpdate", {"partition": 0})
-        spec.setdefault(
-            "persistentVolumeClaimRetentionPolicy",
-            {"whenDeleted": "Retain", "whenScaled": "Retain"},
-        )
-        _default_template(obj)
-    elif kind.kind == "DaemonSet":
-        assert isinstance(spec, dict)
-        strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
-        if strategy.get("type") == "RollingUpdate":
-            strategy.setdefault("rollingUpdate", {"maxUnavailable": 1, "maxSurge": 0})
-        spec.setdefault("revisionHistoryLimit", 10)
-        _default_template(obj)
     elif kind.kind == "Job":
         assert isinstance(spec, dict)
         _default_job(obj, spec)
@@ -376,3 +354,11 @@ def set_condition(status: Obj, cond: Obj, *, probe: bool = False) -> None:
 def names(items: Iterable[Obj]) -> list[str]:
     """Return the metadata names of objects, for messages and tests."""
     return [item["metadata"]["name"] for item in items]
+
+
+NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def random_suffix(length: int = 5) -> str:
+    """Return the random name suffix Kubernetes uses for generateName."""
+    return "".join(random.choice(NAME_CHARS) for _ in range(length))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.double.conftest import wait_for
-from tests.k3s_double.api import KubeAPI
+from k3s_double.api import KubeAPI
+from k3s_double.tests.conftest import wait_for
 
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")

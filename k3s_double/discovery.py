@@ -11,6 +11,7 @@ import datetime
 import time
 from typing import Any
 
+from .constants import K3S_VERSION
 from .resources import GROUPS
 from .resources import KINDS
 from .resources import Kind
@@ -172,7 +173,7 @@ def _columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
             ("Available", status.get("availableReplicas", 0)),
             created,
         ]
-    if kind.kind in ("ReplicaSet", "StatefulSet"):
+    if kind.kind == "ReplicaSet":
         return [name, ("Desired", spec.get("replicas", 0)),
                 ("Current", status.get("replicas", 0)),
                 ("Ready", status.get("readyReplicas", 0)), created]  # fmt: skip
@@ -323,7 +324,7 @@ def openapi_document(prefix: str) -> Obj | None:
         }
     return {
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.35.5+k3s1"},
+        "info": {"title": "Kubernetes", "version": K3S_VERSION},
         "paths": paths,
         "components": {"schemas": {}},
     }

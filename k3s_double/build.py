@@ -1,7 +1,7 @@
-"""Build (or reuse) the k3s node double's image, with no registry needed.
+r"""Build (or reuse) the k3s node double's image, with no registry needed.
 
 The image is laid out like ``rancher/k3s``: ``ENTRYPOINT ["/bin/k3s"]``,
-``CMD ["agent"]``, the same four ``VOLUME``\\ s, ``/bin/ctr`` and ``/bin/sh``.
+``CMD ["agent"]``, the same four ``VOLUME``\ s, ``/bin/ctr`` and ``/bin/sh``.
 Inside are Debian packages only (python3, python3-cryptography, python3-yaml)
 and this package, installed as the top-level package ``k3s_double``.
 
@@ -73,8 +73,11 @@ def _progress(text: str) -> None:
 
 
 def _sources(source_dir: Path) -> list[Path]:
+    """The double's own modules: its tests stay out of the image and its tag."""
     return sorted(
-        path for path in source_dir.rglob("*.py") if "__pycache__" not in path.parts
+        path
+        for path in source_dir.rglob("*.py")
+        if not {"__pycache__", "tests"} & set(path.relative_to(source_dir).parts)
     )
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import signal
 import socket
 import sys
@@ -60,6 +59,8 @@ from typing import NoReturn
 
 from . import ctr
 from . import flags
+from .constants import K3S_VERSION
+from .constants import go_arch
 from .httpd import APIServer
 from .httpd import Backend
 from .httpd import Forwarder
@@ -81,7 +82,6 @@ from .pki import serving_cert
 from .pki import serving_sans
 
 
-VERSION = "v1.35.5+k3s1"
 COMMIT = "6e3e6d4a"
 GLOBAL_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 CAP_NET_ADMIN = 12
@@ -117,6 +117,7 @@ class Log:
             sys.stderr.flush()
 
     def __call__(self, level: str, msg: str, **fields: str) -> None:
+        """Write one logrus line at ``level`` (debug only when enabled)."""
         if level == "debug" and not self.debug_enabled:
             return
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -127,9 +128,11 @@ class Log:
         self._write(" ".join(parts))
 
     def info(self, msg: str, **fields: str) -> None:
+        """Write one info line."""
         self("info", msg, **fields)
 
     def error(self, msg: str, **fields: str) -> None:
+        """Write one error line."""
         self("error", msg, **fields)
 
     def klog(self, source: str, msg: str, **fields: str) -> None:
@@ -194,13 +197,6 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _arch() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(
-        machine, machine
-    )
-
-
 @dataclass
 class Node:
     """What a k3s node registers: its name, IP, labels and taints."""
@@ -221,7 +217,7 @@ def make_node(opts: flags.Options, *, server: bool, etcd: bool) -> Node:
         name = f"{name}-{random_secret()[:8]}"
     node_ips = opts.split("node-ip")
     ip = node_ips[0] if node_ips else detect_node_ip()
-    arch = _arch()
+    arch = go_arch()
     labels = {
         "beta.kubernetes.io/arch": arch,
         "beta.kubernetes.io/os": "linux",
@@ -262,6 +258,7 @@ class Runtime:
 
     @property
     def never_ready(self) -> bool:
+        """Whether the injected fault keeps the node from ever being ready."""
         return self.fault == "never-ready"
 
     def sleep(self, seconds: float) -> None:
@@ -386,7 +383,7 @@ class Kubelet:
             internal_ip=self.node.ip,
             labels=self.node.labels,
             taints=self.node.taints,
-            git_version=VERSION,
+            git_version=K3S_VERSION,
         )
         body = json.dumps(obj).encode()
         log.klog(
@@ -486,7 +483,7 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
     join_url = opts.text("server")
     etcd = opts.flag("cluster-init") or bool(join_url)
     node = make_node(opts, server=True, etcd=etcd)
-    log.info(f"Starting k3s {VERSION} ({COMMIT})")
+    log.info(f"Starting k3s {K3S_VERSION} ({COMMIT})")
     token = Token.parse(_token_secret(opts, "token", "token-file"))
     if join_url:
         if not token.password:
@@ -550,7 +547,7 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
 
         disabled: set[str] = set(opts.split("disable")) | set(opts.split("no-deploy"))
         api = KubeAPI(
-            git_version=VERSION,
+            git_version=K3S_VERSION,
             disable=frozenset(disabled),
             ca_pem=server_ca.cert.decode(),
         )
@@ -674,7 +671,7 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
     except JoinError as exc:
         log.fatal(str(exc))
     node = make_node(opts, server=False, etcd=False)
-    log.info(f"Starting k3s agent {VERSION} ({COMMIT})")
+    log.info(f"Starting k3s agent {K3S_VERSION} ({COMMIT})")
     log.info(f"Adding server to load balancer k3s-agent-load-balancer: {host}:{port}")
     ca, pair = rt.retry(
         lambda: kubelet_cert(url, token, node.name),
@@ -812,7 +809,7 @@ def main(argv: Sequence[str]) -> int:
                 + " (k3s needs a privileged container)"
             )
         if fault == "crash":
-            log.info(f"Starting k3s {VERSION} ({COMMIT})")
+            log.info(f"Starting k3s {K3S_VERSION} ({COMMIT})")
             rt.sleep(1)
             log.fatal(
                 "starting kubernetes: preparing server: "

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
+from .constants import GO_FALSE
+from .constants import GO_TRUE
+
 
 STRING = "string"
 INT = "int"
@@ -41,6 +44,7 @@ class Flag:
 
     @property
     def name(self) -> str:
+        """The flag's canonical (first) spelling."""
         return self.names[0]
 
 
@@ -222,14 +226,10 @@ class Options:
         return [item.strip() for v in self.items(name) for item in v.split(",") if item]
 
 
-_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
-_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-
-
 def _parse_bool(text: str, what: str) -> str:
-    if text in _TRUE:
+    if text in GO_TRUE:
         return "true"
-    if text in _FALSE:
+    if text in GO_FALSE:
         return "false"
     raise UsageError(f'invalid boolean value "{text}" for {what}: parse error')
 

@@ -31,7 +31,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from typing import Protocol
 
-from .api import Response
+from .response import Response
 
 
 class Backend(Protocol):
@@ -45,7 +45,9 @@ class Backend(Protocol):
         body: bytes,
         *,
         user: str,
-    ) -> Response: ...
+    ) -> Response:
+        """Answer one request made as ``user``."""
+        ...
 
 
 class Supervisor(Protocol):
@@ -58,7 +60,9 @@ class Supervisor(Protocol):
         headers: Mapping[str, str],
         body: bytes,
         credentials: tuple[str, str] | None,
-    ) -> Response: ...
+    ) -> Response:
+        """Answer one join request; ``credentials`` come from Basic auth."""
+        ...
 
 
 def status_reply(code: int, reason: str, message: str) -> Response:
@@ -196,7 +200,7 @@ class APIServer(ThreadingHTTPServer):
         super().__init__(("", port), _Handler)
 
     def server_bind(self) -> None:
-        # Listen on IPv6 and IPv4 alike where the kernel offers it.
+        """Bind dual-stack where the kernel offers it, else IPv4 only."""
         if socket.has_ipv6:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
             try:
@@ -216,6 +220,7 @@ class APIServer(ThreadingHTTPServer):
         super().server_bind()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        """Do the TLS handshake in the connection's thread, then serve it."""
         # The TLS handshake happens here, in the connection's own thread, so a
         # slow or broken client never blocks the accept loop.
         request.settimeout(30)
@@ -233,12 +238,15 @@ class APIServer(ThreadingHTTPServer):
                 tls.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay silent: stderr carries only k3s-style log lines."""
         return
 
     def log_request_line(self, text: str) -> None:
+        """Log a request line at debug level."""
         self._log("debug", text)
 
     def log_error(self, text: str) -> None:
+        """Log a server error at error level."""
         self._log("error", text)
 
     def route(
@@ -417,6 +425,7 @@ class Forwarder:
         *,
         user: str,
     ) -> Response:
+        """Relay the request upstream, impersonating ``user``."""
         send = {
             k: v
             for k, v in headers.items()

@@ -8,13 +8,13 @@ import tarfile
 
 import pytest
 
-from tests.k3s_double import ctr
-from tests.k3s_double import flags
-from tests.k3s_double.k3s import parse_label
-from tests.k3s_double.k3s import parse_taint
-from tests.k3s_double.pki import Token
-from tests.k3s_double.pki import ca_hash
-from tests.k3s_double.pki import serving_sans
+from k3s_double import ctr
+from k3s_double import flags
+from k3s_double.k3s import parse_label
+from k3s_double.k3s import parse_taint
+from k3s_double.pki import Token
+from k3s_double.pki import ca_hash
+from k3s_double.pki import serving_sans
 
 
 def parse_server(*args: str, **env: str) -> flags.Options:

@@ -28,7 +28,6 @@ import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .api import Response
 from .httpd import Upstream
 from .httpd import client_context
 from .httpd import status_reply
@@ -36,6 +35,7 @@ from .pki import KeyPair
 from .pki import Token
 from .pki import ca_hash
 from .pki import client_cert
+from .response import Response
 
 
 class JoinError(Exception):
@@ -88,6 +88,7 @@ class JoinService:
         body: bytes,
         credentials: tuple[str, str] | None,
     ) -> Response:
+        """Serve ``/ping``, ``/cacerts`` and the token-guarded join endpoints."""
         if path == "/ping":
             return Response(200, b"pong", "text/plain")
         if path == "/cacerts":

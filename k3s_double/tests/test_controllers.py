@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
-from tests.double.conftest import wait_for
-from tests.k3s_double.api import KubeAPI
-from tests.k3s_double.controllers import Controllers
+from k3s_double.api import KubeAPI
+from k3s_double.controllers.nodes import NodeLifecycle
+from k3s_double.tests.conftest import wait_for
 
 from .test_kubeapi import _deployment
 
@@ -189,7 +189,7 @@ def test_coredns_becomes_available_once_a_node_is_ready(
     wait_for(lambda: api.find("ServiceAccount", "default", "default"), 3)
     coredns = apps.read_namespaced_deployment("coredns", "kube-system")
     assert not coredns.status.available_replicas
-    from tests.k3s_double.api import node_object
+    from k3s_double.api import node_object
 
     core.create_node(node_object("late-node", internal_ip="172.18.0.9", labels={}))
 
@@ -263,39 +263,10 @@ def test_job_pods_succeed_and_job_completes(client: Any, node: str) -> None:
     assert batch.read_namespaced_job("once", "default").status.succeeded == 2
 
 
-def test_statefulset_and_daemonset(core: Any, apps: Any, node: str) -> None:
-    sts = _deployment("db", replicas=2)
-    sts["spec"]["serviceName"] = "db"
-    apps.create_namespaced_stateful_set("default", sts)
-    daemon = _deployment("agent")
-    del daemon["spec"]["replicas"]
-    apps.create_namespaced_daemon_set("default", daemon)
-    wait_for(
-        lambda: (
-            apps.read_namespaced_stateful_set("db", "default").status.ready_replicas
-            == 2
-        ),
-        10,
-    )
-    names = sorted(
-        p.metadata.name
-        for p in core.list_namespaced_pod("default", label_selector="app=db").items
-    )
-    assert names == ["db-0", "db-1"]
-    wait_for(
-        lambda: (
-            apps.read_namespaced_daemon_set("agent", "default").status.number_ready == 1
-        ),
-        10,
-    )
-    ds = apps.read_namespaced_daemon_set("agent", "default").status
-    assert ds.desired_number_scheduled == 1
-
-
 def test_node_turns_unknown_without_heartbeats(
     api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Controllers, "NODE_GRACE", 0.5)
+    monkeypatch.setattr(NodeLifecycle, "NODE_GRACE", 0.5)
 
     def ready_status() -> str:
         read = core.read_node(node)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.k3s_double.api import KubeAPI
-from tests.k3s_double.api import node_object
-from tests.k3s_double.httpd import send_response
+from k3s_double.api import KubeAPI
+from k3s_double.api import node_object
+from k3s_double.httpd import send_response
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,0 +1,330 @@
+"""The node half of the control loop: node lifecycle and the kubelet.
+
+- :class:`NodeLifecycle` is kube-controller-manager's node controller: a node
+  whose kubelet stops heartbeating for ``NODE_GRACE`` seconds turns
+  Ready=Unknown and gets the unreachable taints, and loses them when the
+  heartbeats come back.
+- :class:`Kubelet` plays every node's kubelet: bound pods start (with
+  container statuses, IPs and the kubelet's events) and become Ready, pods of
+  Jobs then Succeed, and deleted pods go once their grace is over.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+from k3s_double.resources import BY_KIND
+from k3s_double.resources import Obj
+from k3s_double.resources import condition
+from k3s_double.resources import now
+from k3s_double.resources import set_condition
+
+from .base import Reconciler
+from .base import is_ready
+from .base import name_of
+from .base import node_ip
+from .base import ns_of
+from .base import terminating
+from .base import uid_of
+
+
+if TYPE_CHECKING:
+    from k3s_double.api import KubeAPI
+
+START_DELAY = 0.4
+TERMINATE_DELAY = 0.3
+JOB_RUN_TIME = 1.0
+NOT_READY = "node.kubernetes.io/not-ready"
+UNREACHABLE = "node.kubernetes.io/unreachable"
+UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
+KUBELET_CONDITIONS = {
+    "MemoryPressure": (
+        "KubeletHasSufficientMemory",
+        "kubelet has sufficient memory available",
+    ),
+    "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+}
+
+
+class NodeLifecycle(Reconciler):
+    """Keep node Ready state and taints in line with kubelet heartbeats."""
+
+    NODE_GRACE = 40.0
+
+    def __init__(self, api: KubeAPI) -> None:
+        super().__init__(api)
+        self._heartbeats: dict[str, tuple[Any, float]] = {}
+
+    def reconcile(self) -> None:
+        """One pass over every Node."""
+        for node in self.api.objects("Node"):
+            name, ready = name_of(node), condition(node, "Ready")
+            if self._once(f"{uid_of(node)}/registered", "yes"):
+                self.event(
+                    node,
+                    "RegisteredNode",
+                    f"Node {name} event: Registered Node {name} in Controller",
+                    "node-controller",
+                )
+            beat = ready.get("lastHeartbeatTime") if ready else None
+            last = self._heartbeats.get(name)
+            if last is None or last[0] != beat:
+                self._heartbeats[name] = last = (beat, time.monotonic())
+            stale = time.monotonic() - last[1] > self.NODE_GRACE
+            if ready is not None and ready.get("status") == "True" and stale:
+                self.api.mutate("Node", "", name, self._mark_unknown)
+            elif ready is not None and ready.get("status") == "True":
+                self.api.mutate("Node", "", name, self._mark_reachable)
+
+    @staticmethod
+    def _mark_unknown(node: Obj) -> None:
+        for cond in node["status"].get("conditions") or []:
+            cond.update(
+                status="Unknown",
+                reason="NodeStatusUnknown",
+                message="Kubelet stopped posting node status.",
+                lastTransitionTime=now(),
+            )
+        taints = node["spec"].setdefault("taints", [])
+        for effect in ("NoSchedule", "NoExecute"):
+            if not any(
+                t.get("key") == UNREACHABLE and t.get("effect") == effect
+                for t in taints
+            ):
+                taint = {"key": UNREACHABLE, "effect": effect}
+                if effect == "NoExecute":
+                    taint["timeAdded"] = now()
+                taints.append(taint)
+
+    @staticmethod
+    def _mark_reachable(node: Obj) -> None:
+        taints = [
+            t for t in node["spec"].get("taints") or [] if t.get("key") != UNREACHABLE
+        ]
+        if taints:
+            node["spec"]["taints"] = taints
+        else:
+            node["spec"].pop("taints", None)
+        for cond in node["status"].get("conditions") or []:
+            if (
+                cond.get("status") == "Unknown"
+                and cond.get("type") in KUBELET_CONDITIONS
+            ):
+                reason, message = KUBELET_CONDITIONS[cond["type"]]
+                cond.update(
+                    status="False",
+                    reason=reason,
+                    message=message,
+                    lastTransitionTime=now(),
+                )
+
+
+class Kubelet(Reconciler):
+    """Start bound pods, finish job pods, and remove terminated pods."""
+
+    def __init__(self, api: KubeAPI) -> None:
+        super().__init__(api)
+        self._next_ip: dict[str, int] = collections.defaultdict(lambda: 2)
+
+    def reconcile(self) -> None:
+        """One pass over every Pod bound to a node."""
+        nodes = {name_of(n): n for n in self.api.objects("Node")}
+        for pod in self.api.objects("Pod"):
+            node = nodes.get(pod["spec"].get("nodeName") or "")
+            if not pod["spec"].get("nodeName"):
+                continue
+            uid, phase = uid_of(pod), (pod.get("status") or {}).get("phase", "Pending")
+            if terminating(pod):
+                if node is None or self._since(f"{uid}/terminating") >= TERMINATE_DELAY:
+                    self.api.store.remove(BY_KIND["Pod"], ns_of(pod), name_of(pod))
+                elif self._once(f"{uid}/killing", "yes"):
+                    for container in pod["spec"].get("containers") or []:
+                        self.event(
+                            pod, "Killing", f"Stopping container {container['name']}",
+                            "kubelet", host=name_of(node),
+                        )  # fmt: skip
+                continue
+            if node is None:
+                continue
+            if not is_ready(node):
+                if is_ready(pod):
+                    self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_unready)
+                continue
+            if phase == "Pending" and self._since(f"{uid}/bound") >= START_DELAY:
+                self._start(pod, node)
+            elif phase == "Running" and not is_ready(pod):
+                self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
+            elif phase == "Running" and self._is_job_pod(pod):  # noqa: SIM102
+                if self._since(f"{uid}/running") >= JOB_RUN_TIME:
+                    self.api.mutate("Pod", ns_of(pod), name_of(pod), _complete_pod)
+
+    @staticmethod
+    def _is_job_pod(pod: Obj) -> bool:
+        return any(
+            ref.get("kind") == "Job" and ref.get("controller")
+            for ref in pod["metadata"].get("ownerReferences") or []
+        )
+
+    def _start(self, pod: Obj, node: Obj) -> None:
+        spec, node_name = pod["spec"], name_of(node)
+        host_ip = node_ip(node)
+        if spec.get("hostNetwork"):
+            pod_ip = host_ip
+        else:
+            cidr = (node.get("spec") or {}).get("podCIDR") or "10.42.0.0/24"
+            octet = self._next_ip[node_name]
+            self._next_ip[node_name] = 2 + (octet - 1) % 253
+            pod_ip = cidr.rsplit(".", 1)[0] + f".{octet}"
+        started = now()
+
+        def start(current: Obj) -> None:
+            status = current.setdefault("status", {})
+            status.update(
+                phase="Running",
+                hostIP=host_ip,
+                hostIPs=[{"ip": host_ip}],
+                podIP=pod_ip,
+                podIPs=[{"ip": pod_ip}],
+                startTime=started,
+            )
+            if spec.get("initContainers"):
+                status["initContainerStatuses"] = [
+                    _container_status(c, started, terminated=True)
+                    for c in spec["initContainers"]
+                ]
+            status["containerStatuses"] = [
+                _container_status(c, started) for c in spec.get("containers") or []
+            ]
+            for kind in (
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+            ):
+                set_condition(status, {"type": kind, "status": "True"}, probe=True)
+            set_condition(
+                status, {"type": "PodScheduled", "status": "True"}, probe=True
+            )
+            order = [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled",
+            ]
+            status["conditions"].sort(
+                key=lambda c: order.index(c["type"]) if c["type"] in order else 9
+            )
+
+        if self.api.mutate("Pod", ns_of(pod), name_of(pod), start) is None:
+            return
+        self._clock[f"{uid_of(pod)}/running"] = time.monotonic()
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            image, name = container["image"], container["name"]
+            if container.get("imagePullPolicy") == "Always":
+                pulled = (
+                    f'Successfully pulled image "{image}" in 812ms (812ms including '
+                    "waiting)"
+                )
+            else:
+                pulled = f'Container image "{image}" already present on machine'
+            for reason, message in (
+                ("Pulled", pulled),
+                ("Created", f"Created container: {name}"),
+                ("Started", f"Started container {name}"),
+            ):
+                self.event(pod, reason, message, "kubelet", host=node_name)
+
+
+def _image_id(image: str) -> str:
+    name = image if "/" in image.split(":")[0] else f"library/{image}"
+    if "." not in name.split("/")[0]:
+        name = f"docker.io/{name}"
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return f"{name.split(':')[0]}@sha256:{digest}"
+
+
+def _container_status(container: Obj, started: str, *, terminated: bool = False) -> Obj:
+    image = container["image"]
+    container_id = (
+        "containerd://"
+        + hashlib.sha256(
+            f"{container['name']}{started}{time.time_ns()}".encode()
+        ).hexdigest()
+    )
+    status: Obj = {
+        "name": container["name"],
+        "image": image
+        if ("/" in image.split(":")[0])
+        else f"docker.io/library/{image}",
+        "imageID": _image_id(image),
+        "containerID": container_id,
+        "ready": not terminated,
+        "restartCount": 0,
+        "started": not terminated,
+        "lastState": {},
+    }
+    if terminated:
+        status["state"] = {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": started,
+                "finishedAt": started,
+                "containerID": container_id,
+            }
+        }
+    else:
+        status["state"] = {"running": {"startedAt": started}}
+    return status
+
+
+def _mark_pod_ready(pod: Obj) -> None:
+    status = pod["status"]
+    for kind in ("Ready", "ContainersReady"):
+        set_condition(status, {"type": kind, "status": "True"}, probe=True)
+    for container in status.get("containerStatuses") or []:
+        container["ready"] = True
+
+
+def _mark_pod_unready(pod: Obj) -> None:
+    status = pod["status"]
+    set_condition(status, {"type": "Ready", "status": "False"}, probe=True)
+    for container in status.get("containerStatuses") or []:
+        container["ready"] = False
+
+
+def _complete_pod(pod: Obj) -> None:
+    status, finished = pod["status"], now()
+    status["phase"] = "Succeeded"
+    for container in status.get("containerStatuses") or []:
+        started = (
+            (container.get("state") or {}).get("running", {}).get("startedAt", finished)
+        )
+        container.update(
+            ready=False,
+            started=False,
+            state={
+                "terminated": {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "startedAt": started,
+                    "finishedAt": finished,
+                    "containerID": container.get("containerID", ""),
+                }
+            },
+        )
+    for kind in ("Ready", "ContainersReady"):
+        set_condition(
+            status,
+            {"type": kind, "status": "False", "reason": "PodCompleted"},
+            probe=True,
+        )
+    set_condition(
+        status, {"type": "PodReadyToStartContainers", "status": "False"}, probe=True
+    )

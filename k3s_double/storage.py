@@ -1,0 +1,477 @@
+"""Storage and versioning: the API server's registry over the object store.
+
+:class:`Storage` is what a request reaches after routing: it reads objects
+(one, all of a kind, a selected List), and writes them the way the API server
+does. Create, update and patch apply defaulting, admission (:mod:`.admission`)
+and validation (:mod:`.validation`); every write gets the next global
+resourceVersion from the store, and a stale ``resourceVersion`` or
+precondition is a 409 Conflict. Deletion honours graceful termination of
+bound pods, finalizers and the three propagation policies; the garbage
+collector in :mod:`.controllers.garbage` finishes what it starts. The
+controllers write through :meth:`Storage.mutate`, which holds the store lock
+for the whole read-modify-write.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+
+from .admission import admit
+from .admission import check_namespace
+from .constants import K3S_VERSION
+from .errors import STALE
+from .errors import ApiError
+from .errors import already_exists
+from .errors import bad_request
+from .errors import conflict
+from .errors import forbidden
+from .errors import invalid
+from .errors import not_found
+from .patches import json_patch
+from .patches import merge_patch
+from .patches import strategic_merge_patch
+from .resources import BY_KIND
+from .resources import Kind
+from .resources import Obj
+from .resources import apply_defaults
+from .resources import field_value
+from .resources import now
+from .resources import qos_class
+from .resources import random_suffix
+from .selectors import FieldSelector
+from .selectors import LabelSelector
+from .selectors import SelectorError
+from .selectors import match_fields
+from .selectors import match_labels
+from .selectors import parse_fields
+from .selectors import parse_labels
+from .store import Store
+from .validation import causes as validation_causes
+from .validation import update_causes
+
+
+PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
+_SERVER_META = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+)
+
+
+def _later(seconds: int) -> str:
+    stamp = time.gmtime(time.time() + seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp)
+
+
+def delete_options(body: bytes, query: Mapping[str, str]) -> Obj:
+    """The DeleteOptions of a request: its body, then its query parameters."""
+    options: Obj = {}
+    if body.strip():
+        try:
+            loaded = json.loads(body)
+        except ValueError as error:
+            raise bad_request(f"error decoding DeleteOptions: {error}") from error
+        if isinstance(loaded, dict):
+            options.update(loaded)
+    if "propagationPolicy" in query:
+        options["propagationPolicy"] = query["propagationPolicy"]
+    if "gracePeriodSeconds" in query:
+        options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+    return options
+
+
+class Storage:
+    """The registry: reads and writes with the API server's semantics.
+
+    :param git_version: the k3s release to report
+    :param disable: the packaged components ``--disable`` turned off
+    :param ca_pem: the server CA, published in every ``kube-root-ca.crt``
+    """
+
+    def __init__(
+        self,
+        *,
+        git_version: str = K3S_VERSION,
+        disable: frozenset[str] = frozenset(),
+        ca_pem: str = "",
+    ) -> None:
+        self.git_version = git_version
+        self.disable = frozenset(disable)
+        self.ca_pem = ca_pem
+        self.store = Store()
+
+    def get(self, kind: Kind, namespace: str, name: str) -> Obj:
+        """Return one object or raise NotFound."""
+        found = self.store.get(kind, namespace, name)
+        if found is None:
+            raise not_found(kind, name)
+        return found
+
+    def find(self, kind_name: str, namespace: str, name: str) -> Obj | None:
+        """Return one object by kind name, or None."""
+        return self.store.get(BY_KIND[kind_name], namespace, name)
+
+    def objects(self, kind_name: str, namespace: str | None = None) -> list[Obj]:
+        """Return all objects of a kind by kind name."""
+        return self.store.select(BY_KIND[kind_name], namespace)
+
+    @staticmethod
+    def selectors(
+        kind: Kind, query: Mapping[str, str]
+    ) -> tuple[LabelSelector, FieldSelector]:
+        """Parse a query's label and field selectors (400 when malformed)."""
+        try:
+            labels = parse_labels(query.get("labelSelector", ""))
+            fields = parse_fields(query.get("fieldSelector", ""), kind.allows_field)
+        except SelectorError as error:
+            raise bad_request(str(error)) from error
+        return labels, fields
+
+    @staticmethod
+    def matches(
+        kind: Kind, obj: Obj, labels: LabelSelector, fields: FieldSelector
+    ) -> bool:
+        """Tell whether an object matches both selectors."""
+        if not match_labels(labels, obj["metadata"].get("labels")):
+            return False
+        values = {field: field_value(kind, obj, field) for field, _, _ in fields}
+        return match_fields(fields, values)
+
+    def list(self, kind: Kind, namespace: str | None, query: Mapping[str, str]) -> Obj:
+        """Return the List object for a collection, filtered by selectors."""
+        labels, fields = self.selectors(kind, query)
+        with self.store.lock:
+            items = self.store.select(kind, namespace)
+            rv = self.store.resource_version
+        kept = []
+        for item in items:
+            if self.matches(kind, item, labels, fields):
+                item.pop("kind", None)
+                item.pop("apiVersion", None)
+                kept.append(item)
+        return {
+            "kind": f"{kind.kind}List",
+            "apiVersion": kind.api_version,
+            "metadata": {"resourceVersion": rv},
+            "items": kept,
+        }
+
+    def create(
+        self, kind: Kind, namespace: str, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
+        """Create an object (POST), with defaulting, admission and validation."""
+        obj = copy.deepcopy(body)
+        if obj.get("apiVersion") not in (None, kind.api_version):
+            raise bad_request(
+                f"the API version in the data ({obj['apiVersion']}) does not match "
+                f"the expected API version ({kind.api_version})"
+            )
+        if obj.get("kind") not in (None, kind.kind):
+            raise bad_request(
+                f"the kind in the data ({obj['kind']}) does not match the expected "
+                f"kind ({kind.kind})"
+            )
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        if kind.namespaced:
+            if meta.get("namespace") not in (None, "", namespace):
+                raise bad_request(
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request"
+                )
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        for key in _SERVER_META:
+            meta.pop(key, None)
+        with self.store.lock:
+            if not meta.get("name") and meta.get("generateName"):
+                while True:
+                    meta["name"] = f"{meta['generateName']}{random_suffix()}"
+                    if self.store.get(kind, namespace, meta["name"]) is None:
+                        break
+            name = str(meta.get("name") or "")
+            if kind.namespaced:
+                check_namespace(self, kind, namespace, name)
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = now()
+            if kind.generation:
+                meta["generation"] = 1
+            if kind.has_status and kind.kind != "Node":
+                obj["status"] = self._initial_status(kind, obj)
+            apply_defaults(kind, obj)
+            found = validation_causes(kind, obj)
+            if found:
+                raise invalid(kind, name, found)
+            if self.store.get(kind, namespace, name) is not None:
+                raise already_exists(kind, name)
+            admit(self, kind, obj)
+            if dry_run:
+                return obj
+            return self.store.commit(kind, obj)
+
+    @staticmethod
+    def _initial_status(kind: Kind, obj: Obj) -> Obj:
+        if kind.kind == "Pod":
+            return {"phase": "Pending", "qosClass": qos_class(obj.get("spec") or {})}
+        if kind.kind == "Namespace":
+            return {"phase": "Active"}
+        if kind.kind == "Service":
+            return {"loadBalancer": {}}
+        if kind.kind == "ReplicaSet":
+            return {"replicas": 0, "availableReplicas": 0}
+        return {}
+
+    def update(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        body: Obj,
+        *,
+        sub: str | None = None,
+        dry_run: bool = False,
+        internal: bool = False,
+    ) -> Obj:
+        """Replace an object (PUT), honouring resourceVersion preconditions.
+
+        On the main resource the status is kept; on ``status`` only the
+        status changes; ``all`` (controllers only) takes both from ``body``.
+        ``internal`` skips the checks of fields users may not change.
+        """
+        with self.store.lock:
+            old = self.get(kind, namespace, name)
+            meta = body.get("metadata") or {}
+            if not isinstance(meta, dict):
+                raise bad_request("metadata must be an object")
+            if meta.get("name") not in (None, name):
+                raise bad_request(
+                    f"the name of the object ({meta.get('name')}) does not match the "
+                    f"name on the URL ({name})"
+                )
+            if kind.namespaced and meta.get("namespace") not in (None, "", namespace):
+                raise bad_request(
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request"
+                )
+            wanted_rv = meta.get("resourceVersion")
+            if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
+                raise conflict(kind, name, STALE)
+            if sub == "status":
+                new = copy.deepcopy(old)
+                new["status"] = copy.deepcopy(body.get("status", old.get("status")))
+            elif sub == "all":
+                new = copy.deepcopy(body)
+            else:
+                new = copy.deepcopy(body)
+                new.setdefault("metadata", {})
+                if kind.has_status:
+                    new["status"] = copy.deepcopy(old.get("status"))
+                    if new["status"] is None:
+                        del new["status"]
+            new["apiVersion"], new["kind"] = kind.api_version, kind.kind
+            new_meta = new["metadata"]
+            new_meta["name"] = name
+            if kind.namespaced:
+                new_meta["namespace"] = namespace
+            for key in _SERVER_META:
+                new_meta.pop(key, None)
+                if key in old["metadata"]:
+                    new_meta[key] = old["metadata"][key]
+            apply_defaults(kind, new)
+            found = validation_causes(kind, new)
+            if not internal:
+                found += update_causes(kind, old, new)
+            if found:
+                raise invalid(kind, name, found)
+            if kind.generation and new.get("spec") != old.get("spec"):
+                new_meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+            if new == old or dry_run:
+                return new
+            if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
+                gone = self.store.remove(kind, namespace, name)
+                assert gone is not None
+                return gone
+            return self.store.commit(kind, new)
+
+    def mutate(
+        self, kind_name: str, namespace: str, name: str, change: Callable[[Obj], object]
+    ) -> Obj | None:
+        """Apply ``change`` to a copy of an object and store it (controllers).
+
+        Returns the stored object, or None when the object is gone.  The
+        whole read-modify-write holds the store lock, so it never conflicts.
+        """
+        kind = BY_KIND[kind_name]
+        with self.store.lock:
+            current = self.store.get(kind, namespace, name)
+            if current is None:
+                return None
+            updated = copy.deepcopy(current)
+            change(updated)
+            if updated == current:
+                return current
+            return self.update(kind, namespace, name, updated, sub="all", internal=True)
+
+    @staticmethod
+    def apply_patch(ctype: str, current: Any, patch: Any) -> Any:
+        """Apply a patch of the given content type to ``current``."""
+        if ctype == "application/json-patch+json":
+            return json_patch(current, patch)
+        if not isinstance(patch, dict):
+            raise bad_request(
+                "json: cannot unmarshal array into Go value of type "
+                "map[string]interface {}"
+            )
+        if ctype == "application/merge-patch+json":
+            return merge_patch(current, patch)
+        return strategic_merge_patch(current, patch)
+
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> tuple[int, Obj]:
+        """Delete an object (DELETE) and return the HTTP status and the answer."""
+        options = options or {}
+        with self.store.lock:
+            old = self.get(kind, namespace, name)
+            meta = old["metadata"]
+            pre = options.get("preconditions") or {}
+            if pre.get("uid") and pre["uid"] != meta["uid"]:
+                raise conflict(
+                    kind,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in "
+                    f"object meta: {meta['uid']}",
+                )
+            if (
+                pre.get("resourceVersion")
+                and pre["resourceVersion"] != meta["resourceVersion"]
+            ):
+                raise conflict(
+                    kind,
+                    name,
+                    "Precondition failed: ResourceVersion in precondition: "
+                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                    f"{meta['resourceVersion']}",
+                )
+            if dry_run:
+                return 200, old
+            if kind.kind == "Namespace":
+                return 200, self._delete_namespace(old)
+            policy = options.get("propagationPolicy")
+            if policy is None and "orphanDependents" in options:
+                policy = "Orphan" if options["orphanDependents"] else "Background"
+            policy = policy or kind.default_propagation
+            grace = options.get("gracePeriodSeconds")
+            if kind.kind == "Pod" and grace != 0 and old["spec"].get("nodeName"):
+                if not meta.get("deletionTimestamp"):
+                    seconds = (
+                        grace
+                        if grace is not None
+                        else old["spec"].get("terminationGracePeriodSeconds", 30)
+                    )
+                    meta["deletionTimestamp"] = _later(int(seconds))
+                    meta["deletionGracePeriodSeconds"] = int(seconds)
+                    return 200, self.store.commit(kind, old)
+                return 200, old
+            if policy == "Orphan":
+                self._orphan_dependents(meta["uid"])
+            finalizers = list(meta.get("finalizers") or [])
+            if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+                finalizers.append("foregroundDeletion")
+            if finalizers:
+                if not meta.get("deletionTimestamp"):
+                    meta["deletionTimestamp"] = now()
+                    meta["deletionGracePeriodSeconds"] = 0
+                meta["finalizers"] = finalizers
+                stored = self.store.commit(kind, old)
+                return (202 if policy == "Foreground" else 200), stored
+            gone = self.store.remove(kind, namespace, name)
+            assert gone is not None
+            if kind.returns_deleted:
+                return 200, gone
+            details = {"name": name, "kind": kind.plural, "uid": meta["uid"]}
+            if kind.group:
+                details = {
+                    "name": name,
+                    "group": kind.group,
+                    "kind": kind.plural,
+                    "uid": meta["uid"],
+                }
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            }
+
+    def _delete_namespace(self, old: Obj) -> Obj:
+        kind, name = BY_KIND["Namespace"], old["metadata"]["name"]
+        if name in PROTECTED_NAMESPACES:
+            raise forbidden(kind, name, "this namespace may not be deleted")
+        if old["metadata"].get("deletionTimestamp"):
+            raise conflict(
+                kind,
+                name,
+                "The system is ensuring all content is removed from this namespace.  "
+                "Upon completion, this namespace will automatically be purged by the "
+                "system.",
+            )
+        old["metadata"]["deletionTimestamp"] = now()
+        old["metadata"]["deletionGracePeriodSeconds"] = 0
+        old["status"] = {"phase": "Terminating"}
+        return self.store.commit(kind, old)
+
+    def _orphan_dependents(self, uid: str) -> None:
+        for kind, obj in self.store.all_objects():
+            refs = obj["metadata"].get("ownerReferences") or []
+            kept = [r for r in refs if r.get("uid") != uid]
+            if len(kept) != len(refs):
+                if kept:
+                    obj["metadata"]["ownerReferences"] = kept
+                else:
+                    del obj["metadata"]["ownerReferences"]
+                self.store.commit(kind, obj)
+
+    def delete_collection(
+        self, kind: Kind, namespace: str | None, query: Mapping[str, str], body: bytes
+    ) -> Obj:
+        """Delete every selected object (DELETE on a collection); list the deleted."""
+        options = delete_options(body, query)
+        listed = self.list(kind, namespace, query)
+        deleted = []
+        for item in listed["items"]:
+            meta = item["metadata"]
+            try:
+                _, result = self.delete(
+                    kind, meta.get("namespace", ""), meta["name"], options
+                )
+            except ApiError:
+                continue
+            if result.get("kind") != "Status":
+                deleted.append(result)
+            else:
+                deleted.append(item)
+        listed["items"] = deleted
+        return listed
