@@ -12,7 +12,8 @@ The pytest fixtures live in :mod:`pytest_k3s.plugin`.
 
 from __future__ import annotations
 
-from pytest_k3s.cluster import K3sCluster
+from typing import TYPE_CHECKING
+
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import ClusterTimeoutError
@@ -21,11 +22,14 @@ from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.errors import SpecError
-from pytest_k3s.nodes import Node
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import PortMapping
 
+
+if TYPE_CHECKING:
+    from pytest_k3s.cluster import K3sCluster
+    from pytest_k3s.nodes import Node
 
 __version__ = "0.1.0"
 
@@ -45,3 +49,19 @@ __all__ = [
     "SpecError",
     "__version__",
 ]
+
+#: Names imported on first use: the cluster machinery pulls in the Docker and
+#: Kubernetes layers' dependencies, which a pytest run that uses no k3s
+#: fixture (the plugin loads with every run) should not pay for.
+_LAZY = {"K3sCluster": "pytest_k3s.cluster", "Node": "pytest_k3s.nodes"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_k3s' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -7,7 +7,6 @@ needs a cluster, so a run that uses no k3s fixture pays nothing for them.
 from __future__ import annotations
 
 import logging
-import secrets
 import signal
 import threading
 from collections.abc import Generator
@@ -325,6 +324,8 @@ def k3s_namespace(
     Its name comes from the test's name, made valid and unique (at most 63
     characters), so parallel workers and reruns never collide.
     """
+    import secrets
+
     from pytest_k3s import kube
 
     name = kube.namespace_name(request.node.name, suffix=secrets.token_hex(3))

@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import stat
 import tempfile
@@ -67,7 +66,7 @@ class RunInfo:
     @classmethod
     def new(cls, *, keep: KeepMode, keep_for: float) -> RunInfo:
         """A fresh run owned by this process (its state directory is made later)."""
-        run_id = secrets.token_hex(6)
+        run_id = os.urandom(6).hex()  # not secrets: it imports OpenSSL (slow)
         state_dir = Path(tempfile.gettempdir()) / f"{STATE_PREFIX}{run_id}"
         return cls(run_id, labels.Owner.current(), state_dir, keep, keep_for)
 

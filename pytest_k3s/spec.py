@@ -7,7 +7,6 @@ when the spec is made, naming the field and what would be valid.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import math
@@ -305,6 +304,8 @@ class ClusterSpec:
         How long and for what we wait (:data:`WAITING_FIELDS`) is left out:
         specs that differ only there describe the same cluster.
         """
+        import hashlib  # lazily: OpenSSL's start-up costs pytest's every run
+
         fields = asdict(self)
         for name in WAITING_FIELDS:
             del fields[name]

@@ -205,11 +205,17 @@ def test_privileged_fallback_or_privileged_mode(
 def test_api_can_be_published_on_all_interfaces(
     double_image: str, docker_client: docker.DockerClient
 ) -> None:
-    spec = ClusterSpec(image=double_image, api_bind="0.0.0.0", wait_for_coredns=False)
+    spec = ClusterSpec(
+        image=double_image,
+        api_bind="0.0.0.0",
+        ports=(PortMapping(30080),),
+        wait_for_coredns=False,
+    )
     with K3sCluster.start(spec) as cluster:
         server = docker_client.containers.get(cluster.servers[0].container_id)
-        binding = server.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
-        assert binding["HostIp"] == "0.0.0.0"
+        bindings = server.attrs["HostConfig"]["PortBindings"]
+        assert bindings["6443/tcp"][0]["HostIp"] == "0.0.0.0"
+        assert bindings["30080/tcp"][0]["HostIp"] == "127.0.0.1", "NodePorts stay"
         assert cluster.api_url.startswith("https://127.0.0.1:")
         assert cluster.kubectl("get", "nodes", "-o", "name").strip()
 
@@ -293,6 +299,41 @@ def test_name_clash_is_reported_and_the_other_object_kept(
         network.reload()  # still there: we only remove what we created
     finally:
         network.remove()
+
+
+def test_a_failed_start_never_removes_the_cluster_that_has_the_name(
+    double_image: str, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    spec = ClusterSpec(image=double_image, wait_for_coredns=False)
+    with K3sCluster.start(spec, name="k3s-dev", kubeconfig_dir=tmp_path) as dev:
+        with pytest.raises(NameConflictError, match="'k3s-dev' already exists"):
+            K3sCluster.start(spec, name="k3s-dev", kubeconfig_dir=tmp_path)
+        assert cluster_objects(docker_client, "k3s-dev"), "the existing one is kept"
+        assert dev.kubeconfig_path.exists(), "and so is its kubeconfig"
+        assert dev.kubectl("get", "nodes", "-o", "name").strip()
+    assert cluster_objects(docker_client, "k3s-dev") == []
+
+
+def test_agents_not_yet_created_when_a_server_fails_are_not_created(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    spec = ClusterSpec(
+        image=double_image,
+        servers=2,
+        agents=16,
+        # server-1 waits for server-0, which logs nothing for a minute: the
+        # start times out at once, while most agents are still queued.
+        server_env=("K3S_DOUBLE_FAULT=slow:60",),
+        timeout=0.2,
+    )
+    lines: list[str] = []
+    with pytest.raises(ClusterTimeoutError, match="server-0"):
+        K3sCluster.start(spec, progress=lines.append)
+    started = [line for line in lines if "started agent" in line]
+    assert len(started) <= 8, "the queued agents were cancelled"
+    name = lines[0].split()[3].rstrip(":")
+    time.sleep(1)  # a cancelled agent would have been created by now
+    assert cluster_objects(docker_client, name) == []
 
 
 def test_keyboard_interrupt_during_start_leaves_nothing(

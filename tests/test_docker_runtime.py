@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_k3s.docker_runtime import _unavailable
 from pytest_k3s.docker_runtime import pull_arguments
 
 
@@ -24,3 +25,20 @@ DIGEST = "sha256:" + "ab" * 32
 )
 def test_pull_arguments(image: str, expected: tuple[str, str]) -> None:
     assert pull_arguments(image) == expected
+
+
+def test_a_refused_socket_says_permission_denied_and_what_to_do() -> None:
+    try:
+        try:
+            raise PermissionError(13, "Permission denied")
+        except PermissionError as cause:
+            raise ConnectionError("Connection aborted.") from cause
+    except ConnectionError as exc:
+        message = _unavailable("unix:///var/run/docker.sock", exc)
+    assert message.startswith(
+        "permission denied on the Docker engine's socket at unix:///var/run/docker.sock"
+    )
+    assert "usermod -aG docker" in message
+    absent = _unavailable("unix:///x.sock", FileNotFoundError(2, "No such file"))
+    assert absent.startswith("no Docker engine answers at unix:///x.sock")
+    assert "start the Docker engine" in absent

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,13 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
         """
         import sys
 
+        HEAVY = (
+            "docker", "kubernetes", "filelock", "yaml", "concurrent.futures",
+            "hashlib", "pytest_k3s.cluster", "pytest_k3s.docker_runtime",
+        )
+
         def pytest_sessionfinish(session):
-            heavy = ("docker", "kubernetes", "filelock")
-            loaded = [m for m in heavy if m in sys.modules]
+            loaded = [m for m in HEAVY if m in sys.modules]
             print("LOADED", loaded)
         """
     )
@@ -328,11 +333,15 @@ def test_keep_leaves_clusters_until_the_sweep(
         (name,) = kept
         result.stdout.fnmatch_lines(
             [
-                f"kept k3s cluster {name}: kubectl --kubeconfig *.yaml get nodes",
-                "remove kept clusters with 'python -m pytest_k3s sweep --include-*",
+                f"kept k3s cluster {name} for 24h: kubectl --kubeconfig *.yaml get "
+                "nodes",
+                f"remove kept clusters with: python -m pytest_k3s rm {name}",
             ]
         )
         kubeconfig = result.stdout.str().split("kubectl --kubeconfig ")[1].split()[0]
+        server0 = docker_client.containers.get(f"{name}-server-0")
+        until = int(server0.labels[labels.KEEP_UNTIL])
+        assert abs(until - (time.time() + 24 * 3600)) < 600, "kept for 24 hours"
         nodes = subprocess.run(
             ["kubectl", "--kubeconfig", kubeconfig, "get", "nodes", "-o", "name"],
             capture_output=True,
@@ -355,6 +364,7 @@ def test_keep_leaves_clusters_until_the_sweep(
             check=True,
         )
         assert f"removed {name}" in swept.stdout
+        assert not Path(kubeconfig).parent.exists(), "the kept admin kubeconfig went"
     finally:
         remove_clusters(docker_client, kept)
     assert set(clusters_of(docker_client)) == before
@@ -375,17 +385,23 @@ def remove_clusters(client: docker.DockerClient, names: set[str]) -> None:
 def test_keep_on_failure_keeps_only_a_failed_runs_clusters(
     pytester: pytest.Pytester, docker_client: docker.DockerClient, outcome: str
 ) -> None:
-    pytester.makepyfile(
-        f"""
+    names = pytester.mkdir("names")
+    module = f"""
+        import pathlib
         import pytest
 
+        pytestmark = pytest.mark.k3s(agents=1)
+
+        def test_module(k3s_module_cluster):
+            pathlib.Path({str(names)!r}, __name__).write_text(k3s_module_cluster.name)
+    """
+    pytester.makepyfile(
+        test_failing=module
+        + f"""
         def test_default(k3s_cluster):
             assert {outcome == "passed"}
-
-        @pytest.mark.k3s(agents=1)
-        def test_module(k3s_module_cluster):
-            pass
-        """
+        """,
+        test_passing=module,
     )
     before = set(clusters_of(docker_client))
     result = pytester.runpytest_subprocess(
@@ -394,11 +410,15 @@ def test_keep_on_failure_keeps_only_a_failed_runs_clusters(
     kept = set(clusters_of(docker_client)) - before
     try:
         if outcome == "passed":
-            result.assert_outcomes(passed=2)
+            result.assert_outcomes(passed=3)
             assert kept == set()
         else:
-            result.assert_outcomes(passed=1, failed=1)
-            assert len(kept) == 2, "the shared and the module cluster stay"
+            result.assert_outcomes(passed=2, failed=1)
+            failing = (names / "test_failing").read_text()
+            passing = (names / "test_passing").read_text()
+            assert failing in kept, "the failed module's own cluster stays"
+            assert passing not in kept, "a passing module's cluster went at its end"
+            assert len(kept) == 2, "and the shared cluster stays"
             result.stdout.fnmatch_lines(["kept k3s cluster k3s-*: kubectl *"])
     finally:
         remove_clusters(docker_client, kept)
@@ -491,3 +511,155 @@ def test_session_cluster_is_the_default_cluster(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
     result.assert_outcomes(passed=1)
+
+
+def test_no_docker_engine_is_one_line_per_test_and_a_normal_summary(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    pytester.makepyfile(
+        """
+        def test_needs_a_cluster(k3s_client):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "DockerUnavailableError: no Docker engine answers at "
+            "unix:///nonexistent/docker.sock (*); start the Docker engine*",
+            "*= 1 passed, 1 error in *",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert result.stderr.str().strip() == "", "no crash of a hook"
+    assert "could not remove" not in result.stdout.str(), "nothing was started"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("workers", [0, 2], ids=["single-process", "xdist-2"])
+def test_a_shared_handle_cannot_remove_the_shared_cluster(
+    pytester: pytest.Pytester, workers: int
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_stop_then_use(k3s_cluster, i):
+            with pytest.warns(UserWarning, match="is shared by the tests of this run"):
+                k3s_cluster.stop()
+            with pytest.warns(UserWarning):
+                with k3s_cluster:
+                    pass
+            assert "Ready" in k3s_cluster.kubectl("get", "nodes")
+        """
+    )
+    args = ["-p", "no:randomly"] + (["-n", str(workers)] if workers else [])
+    result = pytester.runpytest_subprocess(*args, timeout=300)
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("how", ["pytest.exit", "ctrl-c"])
+def test_session_fixtures_tear_down_before_the_clusters_go(
+    pytester: pytest.Pytester, how: str
+) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def seeded(k3s_session_cluster):
+            yield k3s_session_cluster
+            nodes = k3s_session_cluster.kubectl("get", "nodes", "-o", "name")
+            print("TEARDOWN SAW", nodes.strip())
+        """
+    )
+    stop = (
+        "pytest.exit('stopping early')"
+        if how == "pytest.exit"
+        else "os.kill(os.getpid(), signal.SIGINT)"
+    )
+    pytester.makepyfile(
+        f"""
+        import os, signal
+        import pytest
+
+        def test_stop(seeded):
+            {stop}
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-s", timeout=300)
+    result.stdout.fnmatch_lines(["TEARDOWN SAW node/k3s-*-server-0"])
+
+
+@pytest.mark.docker
+def test_any_start_failure_is_recorded_and_the_sweep_is_best_effort(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import os
+        import pytest_k3s.sharing as sharing
+        import pytest_k3s.startup as startup
+
+        def broken_sweep(runtime, **options):
+            raise RuntimeError("another run's sweep got there first")
+
+        def failing_start(*args, **kwargs):
+            with open(f"attempt-{os.getpid()}-{len(os.listdir('.'))}", "w"):
+                pass
+            raise RuntimeError("not a K3sError")
+
+        sharing.sweep_leftovers = broken_sweep
+        startup.start_cluster = failing_start
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_x(k3s_cluster, i):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2", timeout=300)
+    result.assert_outcomes(errors=4)
+    attempts = list(pytester.path.glob("attempt-*"))
+    assert len(attempts) == 1, "one start attempt for the whole run"
+    text = result.stdout.str()
+    assert text.count("RuntimeError('not a K3sError')") >= 4
+    assert "failed to start in another worker" in text
+    assert "failed to start earlier in this process" in text
+    assert "another run's sweep" not in text, "a failed sweep fails no start"
+
+
+@pytest.mark.docker
+def test_specs_that_differ_only_in_waiting_share_a_cluster(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        NAMES = set()
+
+        @pytest.mark.k3s(timeout=100)
+        def test_a(k3s_cluster):
+            NAMES.add(k3s_cluster.name)
+
+        @pytest.mark.k3s(timeout=200, wait_for_coredns=False)
+        def test_b(k3s_cluster):
+            NAMES.add(k3s_cluster.name)
+            assert len(NAMES) == 1
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
+    result.assert_outcomes(passed=2)
