@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
+from typing import cast
 
 from pytest_k3s import kubeconfig
 from pytest_k3s import labels
@@ -58,7 +59,7 @@ class K3sCluster:
         *,
         name: str,
         spec: ClusterSpec,
-        runtime: DockerRuntime,
+        runtime: DockerRuntime | None,
         nodes: Sequence[Node],
         kubeconfig_path: Path,
         owned: bool,
@@ -70,7 +71,10 @@ class K3sCluster:
         self.nodes = tuple(nodes)
         self.kubeconfig_path = kubeconfig_path
         self.timings = timings or Timings()
-        self._runtime = runtime
+        #: Whether the cluster runs in Docker containers pytest-k3s started
+        #: (else it is an existing cluster: see :meth:`existing`).
+        self.in_docker = runtime is not None
+        self._runtime = runtime or cast("DockerRuntime", _NoDocker(name))
         self._owned = owned
         self._private_dir = private_dir
         self._api_client: ApiClient | None = None
@@ -148,6 +152,54 @@ class K3sCluster:
             owned=False,
         )
 
+    @classmethod
+    def existing(
+        cls, kubeconfig: Path | str, *, context: str | None = None
+    ) -> K3sCluster:
+        """Use a cluster pytest-k3s did not start, through a kubeconfig context.
+
+        Nothing talks to Docker: :attr:`api_client`, :meth:`kubectl` and
+        :attr:`kubeconfig_path` (a private copy holding only that context)
+        work; :meth:`logs`, :meth:`load_image` and :meth:`host_port` raise
+        an error saying so. :meth:`stop` leaves the cluster running.
+
+        :param kubeconfig: the kubeconfig file
+        :param context: its context to use (default: the current one)
+        :raises K3sError: the kubeconfig or context is unusable, or the
+            cluster does not answer (the message names its URL)
+        """
+        from pytest_k3s import existing
+        from pytest_k3s import kube
+
+        config, name = existing.read_context(Path(kubeconfig), context)
+        server = str(config["clusters"][0].get("cluster", {}).get("server", "?"))
+        directory, path = existing.private_copy(config, name)
+        try:
+            api = kube.api_client(config)
+            try:
+                nodes = kube.list_nodes(api)
+            finally:
+                api.close()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise K3sError(
+                f"the existing cluster at {server} (context {name!r} of {kubeconfig}) "
+                f"does not answer: {kube.failure(exc)}"
+            ) from exc
+        handle = cls(
+            name=name,
+            spec=ClusterSpec(),
+            runtime=None,
+            nodes=[
+                Node(node, "server" if server_role else "agent", "")
+                for node, server_role in nodes
+            ],
+            kubeconfig_path=path,
+            owned=False,
+            private_dir=directory,
+        )
+        return handle
+
     def stop(self) -> None:
         """Remove the cluster's containers, volumes and network (safe to repeat).
 
@@ -184,6 +236,8 @@ class K3sCluster:
                 remove_cluster(
                     self._runtime, self.name, self._private_dir, self.kubeconfig_path
                 )
+            elif not self.in_docker and self._private_dir is not None:
+                shutil.rmtree(self._private_dir, ignore_errors=True)
         finally:
             self._runtime.close()
 
@@ -248,7 +302,9 @@ class K3sCluster:
 
     def container_states(self) -> list[str]:
         """One line per node: its container's state (for failure reports)."""
-        lines = []
+        lines: list[str] = []
+        if not self.in_docker:
+            return lines
         for node in self.nodes:
             try:
                 state = self._runtime.state(node.container_id)
@@ -326,6 +382,23 @@ def remove_cluster(
             shutil.rmtree(private_dir, ignore_errors=True)
         else:
             kubeconfig_path.unlink(missing_ok=True)
+
+
+class _NoDocker:
+    """Stands in for the Docker runtime of an existing cluster: says it has none."""
+
+    def __init__(self, cluster: str) -> None:
+        self._cluster = cluster
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __getattr__(self, name: str) -> object:
+        raise K3sError(
+            f"cluster {self._cluster} is an existing cluster (--k3s-kubeconfig / "
+            "K3sCluster.existing): it has no Docker containers, so node logs, "
+            "load_image and host_port are not available; use kubectl or the API"
+        )
 
 
 def _role(value: str | None) -> Role:

@@ -35,7 +35,8 @@ def api_client(config: Kubeconfig) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-def _failure(exc: Exception) -> str:
+def failure(exc: BaseException) -> str:
+    """Say in a few words why an API call failed."""
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}".strip()
     return f"{type(exc).__name__}: {exc}"
@@ -50,10 +51,25 @@ def readyz(api: k8s.ApiClient) -> str | None:
             "GET", url, headers={"Accept": "*/*"}, _request_timeout=PROBE_TIMEOUT
         )
     except Exception as exc:  # refused, TLS not up yet, 5xx: all mean "not yet"
-        return _failure(exc)
+        return failure(exc)
     if response.status != 200:
         return f"/readyz answered HTTP {response.status}"
     return None
+
+
+def list_nodes(api: k8s.ApiClient) -> list[tuple[str, bool]]:
+    """Every node's name, and whether it is a control-plane node, servers first."""
+    nodes: list[Any] = (
+        k8s.CoreV1Api(api).list_node(_request_timeout=PROBE_TIMEOUT).items
+    )
+    found = [
+        (
+            node.metadata.name,
+            bool({"control-plane", "master"} & set(node_roles(node.metadata.labels))),
+        )
+        for node in nodes
+    ]
+    return sorted(found, key=lambda item: (not item[1], item[0]))
 
 
 def node_roles(labels: Mapping[str, str] | None) -> tuple[str, ...]:
@@ -77,7 +93,7 @@ def nodes_ready(
             k8s.CoreV1Api(api).list_node(_request_timeout=PROBE_TIMEOUT).items
         )
     except Exception as exc:
-        return f"listing nodes failed: {_failure(exc)}", None
+        return f"listing nodes failed: {failure(exc)}", None
     ready = {
         node.metadata.name
         for node in nodes
@@ -103,7 +119,7 @@ def default_service_account(api: k8s.ApiClient) -> str | None:
             "default", "default", _request_timeout=PROBE_TIMEOUT
         )
     except Exception as exc:
-        return f"ServiceAccount default/default: {_failure(exc)}"
+        return f"ServiceAccount default/default: {failure(exc)}"
     return None
 
 
@@ -114,7 +130,7 @@ def coredns_available(api: k8s.ApiClient) -> str | None:
             "coredns", "kube-system", _request_timeout=PROBE_TIMEOUT
         )
     except Exception as exc:
-        return f"deployment kube-system/coredns: {_failure(exc)}"
+        return f"deployment kube-system/coredns: {failure(exc)}"
     if not (deployment.status.available_replicas or 0):
         return "deployment kube-system/coredns has no available replica yet"
     return None
@@ -155,7 +171,7 @@ def create_namespace(
             if exc.status != 404 or time.monotonic() > deadline:
                 raise K3sError(
                     f"namespace {name}: its default ServiceAccount did not appear "
-                    f"within {timeout:.0f}s ({_failure(exc)})"
+                    f"within {timeout:.0f}s ({failure(exc)})"
                 ) from exc
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
@@ -183,7 +199,7 @@ def diagnostics(api: k8s.ApiClient, namespace: str | None) -> str:
         if namespace:
             lines += _namespace_state(core, namespace)
     except Exception as exc:
-        lines.append(f"(could not read cluster state: {_failure(exc)})")
+        lines.append(f"(could not read cluster state: {failure(exc)})")
     return "\n".join(lines)
 
 

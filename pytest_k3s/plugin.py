@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from pytest_k3s.cluster import K3sCluster
+    from pytest_k3s.existing import ExistingPool
     from pytest_k3s.sharing import ClusterPool
     from pytest_k3s.sharing import RunInfo
 
@@ -38,7 +39,7 @@ log = logging.getLogger("pytest_k3s")
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 RUN_KEY = pytest.StashKey["RunInfo"]()
-POOL_KEY = pytest.StashKey["ClusterPool"]()
+POOL_KEY = pytest.StashKey["ClusterPool | ExistingPool"]()
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
@@ -231,18 +232,38 @@ def _add_diagnostics(
 
 
 @pytest.fixture(scope="session")
-def _k3s_pool(pytestconfig: pytest.Config) -> ClusterPool:
-    """The run's clusters, one per spec, shared with the other xdist workers."""
-    from pytest_k3s.sharing import ClusterPool
-    from pytest_k3s.sharing import private_directory
+def _k3s_pool(pytestconfig: pytest.Config) -> ClusterPool | ExistingPool:
+    """The run's clusters, one per spec, shared with the other xdist workers.
 
+    With --k3s-kubeconfig, the existing cluster instead (nothing in Docker).
+    """
     pool = pytestconfig.stash.get(POOL_KEY, None)
-    if pool is None:
+    if pool is not None:
+        return pool
+    settings = pytestconfig.stash[SETTINGS_KEY]
+    if settings.kubeconfig is not None:
+        from pytest_k3s.existing import ExistingPool
+
+        pool = ExistingPool(settings.kubeconfig, settings.context, settings.spec)
+    else:
+        from pytest_k3s.sharing import ClusterPool
+        from pytest_k3s.sharing import private_directory
+
         run = pytestconfig.stash[RUN_KEY]
         private_directory(run.state_dir)
         pool = ClusterPool(run, _progress(pytestconfig))
-        pytestconfig.stash[POOL_KEY] = pool
+    pytestconfig.stash[POOL_KEY] = pool
     return pool
+
+
+def _acquire(pool: ClusterPool | ExistingPool, spec: ClusterSpec) -> K3sCluster:
+    """Get the cluster for ``spec``; skip the test if an existing one cannot serve."""
+    from pytest_k3s.existing import UnsuitableCluster
+
+    try:
+        return pool.acquire(spec)
+    except UnsuitableCluster as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -258,7 +279,7 @@ def k3s_cluster(request: pytest.FixtureRequest, _k3s_pool: ClusterPool) -> K3sCl
     spec = request.node.stash.get(SPEC_KEY, None)
     if spec is None:
         spec = request.config.stash[SETTINGS_KEY].spec
-    return _k3s_pool.acquire(spec)
+    return _acquire(_k3s_pool, spec)
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +291,7 @@ def k3s_session_cluster(
     It is the same cluster that ``k3s_cluster`` gives unmarked tests. Use it in
     your own session- or module-scoped fixtures.
     """
-    return _k3s_pool.acquire(pytestconfig.stash[SETTINGS_KEY].spec)
+    return _acquire(_k3s_pool, pytestconfig.stash[SETTINGS_KEY].spec)
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +306,13 @@ def k3s_module_cluster(
     ``--k3s-keep-on-failure``, only if a test of this module failed. This is
     the place for tests that stop nodes or otherwise change the cluster.
     """
+    from pytest_k3s.existing import ExistingPool
+
+    if isinstance(_k3s_pool, ExistingPool):
+        pytest.skip(
+            "k3s_module_cluster needs a cluster of its own, but this run uses an "
+            "existing cluster (--k3s-kubeconfig)"
+        )
     base = request.config.stash[SETTINGS_KEY].spec
     spec = spec_for_markers(
         base, request.node.iter_markers(MARKER), request.node.nodeid

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from typing import Literal
 
@@ -159,6 +160,14 @@ KNOBS = (
         flag=True,
     ),
     Knob(
+        "kubeconfig",
+        "Run the tests against the existing cluster of this kubeconfig instead "
+        "of starting clusters in Docker",
+        str,
+        "PATH",
+    ),
+    Knob("context", "The kubeconfig context to use with --k3s-kubeconfig", str, "NAME"),
+    Knob(
         "keep-for",
         "How long kept clusters are spared by the automatic sweep of leftovers "
         "(default 24h; e.g. 90m, 7d)",
@@ -191,6 +200,9 @@ class Settings:
     keep: KeepMode
     sources: Mapping[str, str]
     keep_for: float = DEFAULT_KEEP_FOR
+    #: An existing cluster's kubeconfig and context (--k3s-kubeconfig).
+    kubeconfig: Path | None = None
+    context: str | None = None
 
     @classmethod
     def from_config(
@@ -235,15 +247,34 @@ class Settings:
         if values.pop("keep", False):
             keep = "always"
         keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
+        existing = values.pop("kubeconfig", None)
+        context = values.pop("context", None)
+        if context is not None and existing is None:
+            raise pytest.UsageError(
+                "--k3s-context chooses a context of --k3s-kubeconfig; give that too"
+            )
         try:
             spec = ClusterSpec(**values)
         except SpecError as exc:
             raise pytest.UsageError(str(exc)) from exc
-        return cls(spec=spec, keep=keep, sources=sources, keep_for=keep_for)
+        return cls(
+            spec=spec,
+            keep=keep,
+            sources=sources,
+            keep_for=keep_for,
+            kubeconfig=Path(existing).expanduser() if existing else None,
+            context=context,
+        )
 
     def header(self) -> str:
         """The report header line."""
         spec = self.spec
+        if self.kubeconfig is not None:
+            server = _server(self.kubeconfig, self.context)
+            return (
+                f"k3s: existing cluster from {self.kubeconfig} (context "
+                f"{self.context or 'current'}{server}); nothing runs in Docker"
+            )
         origin = self.sources.get("image") or self.sources.get("version") or "default"
         return (
             f"k3s: image {spec.image} ({origin}), default cluster "
@@ -255,6 +286,18 @@ class Settings:
                 else f", keep clusters: {self.keep} (for {self.keep_for / 3600:g}h)"
             )
         )
+
+
+def _server(path: Path, context: str | None) -> str:
+    """``, server URL`` of the context, or nothing when it cannot be read."""
+    from pytest_k3s.errors import K3sError
+    from pytest_k3s.existing import read_context
+
+    try:
+        config, _ = read_context(path, context)
+    except K3sError:
+        return ""
+    return f", server {config['clusters'][0].get('cluster', {}).get('server', '?')}"
 
 
 def _raw(
