@@ -3,7 +3,8 @@
 ``python -m pytest_k3s list`` shows every labelled cluster and its state;
 ``python -m pytest_k3s sweep`` removes those whose run has ended (add
 ``--include-kept`` for clusters kept with ``--k3s-keep``, ``--older-than 2h``
-for anything older, whoever owns it); ``python -m pytest_k3s rm NAME...``
+for anything older, whoever owns it, ``--reusable`` for clusters kept with
+``--k3s-reuse`` that no run uses); ``python -m pytest_k3s rm NAME...``
 removes the named clusters. A sweep never touches clusters of runs that are
 still alive, or whose owner it cannot check (another host or container),
 unless ``--older-than`` says so.
@@ -45,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="remove every cluster created more than AGE ago (e.g. 2h), whatever "
         "its owner's state",
     )
+    sweep.add_argument(
+        "--reusable",
+        action="store_true",
+        help="also remove clusters kept for reuse (--k3s-reuse) that no run uses",
+    )
     remove = commands.add_parser("rm", help="remove the named clusters")
     remove.add_argument("names", nargs="+", metavar="NAME")
     options = parser.parse_args(argv)
@@ -61,10 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = runtime.labelled()
         if options.command == "list":
             for name, tags in sorted(found.items()):
-                print(f"{name}\trun {tags.get(labels.RUN, '?')}\t{_state(tags)}")
+                print(
+                    f"{name}\tspec {tags.get(labels.SPEC, '?')}\t"
+                    f"run {tags.get(labels.RUN, '?')}\t{_state(name, tags)}"
+                )
         elif options.command == "sweep":
             for name in sweep_leftovers(
-                runtime, include_kept=options.include_kept, older=options.older_than
+                runtime,
+                include_kept=options.include_kept,
+                older=options.older_than,
+                reusable=options.reusable,
             ):
                 print(f"removed {name}")
         else:
@@ -72,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in options.names:
                 if name in found:
                     runtime.remove_cluster(name)
+                    if found[name].get(labels.REUSE) == "true":
+                        from pytest_k3s import reuse
+
+                        reuse.forget(name)
                     print(f"removed {name}")
             if unknown:
                 print(f"error: no cluster named {', '.join(unknown)}", file=sys.stderr)
@@ -81,10 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _state(tags: Mapping[str, str]) -> str:
-    owner = labels.Owner.from_labels(tags)
-    alive = labels.owner_alive(owner) if owner else None
-    state = {True: "run alive", False: "run ended", None: "owner unknown"}[alive]
+def _state(name: str, tags: Mapping[str, str]) -> str:
+    from pytest_k3s import reuse
+
+    if tags.get(labels.REUSE) == "true":
+        used = reuse.last_used(name)
+        state = "reusable, " + ("leased" if reuse.leased(name) else "free")
+        if used is not None:
+            state += f", last used {(time.time() - used) / 3600:.1f}h ago"
+    else:
+        owner = labels.Owner.from_labels(tags)
+        alive = labels.owner_alive(owner) if owner else None
+        state = {True: "run alive", False: "run ended", None: "owner unknown"}[alive]
     created = tags.get(labels.CREATED, "")
     if created.isdigit():
         state += f", created {(time.time() - int(created)) / 3600:.1f}h ago"

@@ -186,6 +186,19 @@ def delete_namespace(api: k8s.ApiClient, name: str) -> None:
             raise
 
 
+def delete_namespaces(api: k8s.ApiClient, selector: Mapping[str, str]) -> list[str]:
+    """Delete every namespace carrying the labels ``selector``; return their names."""
+    core = k8s.CoreV1Api(api)
+    wanted = ",".join(f"{key}={value}" for key, value in selector.items())
+    found: list[Any] = core.list_namespace(
+        label_selector=wanted, _request_timeout=PROBE_TIMEOUT
+    ).items
+    names = [str(ns.metadata.name) for ns in found]
+    for name in names:
+        delete_namespace(api, name)
+    return names
+
+
 def diagnostics(api: k8s.ApiClient, namespace: str | None) -> str:
     """Describe the cluster's state for a failure report: nodes, pods, events."""
     core: Any = k8s.CoreV1Api(api)

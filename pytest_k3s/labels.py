@@ -39,6 +39,9 @@ CREATED = f"{PREFIX}.created"
 KEEP = f"{PREFIX}.keep"
 #: Until when a kept cluster is spared by the sweep (seconds since the epoch).
 KEEP_UNTIL = f"{PREFIX}.keep-until"
+#: "true" on clusters kept between runs for reuse (``--k3s-reuse``): never
+#: leftovers, whoever started them (see :mod:`pytest_k3s.reuse`).
+REUSE = f"{PREFIX}.reuse"
 #: The run's state directory (kubeconfigs), removed with the cluster by a sweep.
 STATE_DIR = f"{PREFIX}.state-dir"
 
@@ -150,6 +153,7 @@ def labels_for(
     created: float | None = None,
     keep_until: float | None = None,
     state_dir: str | None = None,
+    reusable: bool = False,
 ) -> dict[str, str]:
     """Return the labels of one object of ``cluster`` (role: server, agent, network).
 
@@ -171,6 +175,8 @@ def labels_for(
         found[KEEP_UNTIL] = str(int(keep_until))
     if state_dir is not None:
         found[STATE_DIR] = state_dir
+    if reusable:
+        found[REUSE] = "true"
     return found
 
 
@@ -197,7 +203,7 @@ def sweepable(
     to be dead qualify; kept clusters only once their time to be kept has run
     out, or when ``include_kept`` is set.
     """
-    if CLUSTER not in labels:
+    if CLUSTER not in labels or labels.get(REUSE) == "true":
         return False
     if kept(labels, now=now) and not include_kept:
         return False
@@ -245,7 +251,8 @@ def sweepable_clusters(
     Without ``older``: those of dead runs (see :func:`sweepable`). With it:
     every cluster created more than ``older`` seconds ago, whatever its
     owner's state (for leftovers no sweep can check: other hosts, other
-    containers), kept ones only with ``include_kept``.
+    containers), kept ones only with ``include_kept``. Reusable clusters are
+    never among them (:func:`pytest_k3s.sharing.sweep_leftovers` decides).
     """
     if older is None:
         return clusters_matching(
@@ -253,5 +260,9 @@ def sweepable_clusters(
         )
     return clusters_matching(
         found,
-        lambda tags: older_than(tags, older) and (include_kept or not kept(tags)),
+        lambda tags: (
+            older_than(tags, older)
+            and (include_kept or not kept(tags))
+            and tags.get(REUSE) != "true"
+        ),
     )

@@ -98,7 +98,12 @@ def _run_info(config: pytest.Config) -> RunInfo:
     if WORKER_INPUT in workerinput:
         return RunInfo.from_json(workerinput[WORKER_INPUT])
     settings = config.stash[SETTINGS_KEY]
-    return RunInfo.new(keep=settings.keep, keep_for=settings.keep_for)
+    return RunInfo.new(
+        keep=settings.keep,
+        keep_for=settings.keep_for,
+        reuse=settings.reuse,
+        reuse_for=settings.reuse_for,
+    )
 
 
 @pytest.hookimpl(optionalhook=True)

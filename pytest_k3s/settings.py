@@ -28,6 +28,7 @@ import pytest
 from pytest_k3s.errors import SpecError
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import DEFAULT_KEEP_FOR
+from pytest_k3s.spec import DEFAULT_REUSE_FOR
 from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
@@ -160,6 +161,19 @@ KNOBS = (
         flag=True,
     ),
     Knob(
+        "reuse",
+        "Keep the clusters this run starts for later runs, and attach to a "
+        "kept one of the same spec instead of starting one",
+        _flag,
+        flag=True,
+    ),
+    Knob(
+        "reuse-for",
+        "How long a reusable cluster nobody used is kept (default 7d)",
+        parse_duration,
+        "DURATION",
+    ),
+    Knob(
         "kubeconfig",
         "Run the tests against the existing cluster of this kubeconfig instead "
         "of starting clusters in Docker",
@@ -200,6 +214,8 @@ class Settings:
     keep: KeepMode
     sources: Mapping[str, str]
     keep_for: float = DEFAULT_KEEP_FOR
+    reuse: bool = False
+    reuse_for: float = DEFAULT_REUSE_FOR
     #: An existing cluster's kubeconfig and context (--k3s-kubeconfig).
     kubeconfig: Path | None = None
     context: str | None = None
@@ -247,6 +263,8 @@ class Settings:
         if values.pop("keep", False):
             keep = "always"
         keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
+        reuse = bool(values.pop("reuse", False))
+        reuse_for = values.pop("reuse-for", DEFAULT_REUSE_FOR)
         existing = values.pop("kubeconfig", None)
         context = values.pop("context", None)
         if context is not None and existing is None:
@@ -262,6 +280,8 @@ class Settings:
             keep=keep,
             sources=sources,
             keep_for=keep_for,
+            reuse=reuse,
+            reuse_for=reuse_for,
             kubeconfig=Path(existing).expanduser() if existing else None,
             context=context,
         )
@@ -285,6 +305,7 @@ class Settings:
                 if self.keep == "never"
                 else f", keep clusters: {self.keep} (for {self.keep_for / 3600:g}h)"
             )
+            + (", reuse clusters" if self.reuse else "")
         )
 
 

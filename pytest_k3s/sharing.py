@@ -32,10 +32,13 @@ from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import DockerUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.settings import KeepMode
+from pytest_k3s.spec import DEFAULT_REUSE_FOR
 from pytest_k3s.spec import ClusterSpec
 
 
 if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.docker_runtime import DockerRuntime
 
@@ -57,6 +60,10 @@ class RunInfo:
     state_dir: Path
     keep: KeepMode
     keep_for: float
+    #: Keep clusters between runs and attach to them (--k3s-reuse), and how
+    #: long an unused one is kept.
+    reuse: bool = False
+    reuse_for: float = DEFAULT_REUSE_FOR
 
     @property
     def may_keep(self) -> bool:
@@ -64,11 +71,19 @@ class RunInfo:
         return self.keep != "never"
 
     @classmethod
-    def new(cls, *, keep: KeepMode, keep_for: float) -> RunInfo:
+    def new(
+        cls,
+        *,
+        keep: KeepMode,
+        keep_for: float,
+        reuse: bool = False,
+        reuse_for: float = DEFAULT_REUSE_FOR,
+    ) -> RunInfo:
         """A fresh run owned by this process (its state directory is made later)."""
         run_id = os.urandom(6).hex()  # not secrets: it imports OpenSSL (slow)
         state_dir = Path(tempfile.gettempdir()) / f"{STATE_PREFIX}{run_id}"
-        return cls(run_id, labels.Owner.current(), state_dir, keep, keep_for)
+        owner = labels.Owner.current()
+        return cls(run_id, owner, state_dir, keep, keep_for, reuse, reuse_for)
 
     def to_json(self) -> str:
         """Serialise the run for another process (an xdist worker)."""
@@ -80,6 +95,8 @@ class RunInfo:
                 "state_dir": str(self.state_dir),
                 "keep": self.keep,
                 "keep_for": self.keep_for,
+                "reuse": self.reuse,
+                "reuse_for": self.reuse_for,
             }
         )
 
@@ -96,6 +113,8 @@ class RunInfo:
             Path(shared["state_dir"]),
             shared["keep"],
             shared["keep_for"],
+            shared["reuse"],
+            shared["reuse_for"],
         )
 
 
@@ -130,6 +149,8 @@ class Record:
     seconds: float
     error: str = ""
     pid: int = 0
+    #: For reusable clusters: "attached" to a kept one, or "started" one.
+    reused: str = ""
 
     @classmethod
     def read(cls, path: Path) -> Record:
@@ -160,6 +181,7 @@ class ClusterPool:
         self.run = run
         self.progress = progress
         self._clusters: dict[str, K3sCluster] = {}
+        self._leases: list[BaseFileLock] = []
         self._swept = False
 
     def acquire(self, spec: ClusterSpec) -> K3sCluster:
@@ -178,6 +200,8 @@ class ClusterPool:
         with FileLock(str(self.run.state_dir / f"{key}.lock")):
             if record_path.exists():
                 cluster = self._attach(Record.read(record_path), spec)
+            elif self.run.reuse:
+                cluster = self._reuse(spec, record_path)
             else:
                 cluster = self._start(spec, record_path)
         cluster.share()
@@ -197,6 +221,58 @@ class ClusterPool:
         for cluster in self._clusters.values():
             cluster.detach()
         self._clusters.clear()
+        for lease in self._leases:
+            lease.release()
+        self._leases.clear()
+
+    def _reuse(self, spec: ClusterSpec, record_path: Path) -> K3sCluster:
+        """Lease a kept cluster of ``spec`` (or start one to keep) and record it."""
+        from pytest_k3s import reuse
+        from pytest_k3s.docker_runtime import DockerRuntime
+        from pytest_k3s.startup import start_cluster
+
+        def start(directory: Path) -> K3sCluster:
+            self._sweep_once()
+            return start_cluster(
+                spec,
+                kubeconfig_dir=directory,
+                run_id=f"reuse-{os.urandom(4).hex()}",  # no run's end removes it
+                owner=self.run.owner,
+                reusable=True,
+                progress=self.progress,
+            )
+
+        began = time.monotonic()
+        runtime = DockerRuntime.connect()
+        try:
+            found = reuse.acquire(runtime, spec, start, self.progress)
+        except _NOT_FAILURES:
+            raise
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, K3sError) else repr(exc)
+            elapsed = time.monotonic() - began
+            Record("", "", spec.describe(), elapsed, message, os.getpid()).write(
+                record_path
+            )
+            raise
+        finally:
+            runtime.close()
+        self._leases.append(found.lease)
+        cluster = found.cluster
+        how = "attached" if found.attached else "started"
+        if found.attached:
+            self.progress(
+                f"reusing k3s cluster {cluster.name} (attached in {found.seconds:.1f}s)"
+            )
+        Record(
+            cluster.name,
+            str(cluster.kubeconfig_path),
+            spec.describe(),
+            found.seconds,
+            pid=os.getpid(),
+            reused=how,
+        ).write(record_path)
+        return cluster
 
     def _attach(self, record: Record, spec: ClusterSpec) -> K3sCluster:
         if record.error:
@@ -267,7 +343,7 @@ class ClusterPool:
 
         runtime = DockerRuntime.connect()
         try:
-            for name in sweep_leftovers(runtime):
+            for name in sweep_leftovers(runtime, reuse_for=self.run.reuse_for):
                 self.progress(f"removed k3s cluster {name}, left over by a dead run")
         except Exception as exc:
             log.warning("sweeping dead runs' k3s clusters failed: %s", exc)
@@ -276,19 +352,40 @@ class ClusterPool:
 
 
 def sweep_leftovers(
-    runtime: DockerRuntime, *, include_kept: bool = False, older: float | None = None
+    runtime: DockerRuntime,
+    *,
+    include_kept: bool = False,
+    older: float | None = None,
+    reusable: bool = False,
+    reuse_for: float = DEFAULT_REUSE_FOR,
 ) -> list[str]:
     """Remove leftover clusters and their kubeconfigs; return the cluster names.
 
     Which clusters count as leftovers is :func:`labels.sweepable_clusters`'s
     rule: dead runs' by default, kept ones only when ``include_kept`` is set
     or their time to be kept ran out, or anything older than ``older``.
+    Reusable clusters that no run leases go too when ``reusable`` is set, or
+    when unused for longer than ``reuse_for``.
     """
+    from pytest_k3s import reuse
+
     found = runtime.labelled()
     names = labels.sweepable_clusters(found, include_kept=include_kept, older=older)
     for name in names:
         runtime.remove_cluster(name)
         _remove_state(found[name].get(labels.STATE_DIR), name)
+    for name in reuse.reusable_clusters(runtime):
+        if not (reusable or reuse.expired(name, reuse_for)):
+            continue
+        lease = reuse.try_lease(name)
+        if lease is None:
+            continue  # a run uses it now
+        try:
+            runtime.remove_cluster(name)
+            reuse.forget(name)
+        finally:
+            lease.release()
+        names.append(name)
     return names
 
 
@@ -329,10 +426,14 @@ def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> 
     keep = run.keep == "always" or (run.keep == "on-failure" and failed)
     started = [r for r in records(run.state_dir) if not r.error]
     for record in started:
-        report(
-            f"k3s cluster {record.name} ({record.spec}) was ready in "
-            f"{record.seconds:.1f}s"
-        )
+        if record.reused == "attached":
+            how = f"reused (attached in {record.seconds:.1f}s)"
+        elif record.reused == "started":
+            how = f"started in {record.seconds:.1f}s (kept for reuse)"
+        else:
+            how = f"was ready in {record.seconds:.1f}s"
+        report(f"k3s cluster {record.name} ({record.spec}) {how}")
+    started = [r for r in started if not r.reused]  # reusable ones stay
     if keep and started:
         hours = run.keep_for / 3600
         for record in started:

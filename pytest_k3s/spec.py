@@ -28,6 +28,8 @@ DEFAULT_IMAGE = f"{K3S_REPOSITORY}:v1.35.5-k3s1"
 DEFAULT_TIMEOUT = 180.0
 #: How long kept clusters are spared by the sweep of leftovers (24 hours).
 DEFAULT_KEEP_FOR = 24 * 3600.0
+#: How long an unused reusable cluster is kept (7 days).
+DEFAULT_REUSE_FOR = 7 * 24 * 3600.0
 
 PrivilegeMode = Literal["auto", "privileged", "capabilities"]
 PRIVILEGE_MODES: tuple[PrivilegeMode, ...] = ("auto", "privileged", "capabilities")

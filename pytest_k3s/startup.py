@@ -64,6 +64,7 @@ def start_cluster(
     keep: bool = False,
     keep_for: float = DEFAULT_KEEP_FOR,
     state_dir: bool = False,
+    reusable: bool = False,
     progress: Progress | None = None,
 ) -> K3sCluster:
     """Start a cluster and return its handle once it is usable.
@@ -82,6 +83,7 @@ def start_cluster(
         owner=owner or labels.Owner.current(),
         keep_until=time.time() + keep_for if keep else None,
         state_dir=state_dir,
+        reusable=reusable,
         progress=progress or (lambda line: None),
     )
     try:
@@ -106,6 +108,7 @@ class _Starter:
         owner: labels.Owner,
         keep_until: float | None,
         state_dir: bool,
+        reusable: bool,
         progress: Progress,
     ) -> None:
         self.spec = spec
@@ -114,6 +117,7 @@ class _Starter:
         self.run_id = run_id
         self.owner = owner
         self.keep_until = keep_until
+        self.reusable = reusable
         self.progress = progress
         #: Set when the start fails: agents not yet created are not created.
         self.cancelled = threading.Event()
@@ -223,6 +227,7 @@ class _Starter:
             owner=self.owner,
             keep_until=self.keep_until,
             state_dir=self.state_dir,
+            reusable=self.reusable,
         )
 
     def _start_node(self, role: Role, index: int) -> None:
