@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import cast
 
 from pytest_k3s import kubeconfig
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from pytest_k3s.docker_runtime import DockerRuntime
+    from pytest_k3s.objects import Manifests
 
 
 class K3sCluster:
@@ -221,6 +223,48 @@ class K3sCluster:
         """Make this handle one that tests share: :meth:`stop` leaves it alone."""
         self._shared = True
 
+    @property
+    def shared(self) -> bool:
+        """Whether other tests of the run share this cluster (see :meth:`share`)."""
+        return self._shared
+
+    @property
+    def runtime(self) -> DockerRuntime:
+        """The Docker engine the nodes run on (for pytest-k3s' own modules)."""
+        return self._runtime
+
+    # node operations (see pytest_k3s.nodeops) --------------------------------
+
+    def stop_node(self, name: str) -> Node:
+        """Stop a node's container, as if its machine went away."""
+        from pytest_k3s import nodeops
+
+        return nodeops.stop_node(self, name)
+
+    def start_node(self, name: str, *, timeout: float = 120) -> Node:
+        """Start a stopped node and wait until it is Ready again."""
+        from pytest_k3s import nodeops
+
+        return nodeops.start_node(self, name, timeout=timeout)
+
+    def restart_node(self, name: str, *, timeout: float = 120) -> Node:
+        """Stop and start a node, then wait until it is Ready."""
+        from pytest_k3s import nodeops
+
+        return nodeops.restart_node(self, name, timeout=timeout)
+
+    def add_agent(self, *, timeout: float = 120) -> Node:
+        """Join a new agent; return it once it is Ready."""
+        from pytest_k3s import nodeops
+
+        return nodeops.add_agent(self, timeout=timeout)
+
+    def remove_node(self, name: str) -> None:
+        """Remove an agent: its Node object, its container and volumes."""
+        from pytest_k3s import nodeops
+
+        nodeops.remove_node(self, name)
+
     def detach(self) -> None:
         """Let go of this handle's connections and leave the cluster running."""
         self._release(remove=False)
@@ -321,6 +365,57 @@ class K3sCluster:
         """Return a node's container log (all of it, or the last ``tail`` lines)."""
         target = node if isinstance(node, Node) else self.node(node)
         return self._runtime.logs(target.container_id, tail=tail)
+
+    def apply(
+        self, manifests: Manifests, *, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Server-side-apply manifests; return the objects as the server has them.
+
+        :param manifests: a path (a file or a folder of YAML/JSON files,
+            multi-document YAML welcome), YAML text, a dict, or a list of
+            dicts. CustomResourceDefinitions go first, each waited for until
+            Established, then Namespaces, then the rest in order.
+        :param namespace: for namespaced objects that name none
+        :raises K3sError: invalid manifests, or the server refused one
+        """
+        from pytest_k3s import objects
+
+        return objects.apply(self.api_client, manifests, namespace=namespace)
+
+    def wait_for(
+        self,
+        kind: str,
+        name: str,
+        *,
+        namespace: str | None = None,
+        condition: str | None = None,
+        jsonpath: str | None = None,
+        delete: bool = False,
+        timeout: float = 60,
+    ) -> dict[str, Any] | None:
+        """Wait, with a watch, until an object is as asked; return it.
+
+        :param kind: as kubectl takes it: ``Deployment``, ``deployments.apps``,
+            ``deploy``, a custom resource's kind or plural
+        :param condition: a condition type that must be True (``Available``,
+            ``Ready``, ``Established``), or ``Type=Status``
+        :param jsonpath: kubectl wait's form, e.g. ``{.status.phase}=Running``
+        :param delete: wait until it is gone (returns None)
+        :raises WaitTimeoutError: not in time; the message carries the
+            object's last status and recent events
+        """
+        from pytest_k3s import objects
+
+        return objects.wait_for(
+            self.api_client,
+            kind,
+            name,
+            namespace=namespace,
+            condition=condition,
+            jsonpath=jsonpath,
+            delete=delete,
+            timeout=timeout,
+        )
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         """Run ``kubectl`` against this cluster and return its output.

@@ -243,7 +243,27 @@ class DockerRuntime:
         """Whether this engine refused privileged mode (and we fell back)."""
         return host.refuses_privileged(self.address)
 
+    def stop_container(self, container_id: str, *, timeout: int = 10) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+        self.api.stop(container_id, timeout=timeout)
+
+    def start_container(self, container_id: str) -> None:
+        """Start a stopped container again."""
+        self.api.start(container_id)
+
     # inspection ---------------------------------------------------------------
+
+    def environment(self, container_id: str) -> dict[str, str]:
+        """The container's environment, as it was created."""
+        entries = self.api.inspect_container(container_id)["Config"]["Env"] or []
+        return dict(entry.partition("=")[::2] for entry in entries)
+
+    def labels_of(self, container_id: str) -> dict[str, str]:
+        """The container's labels."""
+        found: dict[str, str] = self.api.inspect_container(container_id)["Config"][
+            "Labels"
+        ]
+        return dict(found or {})
 
     def state(self, container_id: str) -> Mapping[str, Any]:
         """Return the container's ``State`` (Status, ExitCode, Restarting, ...)."""

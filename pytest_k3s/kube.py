@@ -82,10 +82,12 @@ def node_roles(labels: Mapping[str, str] | None) -> tuple[str, ...]:
 
 
 def nodes_ready(
-    api: k8s.ApiClient, expected: set[str]
+    api: k8s.ApiClient, expected: set[str], *, heartbeat_after: float | None = None
 ) -> tuple[str | None, str | None]:
     """Check that every ``expected`` node is registered and Ready.
 
+    With ``heartbeat_after`` (epoch seconds), Ready must also have been
+    reported since then (a restarted node's old condition does not count).
     Returns (None, None) when they are, else (why not, the first node at fault).
     """
     try:
@@ -98,7 +100,15 @@ def nodes_ready(
         node.metadata.name
         for node in nodes
         if any(
-            c.type == "Ready" and c.status == "True"
+            c.type == "Ready"
+            and c.status == "True"
+            and (
+                heartbeat_after is None
+                or (
+                    c.last_heartbeat_time is not None
+                    and c.last_heartbeat_time.timestamp() >= heartbeat_after - 1
+                )
+            )
             for c in (node.status.conditions or [])
         )
     }
@@ -181,6 +191,15 @@ def delete_namespace(api: k8s.ApiClient, name: str) -> None:
     """Delete namespace ``name``; a namespace that is gone already is fine."""
     try:
         k8s.CoreV1Api(api).delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def delete_node(api: k8s.ApiClient, name: str) -> None:
+    """Delete the Node object ``name``; one that is gone already is fine."""
+    try:
+        k8s.CoreV1Api(api).delete_node(name)
     except ApiException as exc:
         if exc.status != 404:
             raise
