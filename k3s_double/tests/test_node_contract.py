@@ -33,6 +33,8 @@ from docker.models.containers import Container
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from pytest_k3s.host import fallback_entrypoint
+
 
 pytestmark = pytest.mark.docker
 
@@ -177,6 +179,8 @@ class Cluster:
             cap_add=CAP_ADD if privileged else None,
             cap_drop=CAP_DROP if privileged else None,
             security_opt=SECURITY_OPT if privileged else None,
+            # The plugin's fallback makes /sys and the cgroups writable first.
+            entrypoint=fallback_entrypoint() if privileged else None,
         )
         if not suffix:
             (self.servers if role == "server" else self.agents).append(container)
