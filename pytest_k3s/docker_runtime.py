@@ -153,7 +153,7 @@ class DockerRuntime:
         try:
             for chunk in self.api.get_image(image):
                 destination.write(chunk)
-        except docker.errors.ImageNotFound as exc:
+        except docker.errors.NotFound as exc:  # "reference does not exist"
             raise ImageUnavailableError(
                 f"image {image!r} is not on the Docker engine at {self.address}; "
                 f"build or pull it first ('docker pull {image}')"

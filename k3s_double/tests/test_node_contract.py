@@ -251,13 +251,15 @@ def cluster(docker_client: docker.DockerClient, double_image: str) -> Iterator[C
 def test_server_answers_on_published_port_with_its_kubeconfig(cluster: Cluster) -> None:
     server = cluster.servers[0]
     raw = yaml.safe_load(read_file(server, "/output/kubeconfig.yaml"))
-    assert raw["clusters"][0]["name"] == "default"
+    # Newer k3s names the entries after the node, not "default".
+    name = server.name
+    assert raw["clusters"][0]["name"] == name
     assert raw["contexts"][0] == {
-        "name": "default",
-        "context": {"cluster": "default", "user": "default"},
+        "name": name,
+        "context": {"cluster": name, "user": name},
     }
-    assert raw["users"][0]["name"] == "default"
-    assert raw["current-context"] == "default"
+    assert raw["users"][0]["name"] == name
+    assert raw["current-context"] == name
     assert raw["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
     assert "client-certificate-data" in raw["users"][0]["user"]
     assert read_file(server, "/etc/rancher/k3s/k3s.yaml") == read_file(
