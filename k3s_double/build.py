@@ -45,7 +45,7 @@ COPY k3s_double /opt/k3s_double
 COPY k3s ctr /usr/local/lib/k3s-double/
 RUN ln -sf /usr/local/lib/k3s-double/k3s /bin/k3s \\
  && ln -sf /usr/local/lib/k3s-double/ctr /bin/ctr \\
- && mkdir -p /bin/aux /etc/rancher/k3s \\
+ && mkdir -p /bin/aux \\
  && python3 -m compileall -q /opt/k3s_double \\
  && /bin/k3s --help >/dev/null
 ENV PATH="$PATH:/bin/aux" \\

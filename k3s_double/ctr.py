@@ -7,9 +7,11 @@ image list per namespace (persisted under the agent data dir), and
 :func:`main` is ``ctr``. Like real ``ctr``, it fails when nothing listens on
 the socket, i.e. when k3s is not running.
 
-``ctr [-n NS] images import [--all-platforms] [--digests] FILE|-`` reads a
-``docker save`` (or OCI) tar, validates it (a tar with ``manifest.json`` or
-``index.json``) and records its image names; ``ctr [-n NS] images ls [-q]``
+``ctr [-n NS] images import [--all-platforms | --platform P] [--digests]
+FILE|-`` reads a ``docker save`` (or OCI) tar, validates it (a tar with
+``manifest.json`` or ``index.json``; for an OCI index, every blob of the
+platforms imported must be there) and records its image names, normalized
+as containerd does (``docker.io/library/x:tag``); ``ctr [-n NS] images ls [-q]``
 lists them. The wire protocol is one JSON object per line each way.
 """
 
@@ -31,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 from typing import Any
+
+from .constants import go_arch
 
 
 SOCKET = "/run/k3s/containerd/containerd.sock"
@@ -70,21 +74,55 @@ def normalize(ref: str) -> str:
     return f"{full}@{digest}" if digest else full
 
 
-def read_archive(stream: IO[bytes]) -> list[Image]:
-    """The images a ``docker save`` / OCI tar stream holds; validates it."""
+#: Media types of a list of per-platform manifests (OCI and Docker's own).
+INDEX_TYPES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
+#: Blobs up to this size are kept in memory: manifests, indexes and configs.
+_SMALL_BLOB = 1 << 20
+
+
+def _platform(entry: dict[str, Any]) -> str:
+    found = entry.get("platform") or {}
+    return f"{found.get('os', '')}/{found.get('architecture', '')}"
+
+
+def read_archive(
+    stream: IO[bytes], *, platform: str | None = None, all_platforms: bool = False
+) -> list[Image]:
+    """The images a ``docker save`` / OCI tar stream holds; validates it.
+
+    An OCI archive (``index.json``) is read as containerd does: each image
+    must have every blob of the platforms imported, which are all the
+    platforms its index lists with ``all_platforms``, else ``platform``
+    (default: this node's). An engine with the containerd image store saves
+    only the host platform's blobs of a multi-platform image, so importing
+    that with ``all_platforms`` fails as ``ctr`` does, naming the digest.
+    """
     docs: dict[str, bytes] = {}
     sizes: dict[str, int] = {}
+    blobs: dict[str, bytes | None] = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as archive:
             for member in archive:
                 name = member.name.removeprefix("./")
                 sizes[name] = member.size
-                if name in ("manifest.json", "index.json") and member.isfile():
-                    extracted = archive.extractfile(member)
-                    if extracted is not None:
-                        docs[name] = extracted.read()
+                if not member.isfile():
+                    continue
+                wanted = name in ("manifest.json", "index.json")
+                parts = name.split("/")
+                is_blob = len(parts) == 3 and parts[0] == "blobs"
+                if not (wanted or is_blob):
+                    continue
+                extracted = archive.extractfile(member)
+                small = member.size <= _SMALL_BLOB
+                data = extracted.read() if extracted is not None and small else None
+                if wanted and data is not None:
+                    docs[name] = data
+                if is_blob:
+                    blobs[f"{parts[1]}:{parts[2]}"] = data
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ImageFormatError(f"archive/tar: invalid tar header ({exc})") from None
+    if "index.json" in docs:
+        return _oci_images(docs["index.json"], blobs, platform, all_platforms)
     if "manifest.json" in docs:
         try:
             entries = json.loads(docs["manifest.json"])
@@ -101,28 +139,62 @@ def read_archive(stream: IO[bytes]) -> list[Image]:
             for tag in entry.get("RepoTags") or []:
                 images.append(Image(normalize(tag), digest, DOCKER_MANIFEST, size))
         return images
-    if "index.json" in docs:
-        try:
-            index = json.loads(docs["index.json"])
-        except ValueError:
-            raise ImageFormatError("invalid index.json") from None
-        images = []
-        for manifest in index.get("manifests") or []:
-            notes = manifest.get("annotations") or {}
-            ref = notes.get("io.containerd.image.name") or notes.get(
-                "org.opencontainers.image.ref.name", ""
-            )
-            if ref and ("/" in ref or ":" in ref):
-                images.append(
-                    Image(
-                        normalize(ref),
-                        manifest.get("digest", ""),
-                        manifest.get("mediaType", OCI_INDEX),
-                        int(manifest.get("size", 0)),
-                    )
-                )
-        return images
     raise ImageFormatError("unrecognized image format")
+
+
+def _blob(blobs: dict[str, bytes | None], digest: str) -> dict[str, Any]:
+    if digest not in blobs:
+        raise ImageFormatError(f"content digest {digest}: not found")
+    data = blobs[digest]
+    try:
+        document: dict[str, Any] = json.loads(data or b"")
+    except ValueError:
+        raise ImageFormatError(f"invalid manifest {digest}") from None
+    return document
+
+
+def _check_manifest(blobs: dict[str, bytes | None], digest: str) -> None:
+    manifest = _blob(blobs, digest)
+    for part in [manifest.get("config") or {}, *(manifest.get("layers") or [])]:
+        if part.get("digest") not in blobs:
+            raise ImageFormatError(f"content digest {part.get('digest')}: not found")
+
+
+def _oci_images(
+    raw: bytes,
+    blobs: dict[str, bytes | None],
+    platform: str | None,
+    all_platforms: bool,
+) -> list[Image]:
+    try:
+        index = json.loads(raw)
+    except ValueError:
+        raise ImageFormatError("invalid index.json") from None
+    wanted = platform or f"linux/{go_arch()}"
+    images = []
+    for manifest in index.get("manifests") or []:
+        digest = str(manifest.get("digest", ""))
+        media_type = str(manifest.get("mediaType", OCI_INDEX))
+        if media_type in INDEX_TYPES:
+            children = _blob(blobs, digest).get("manifests") or []
+            chosen = [c for c in children if all_platforms or _platform(c) == wanted]
+            if not chosen:
+                raise ImageFormatError(
+                    f"image {digest} has no manifest for platform {wanted}: not found"
+                )
+            for child in chosen:
+                _check_manifest(blobs, str(child.get("digest", "")))
+        else:
+            _check_manifest(blobs, digest)
+        notes = manifest.get("annotations") or {}
+        ref = notes.get("io.containerd.image.name") or notes.get(
+            "org.opencontainers.image.ref.name", ""
+        )
+        if ref and ("/" in ref or ":" in ref):
+            images.append(
+                Image(normalize(ref), digest, media_type, int(manifest.get("size", 0)))
+            )
+    return images
 
 
 class _Store:
@@ -288,23 +360,43 @@ def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None
     if not args:
         raise CtrError("images: a command is required (import, ls, rm)")
     command, rest = args[0], args[1:]
-    options = [a for a in rest if a.startswith("-") and a != "-"]
-    operands = [a for a in rest if not a.startswith("-") or a == "-"]
     if command in ("import",):
-        known = {"--all-platforms", "--digests", "--no-unpack", "--local"}
-        for option in options:
-            if option.split("=", 1)[0] not in known | {"--platform", "--base-name"}:
-                raise CtrError(f"flag provided but not defined: {option}")
+        switches = {"--all-platforms", "--digests", "--no-unpack", "--local"}
+        valued = {"--platform", "--base-name", "--index-name"}
+        values: dict[str, str] = {}
+        seen: set[str] = set()
+        operands = []
+        pending = list(rest)
+        while pending:
+            arg = pending.pop(0)
+            if not arg.startswith("-") or arg == "-":
+                operands.append(arg)
+                continue
+            flag, has_value, value = arg.partition("=")
+            if flag in valued:
+                if not has_value:
+                    if not pending:
+                        raise CtrError(f"flag needs an argument: {flag}")
+                    value = pending.pop(0)
+                values[flag] = value
+            elif flag in switches:
+                seen.add(flag)
+            else:
+                raise CtrError(f"flag provided but not defined: {flag}")
         if len(operands) != 1:
             raise CtrError("import: exactly one archive (a file or -) is required")
         _call(address, {"op": "version"})
         source = operands[0]
+        choice: dict[str, Any] = {
+            "platform": values.get("--platform"),
+            "all_platforms": "--all-platforms" in seen,
+        }
         try:
             if source == "-":
-                images = read_archive(sys.stdin.buffer)
+                images = read_archive(sys.stdin.buffer, **choice)
             else:
                 with open(source, "rb") as stream:
-                    images = read_archive(stream)
+                    images = read_archive(stream, **choice)
         except FileNotFoundError:
             raise CtrError(f"open {source}: no such file or directory") from None
         except ImageFormatError as exc:
@@ -320,6 +412,8 @@ def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None
         for image in images:
             out.write(f"unpacking {image.name} ({image.digest})...done\n")
         return
+    options = [a for a in rest if a.startswith("-") and a != "-"]
+    operands = [a for a in rest if not a.startswith("-") or a == "-"]
     if command in ("ls", "list"):
         quiet = any(o in ("-q", "--quiet") for o in options)
         listed = _call(address, {"op": "list", "namespace": namespace})["images"]

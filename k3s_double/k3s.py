@@ -40,6 +40,23 @@ Fault injection for our own tests, through the container's environment:
     registers (on agents too).
 ``K3S_DOUBLE_FAULT=slow:<seconds>``
     start that many seconds later (nothing is logged before).
+``K3S_DOUBLE_FAULT=join-crash:<n>``
+    a joining server exits fatally, as etcd's "too many learner members"
+    makes real k3s do, on its first ``n`` starts (counted in its data dir,
+    which survives Docker's restarts), then joins.
+``K3S_DOUBLE_FAULT=kubeconfig-late:<seconds>``
+    write ``--write-kubeconfig`` that long after ``k3s is up and running``,
+    as a slow host's k3s does.
+``K3S_DOUBLE_FAULT=cgroup-v2``
+    apply cgroup v2's rules on a cgroup v1 host (not being PID 1 is fatal).
+
+Faults combine, separated by commas. Without any, the node still does what
+real k3s does that a plugin must cope with: right after each ready line it
+logs a burst of :data:`BURST_LINES` klog lines (so a ready line scrolls out
+of any short log buffer); the kubelet exits fatally when the cgroup
+hierarchy is read-only (as Docker mounts it in a container that is not
+privileged); and on cgroup v2 it exits fatally when k3s is not PID 1 (a
+daemon's ``"init": true``), as the kubelet fails then.
 """
 
 from __future__ import annotations
@@ -89,6 +106,12 @@ CAP_SYS_ADMIN = 21
 HEARTBEAT_SECONDS = 5.0
 RETRY_SECONDS = 2.0
 FAULT_ENV = "K3S_DOUBLE_FAULT"
+#: Faults with a value (``name:value``) and without.
+VALUED_FAULTS = ("slow", "join-crash", "kubeconfig-late")
+PLAIN_FAULTS = ("crash", "never-ready", "cgroup-v2")
+#: klog lines logged right after each ready line (real k3s logs in bursts).
+BURST_LINES = 300
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 # ---------------------------------------------------------------------------
@@ -142,6 +165,23 @@ class Log:
         kv = "".join(f" {k}={_quote(v)}" for k, v in fields.items())
         text = _quote(msg) + kv if fields else msg
         self._write(f"{stamp} {os.getpid():7d} {source}] {text}")
+
+    def burst(self, count: int = BURST_LINES) -> None:
+        """Log ``count`` klog lines at once, as k3s does after it comes up."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("I%m%d %H:%M:%S.%f")
+        pid = os.getpid()
+        lines = [
+            f'{stamp} {pid:7d} shared_informer.go:320] "Caches are synced" '
+            f'controller="burst-{i}"'
+            for i in range(count)
+        ]
+        self._write("\n".join(lines))
+
+    def ready(self, msg: str) -> None:
+        """Log a line the plugin waits for, followed by a burst."""
+        self.info(msg)
+        self.burst()
 
     def fatal(self, msg: str) -> NoReturn:
         """Log ``level=fatal`` and exit 1 at once, from any thread."""
@@ -254,12 +294,17 @@ class Runtime:
     def __init__(self, log: Log, fault: str) -> None:
         self.log = log
         self.fault = fault
+        self.faults = parse_faults(fault)
         self.stop = threading.Event()
 
     @property
     def never_ready(self) -> bool:
         """Whether the injected fault keeps the node from ever being ready."""
-        return self.fault == "never-ready"
+        return "never-ready" in self.faults
+
+    def seconds(self, fault: str) -> float:
+        """The seconds a valued fault names (0 when not injected)."""
+        return float(self.faults.get(fault) or 0)
 
     def sleep(self, seconds: float) -> None:
         """Wait, but end the process promptly when it is asked to stop."""
@@ -289,6 +334,78 @@ class Runtime:
             self.sleep(RETRY_SECONDS)
 
 
+def parse_faults(text: str) -> dict[str, str]:
+    """``crash`` or ``slow:3,join-crash:2`` as {name: value}; ValueError if bad."""
+    faults: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition(":")
+        if name in VALUED_FAULTS and sep:
+            float(value)  # raises ValueError for a bad number
+        elif name not in PLAIN_FAULTS or sep:
+            raise ValueError(f"unknown fault {item!r}")
+        faults[name] = value
+    return faults
+
+
+def cgroup_mounts(mountinfo: str) -> list[tuple[str, str, bool]]:
+    """(mount point, file system type, read-only) of each cgroup mount."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts, tail = fields.split(), rest.split()
+        if len(parts) < 6 or not tail or not tail[0].startswith("cgroup"):
+            continue
+        read_only = "ro" in parts[5].split(",") or "ro" in tail[-1].split(",")
+        found.append((parts[4], tail[0], read_only))
+    return found
+
+
+def check_cgroups(rt: Runtime) -> None:
+    """Exit as the kubelet does when it cannot run: cgroups read-only, not PID 1.
+
+    The kubelet creates ``kubepods`` in every hierarchy; on a read-only
+    mount that is fatal. On cgroup v2, k3s moves itself out of the root
+    cgroup only when it is PID 1; otherwise the kubelet cannot enable the
+    controllers it needs.
+    """
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as source:
+            mounts = cgroup_mounts(source.read())
+    except OSError:
+        mounts = []
+    for point, _, read_only in mounts:
+        if read_only:
+            rt.log.fatal(
+                "failed to run Kubelet: failed to create kubelet: mkdir "
+                f"{point}/kubepods: read-only file system"
+            )
+    v2 = any(kind == "cgroup2" and point == CGROUP_ROOT for point, kind, _ in mounts)
+    if (v2 or "cgroup-v2" in rt.faults) and os.getpid() != 1:
+        rt.log.fatal(
+            'failed to run Kubelet: cannot enter cgroupv2 "/sys/fs/cgroup/kubepods"'
+            " with domain controllers -- it is in an invalid state (k3s is not "
+            f"PID 1 but PID {os.getpid()}: an init process runs in the container)"
+        )
+
+
+def join_crash(rt: Runtime, data_dir: str) -> None:
+    """Exit fatally on the first ``join-crash:<n>`` starts of a joining server."""
+    limit = int(rt.seconds("join-crash"))
+    counter = os.path.join(data_dir, "server/join-crashes")
+    try:
+        with open(counter, encoding="ascii") as saved:
+            crashes = int(saved.read() or 0)
+    except (OSError, ValueError):
+        crashes = 0
+    if crashes >= limit:
+        return
+    _write_private(counter, str(crashes + 1).encode(), 0o644)
+    rt.log.fatal(
+        "ETCD join failed: etcdserver: too many learner members in cluster "
+        f"(injected, {crashes + 1} of {limit})"
+    )
+
+
 def _write_private(path: str, data: bytes, mode: int = 0o600) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp"
@@ -299,8 +416,11 @@ def _write_private(path: str, data: bytes, mode: int = 0o600) -> None:
     os.replace(tmp, path)
 
 
-def kubeconfig(server_url: str, ca_pem: bytes, admin: KeyPair) -> bytes:
-    """The admin kubeconfig k3s writes: everything named ``default``."""
+def kubeconfig(server_url: str, ca_pem: bytes, admin: KeyPair, name: str) -> bytes:
+    """The admin kubeconfig k3s writes: cluster, user and context named ``name``.
+
+    Newer k3s names them after the node rather than ``default``.
+    """
     import base64
 
     def b64(data: bytes) -> str:
@@ -312,17 +432,17 @@ def kubeconfig(server_url: str, ca_pem: bytes, admin: KeyPair) -> bytes:
         "- cluster:\n"
         f"    certificate-authority-data: {b64(ca_pem)}\n"
         f"    server: {server_url}\n"
-        "  name: default\n"
+        f"  name: {name}\n"
         "contexts:\n"
         "- context:\n"
-        "    cluster: default\n"
-        "    user: default\n"
-        "  name: default\n"
-        "current-context: default\n"
+        f"    cluster: {name}\n"
+        f"    user: {name}\n"
+        f"  name: {name}\n"
+        f"current-context: {name}\n"
         "kind: Config\n"
         "preferences: {}\n"
         "users:\n"
-        "- name: default\n"
+        f"- name: {name}\n"
         "  user:\n"
         f"    client-certificate-data: {b64(admin.cert)}\n"
         f"    client-key-data: {b64(admin.key)}\n"
@@ -405,6 +525,7 @@ class Kubelet:
             "Successfully registered node",
             node=self.node.name,
         )
+        log.burst()
         log.klog("kube.go:139", "Waiting 10m0s for node controller to sync")
         while True:
             try:
@@ -462,7 +583,7 @@ def _containerd(rt: Runtime, data_dir: str) -> ctr.Containerd:
     )
     containerd.start()
     containerd.preload(os.path.join(data_dir, "agent/images"), rt.log.info)
-    rt.log.info("containerd is now running")
+    rt.log.ready("containerd is now running")
     return containerd
 
 
@@ -491,6 +612,7 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
                 "starting kubernetes: preparing server: token is required to join"
             )
         log.info(f"Joining existing cluster at {join_url}")
+        join_crash(rt, data_dir)
         server_ca, client_ca = rt.retry(
             lambda: server_bootstrap(join_url, token),
             f"Failed to validate connection to cluster at {join_url}",
@@ -616,14 +738,28 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
             log.error(
                 f"failed to parse write-kubeconfig-mode {mode_text!r}, using 0600"
             )
-    config = kubeconfig(f"https://{local_host}:{port}", server_ca.cert, admin)
-    for path in dict.fromkeys([GLOBAL_KUBECONFIG, opts.text("write-kubeconfig")]):
+    config = kubeconfig(
+        f"https://{local_host}:{port}", server_ca.cert, admin, node.name
+    )
+    late = rt.seconds("kubeconfig-late")
+    written = [GLOBAL_KUBECONFIG, opts.text("write-kubeconfig")]
+    for path in dict.fromkeys(written[:1] if late else written):
         if path:
             _write_private(path, config, mode)
             log.info(f"Wrote kubeconfig {path}")
     log.info("Run: k3s kubectl")
 
     ready = threading.Event()
+    if late and opts.text("write-kubeconfig"):
+
+        def write_late() -> None:
+            while not ready.wait(1):
+                pass
+            rt.sleep(late)
+            _write_private(opts.text("write-kubeconfig"), config, mode)
+            log.info(f"Wrote kubeconfig {opts.text('write-kubeconfig')}")
+
+        threading.Thread(target=rt.guard(write_late), daemon=True).start()
     admin_api = Upstream(local_host, port, client_context(server_ca.cert, *admin_files))
     threading.Thread(
         target=rt.guard(lambda: _wait_until_up(rt, admin_api, ready)), daemon=True
@@ -652,7 +788,7 @@ def _wait_until_up(rt: Runtime, api: Upstream, ready: threading.Event) -> None:
         if status == 200:
             break
         rt.sleep(0.5)
-    rt.log.info("k3s is up and running")
+    rt.log.ready("k3s is up and running")
     ready.set()
 
 
@@ -775,7 +911,13 @@ def main(argv: Sequence[str]) -> int:
     for warning in warnings:
         log("warning", warning)
     fault = os.environ.get(FAULT_ENV, "").strip()
-    rt = Runtime(log, fault)
+    try:
+        rt = Runtime(log, fault)
+    except ValueError as exc:
+        log.fatal(
+            f"invalid {FAULT_ENV}={fault!r} ({exc}): want a comma-separated list "
+            f"of {', '.join(PLAIN_FAULTS)} or {':<n>, '.join(VALUED_FAULTS)}:<n>"
+        )
 
     def stop(signum: int, frame: Any) -> None:
         rt.stop.set()
@@ -785,14 +927,7 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGHUP, stop)
 
     def body() -> None:
-        if fault.startswith("slow:"):
-            try:
-                delay = float(fault.split(":", 1)[1])
-            except ValueError:
-                log.fatal(f"invalid {FAULT_ENV}={fault!r}: want slow:<seconds>")
-            rt.sleep(delay)
-        elif fault not in ("", "crash", "never-ready"):
-            log.fatal(f"unknown {FAULT_ENV}={fault!r}")
+        rt.sleep(rt.seconds("slow"))
         caps = effective_capabilities()
         missing = [
             name
@@ -808,7 +943,8 @@ def main(argv: Sequence[str]) -> int:
                 + ", ".join(missing)
                 + " (k3s needs a privileged container)"
             )
-        if fault == "crash":
+        check_cgroups(rt)
+        if "crash" in rt.faults:
             log.info(f"Starting k3s {K3S_VERSION} ({COMMIT})")
             rt.sleep(1)
             log.fatal(

@@ -442,8 +442,18 @@ class K3sCluster:
         """Import a local Docker image into every node's containerd.
 
         Pods can then use it without a registry (with ``imagePullPolicy:
-        IfNotPresent`` or ``Never``, or a tag other than ``latest``).
+        IfNotPresent`` or ``Never``, or a tag other than ``latest``). The
+        image is imported under exactly the reference given, for the nodes'
+        platform, and each node is checked to list it afterwards.
+
+        :raises ImageUnavailableError: the engine does not have ``image``
+        :raises ClusterCommandError: a node's import failed, or the node does
+            not list the image afterwards (the error names the node)
         """
+        from pytest_k3s import images
+
+        expected = images.normalized_reference(image)
+        platform = self._runtime.image_platform(self.spec.image)
         with tempfile.TemporaryDirectory(prefix="pytest-k3s-image-") as directory:
             archive = Path(directory) / "image.tar"
             with archive.open("wb") as stream:
@@ -452,14 +462,23 @@ class K3sCluster:
             def load(node: Node) -> None:
                 with archive.open("rb") as stream:
                     code, output = self._runtime.exec(
-                        node.container_id,
-                        ["ctr", "images", "import", "--all-platforms", "-"],
-                        stdin=stream,
+                        node.container_id, images.import_command(platform), stdin=stream
                     )
                 if code != 0:
                     raise ClusterCommandError(
-                        f"importing {image} into node {node.name} failed with exit "
-                        f"status {code}: {output.strip()}"
+                        f"importing {image} ({platform}) into node {node.name} "
+                        f"failed with exit status {code}: {output.strip()}"
+                    )
+                code, listing = self._runtime.exec(
+                    node.container_id, images.list_command()
+                )
+                if "@" not in image and expected not in listing.split():
+                    raise ClusterCommandError(
+                        f"node {node.name} does not list {expected} after importing "
+                        f"{image}: its containerd (namespace {images.NAMESPACE}) "
+                        f"lists {', '.join(listing.split()) or 'nothing'} (ctr exit "
+                        f"status {code}); check that the image exists for "
+                        f"{platform} ('docker image inspect {image}')"
                     )
 
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:

@@ -36,6 +36,10 @@ from pytest_k3s.errors import NameConflictError
 from pytest_k3s.nodes import NodeContainer
 
 
+#: ``docker info``'s kernel architecture names, as Go (and platforms) spell them.
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+
+
 @dataclass(frozen=True)
 class Listed:
     """A container, network or volume as a listing shows it."""
@@ -140,15 +144,29 @@ class DockerRuntime:
         )
 
     def save_image(self, image: str, destination: IO[bytes]) -> None:
-        """Write ``docker save`` of ``image`` to ``destination``."""
+        """Write ``docker save image`` to ``destination``, under that reference.
+
+        The low-level call saves the reference asked for; the high-level
+        ``Image.save(named=True)`` names the archive after the image's first
+        tag, so an image with two tags would load under the other one.
+        """
         try:
-            for chunk in self.client.images.get(image).save(named=True):
+            for chunk in self.api.get_image(image):
                 destination.write(chunk)
-        except docker.errors.ImageNotFound as exc:
+        except docker.errors.NotFound as exc:  # "reference does not exist"
             raise ImageUnavailableError(
                 f"image {image!r} is not on the Docker engine at {self.address}; "
                 f"build or pull it first ('docker pull {image}')"
             ) from exc
+
+    def image_platform(self, image: str) -> str:
+        """The platform (``linux/<arch>``) of a local image, e.g. the node image."""
+        try:
+            info = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
+        except docker.errors.ImageNotFound:  # removed since: the engine's own
+            machine = str(self.api.info().get("Architecture", ""))
+            return f"linux/{_GOARCH.get(machine, machine or 'amd64')}"
+        return f"{info.get('Os') or 'linux'}/{info.get('Architecture') or 'amd64'}"
 
     # creation ---------------------------------------------------------------
 
@@ -188,11 +206,19 @@ class DockerRuntime:
             restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
         options = host.privilege_options(privileged, local=self.api_host() is None)
         unmask = options.pop("unmask", False)
+        entrypoint = options.pop("entrypoint", None)
+        # Pinned rather than left to daemon defaults (as kind and k3d do): an
+        # init process would take PID 1 from k3s, which then stays in the
+        # root cgroup (fatal for the kubelet on cgroup v2); a host cgroup
+        # namespace changes what k3s sees; userns-remap breaks privileges.
         host_config = self.api.create_host_config(
             port_bindings=ports,
             tmpfs={"/run": "", "/var/run": ""},
             restart_policy=restart,
             network_mode=node.network,
+            init=False,
+            cgroupns="private",
+            userns_mode="host",
             **options,
         )
         if unmask:
@@ -202,6 +228,7 @@ class DockerRuntime:
         container = self.api.create_container(
             node.image,
             command=list(node.command),
+            entrypoint=entrypoint,
             name=node.name,
             hostname=node.name,
             environment=dict(node.environment),

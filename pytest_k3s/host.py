@@ -70,6 +70,30 @@ INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify/max_user_instances")
 #: have given the node.
 NODE_DEVICES = ("/dev/kmsg", "/dev/fuse")
 
+#: What the fallback's entrypoint wrapper logs when a remount fails; the
+#: readiness checks look for it to explain the exit.
+REMOUNT_FAILED = "pytest-k3s: cannot make"
+#: The fallback's entrypoint (run by the image's /bin/sh; k3s' arguments
+#: follow). Docker mounts /sys and every cgroup hierarchy read-only in a
+#: container that is not privileged, so k3s and its kubelet could not create
+#: cgroups. CAP_SYS_ADMIN without AppArmor lets the container remount them
+#: read-write itself (``remount,bind`` changes the mount, not the file
+#: system, which a cgroup v1 hierarchy in use refuses as "busy"). k3s must
+#: stay PID 1, hence ``exec``. Plain POSIX sh: the real image has busybox only.
+REMOUNT_SCRIPT = f"""\
+set -u
+remount() {{
+  mount -o remount,bind,rw "$1" 2>/tmp/pytest-k3s-remount.err || {{
+    echo "{REMOUNT_FAILED} $1 writable: $(cat /tmp/pytest-k3s-remount.err)" >&2
+    exit 1
+  }}
+}}
+remount /sys
+while read -r _ _ _ _ point _; do
+  case "$point" in /sys/fs/cgroup|/sys/fs/cgroup/*) remount "$point";; esac
+done </proc/self/mountinfo
+exec /bin/k3s "$@"
+"""
 #: Engines (by address) that refused privileged mode in this process.
 _REFUSED_PRIVILEGED: set[str] = set()
 #: Engines whose host limits were already checked in this process.
@@ -141,15 +165,35 @@ def privilege_options(privileged: bool, *, local: bool = True) -> dict[str, Any]
     The capability set stands in for privileged mode as far as a host that
     refuses it allows: every capability it has, no seccomp or AppArmor
     confinement, unmasked ``/proc`` paths, and (for a local engine, whose
-    devices we can see) the devices the kubelet reads.
+    devices we can see) the devices the kubelet reads. Its entrypoint makes
+    /sys and the cgroup hierarchies writable before k3s starts
+    (:data:`REMOUNT_SCRIPT`); ``entrypoint`` is for the container, ``unmask``
+    for the raw host config, the rest for ``create_host_config``.
     """
     if privileged:
         return {"privileged": True}
     devices = [d for d in NODE_DEVICES if local and Path(d).exists()]
     return {
+        "entrypoint": fallback_entrypoint(),
         "cap_add": ["ALL"],
         "cap_drop": missing_capabilities() if local else ["SYS_RESOURCE"],
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
         "devices": [f"{device}:{device}:rwm" for device in devices],
         "unmask": True,
     }
+
+
+def fallback_entrypoint() -> list[str]:
+    """The capability fallback's entrypoint: :data:`REMOUNT_SCRIPT`, then k3s.
+
+    ``k3s`` stands in as ``$0``, so the node's command line becomes ``$@``.
+    """
+    return ["/bin/sh", "-c", REMOUNT_SCRIPT, "k3s"]
+
+
+def remount_failure(lines: list[str]) -> str | None:
+    """The remount error a fallback node logged before exiting, if it did."""
+    for line in lines:
+        if REMOUNT_FAILED in line:
+            return line[line.index(REMOUNT_FAILED) :].strip()
+    return None

@@ -24,8 +24,17 @@ Role = Literal["server", "agent"]
 KUBECONFIG_OUTPUT = "/output/kubeconfig.yaml"
 REGISTRIES_PATH = "/etc/rancher/k3s/registries.yaml"
 API_PORT = 6443
-#: HA servers crash-loop while etcd members join; Docker restarts them.
-HA_RESTART_RETRIES = 5
+#: HA servers crash-loop while etcd members join ("too many learners",
+#: member-list errors) before they succeed; Docker restarts them. k3d
+#: tolerates 10 restarts too.
+HA_RESTART_RETRIES = 10
+#: Seconds added to the start-up deadline per joining server: each joins
+#: only once the one before it runs, and may crash-loop meanwhile.
+HA_JOIN_SECONDS = 60.0
+#: Bundled components every node would pull from Docker Hub at start (slow,
+#: and rate-limited per IP) that tests rarely need. A ``--disable`` of the
+#: user's own replaces this one (``--disable=`` alone: disable nothing).
+DEFAULT_DISABLED = ("traefik", "metrics-server")
 #: Test machines' disks are often fuller than the kubelet's default eviction
 #: threshold (5% free), which would evict pods with DiskPressure. Given first,
 #: so a user's own --kubelet-arg for the same setting wins.
@@ -94,14 +103,19 @@ def node_container(
     - Only server-0 publishes ports: the API port on ``api_bind``, then the
       spec's ports on ``spec.ports_bind`` (127.0.0.1 unless asked: NodePorts
       are often unauthenticated, and a remote engine's 0.0.0.0 is public).
+    - Servers disable :data:`DEFAULT_DISABLED` unless the user's server
+      arguments have a ``--disable`` of their own, which replaces ours; a
+      bare ``--disable=`` only drops ours and is not passed on.
     - HA servers may restart while etcd members join.
     """
     environment = {"K3S_TOKEN": token, "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT}
     if role == "server":
         command = ["server", "--tls-san", api_host, *TEST_KUBELET_ARGS]
+        if not _has_disable(spec.server_args):
+            command.append("--disable=" + ",".join(DEFAULT_DISABLED))
         if spec.servers > 1 and index == 0:
             command.append("--cluster-init")
-        command += spec.server_args
+        command += [arg for arg in spec.server_args if arg != "--disable="]
         extra_env = spec.server_env
     else:
         command = ["agent", *TEST_KUBELET_ARGS, *spec.agent_args]
@@ -135,3 +149,16 @@ def node_container(
         else 0,
         files=files,
     )
+
+
+def _has_disable(args: Sequence[str]) -> bool:
+    return any(arg == "--disable" or arg.startswith("--disable=") for arg in args)
+
+
+def start_timeout(spec: ClusterSpec) -> float:
+    """Return the start-up deadline in seconds for ``spec``.
+
+    It is ``spec.timeout`` plus :data:`HA_JOIN_SECONDS` for every server
+    after the first (3 servers at the default 180 s: 300 s).
+    """
+    return spec.timeout + HA_JOIN_SECONDS * max(0, spec.servers - 1)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_k3s import host
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import ClusterTimeoutError
 from pytest_k3s.nodes import Node
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 READY_LOG = {"server": "k3s is up and running", "agent": "successfully registered node"}
 #: What the init server of an HA cluster logs before others may join it.
 INIT_READY_LOG = "containerd is now running"
+#: Every line we wait for: each is remembered per node once seen, since k3s
+#: logs in bursts and a line can scroll out of the cursor's short buffer
+#: while we wait for another one.
+NEEDLES = (*READY_LOG.values(), INIT_READY_LOG)
 #: Log lines attached to an error about a node.
 TAIL_LINES = 30
 
@@ -83,6 +88,7 @@ class Readiness:
         self.timings = Timings()
         self.deadline = time.monotonic() + timeout
         self._cursors: dict[str, LogCursor] = {}
+        self._seen: dict[str, set[str]] = {}
 
     def begin(self) -> None:
         """Start the deadline now (once the image is present)."""
@@ -100,15 +106,31 @@ class Readiness:
         """Fail fast when a node's container has stopped for good."""
         for node in list(self.nodes):
             state = self.runtime.state(node.container_id)
-            if state.get("Status") in ("exited", "dead") and not state.get(
-                "Restarting"
-            ):
+            stopped = state.get("Status") in ("exited", "dead")
+            if stopped or state.get("Restarting"):
+                self._check_remount(node)
+            if stopped and not state.get("Restarting"):
                 raise ClusterStartError(
                     f"k3s {node.role} {node.name} of cluster {self.cluster} exited "
                     f"with status {state.get('ExitCode')} during start-up",
                     node=node.name,
                     logs=self.tail(node),
                 )
+
+    def _check_remount(self, node: Node) -> None:
+        """Explain a node of the capability fallback that could not remount."""
+        lines = self.tail(node)
+        failure = host.remount_failure(lines)
+        if failure is not None:
+            raise ClusterStartError(
+                f"the Docker host cannot run k3s in containers: its engine refuses "
+                f"privileged mode, and in the capability fallback node {node.name} "
+                f"of cluster {self.cluster} could not make /sys and the cgroup "
+                f"hierarchy writable ({failure}), so k3s could not create cgroups. "
+                "Run the tests where Docker allows --privileged containers",
+                node=node.name,
+                logs=lines,
+            )
 
     def poll(self, what: str, probe: Probe) -> None:
         """Call ``probe`` until it reports no obstacle, or fail at the deadline.
@@ -141,13 +163,17 @@ class Readiness:
         from pytest_k3s.docker_runtime import LogCursor
 
         cursor = self._cursors.setdefault(node.name, LogCursor())
-        seen = any(needle in line.lower() for line in cursor.lines)
+        seen = self._seen.setdefault(node.name, set())
+        watched = {*NEEDLES, needle}
 
         def probe() -> tuple[str | None, Node | None]:
-            nonlocal seen
-            fresh = self.runtime.new_log_lines(node.container_id, cursor)
-            seen = seen or any(needle in line.lower() for line in fresh)
-            return (None, None) if seen else (f"{node.name} to log {needle!r}", node)
+            if needle not in seen:
+                for line in self.runtime.new_log_lines(node.container_id, cursor):
+                    lowered = line.lower()
+                    seen.update(n for n in watched if n in lowered)
+            if needle in seen:
+                return None, None
+            return f"{node.name} to log {needle!r}", node
 
         self.poll(f"{node.name} to start", probe)
 

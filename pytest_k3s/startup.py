@@ -32,6 +32,7 @@ from pytest_k3s.nodes import Role
 from pytest_k3s.nodes import node_container
 from pytest_k3s.nodes import node_name
 from pytest_k3s.nodes import node_order
+from pytest_k3s.nodes import start_timeout
 from pytest_k3s.readiness import INIT_READY_LOG
 from pytest_k3s.readiness import READY_LOG
 from pytest_k3s.readiness import Readiness
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
     from pytest_k3s.docker_runtime import DockerRuntime
 
 Progress = Callable[[str], None]
+
+#: How long server-0's kubeconfig may be missing after its ready line: k3s
+#: writes it a moment later on a slow host.
+KUBECONFIG_WAIT = 15.0
 
 #: Privilege setting -> what the runtime is asked for (None: try, fall back).
 _PRIVILEGED = {"auto": None, "privileged": True, "capabilities": False}
@@ -130,7 +135,7 @@ class _Starter:
         self.kubeconfig_path = kubeconfig_dir / f"{name}.kubeconfig.yaml"
         self.state_dir = str(kubeconfig_dir) if state_dir else None
         self.nodes: list[Node] = []
-        self.ready = Readiness(runtime, name, spec.timeout, self.nodes)
+        self.ready = Readiness(runtime, name, start_timeout(spec), self.nodes)
         self.token = secrets.token_hex(16)
         remote = runtime.api_host()
         self.api_host = spec.api_host or remote or "127.0.0.1"
@@ -250,14 +255,21 @@ class _Starter:
 
     def _write_kubeconfig(self) -> kubeconfig.Kubeconfig:
         server0 = self.nodes[0]
-        try:
-            raw = self.runtime.read_file(server0.container_id, KUBECONFIG_OUTPUT)
-        except Exception as exc:
-            raise ClusterStartError(
-                f"could not read {KUBECONFIG_OUTPUT} from {server0.name}: {exc}",
-                node=server0.name,
-                logs=self.ready.tail(server0),
-            ) from exc
+        give_up = min(time.monotonic() + KUBECONFIG_WAIT, self.ready.deadline)
+        while True:
+            try:
+                raw = self.runtime.read_file(server0.container_id, KUBECONFIG_OUTPUT)
+                break
+            except Exception as exc:  # not written yet, or the node is gone
+                if time.monotonic() >= give_up:
+                    raise ClusterStartError(
+                        f"could not read {KUBECONFIG_OUTPUT} from {server0.name} "
+                        f"(retried for {KUBECONFIG_WAIT:.0f}s after its ready "
+                        f"line): {exc}",
+                        node=server0.name,
+                        logs=self.ready.tail(server0),
+                    ) from exc
+                time.sleep(0.25)
         port = self.runtime.published_port(server0.container_id, f"{API_PORT}/tcp")
         config = kubeconfig.rewrite(
             kubeconfig.parse(raw),

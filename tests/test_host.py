@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pytest_k3s.host import REMOUNT_FAILED
 from pytest_k3s.host import inotify_warning
 from pytest_k3s.host import missing_capabilities
+from pytest_k3s.host import privilege_options
+from pytest_k3s.host import remount_failure
 
 
 def test_missing_capabilities_reads_the_bounding_set() -> None:
@@ -27,3 +30,21 @@ def test_inotify_warning_names_the_setting_and_the_fix(tmp_path: Path) -> None:
     sysctl.write_text("8192\n")
     assert inotify_warning(sysctl) is None
     assert inotify_warning(tmp_path / "missing") is None
+
+
+def test_fallback_remounts_sys_and_cgroups_then_execs_k3s() -> None:
+    options = privilege_options(False, local=False)
+    entrypoint = options["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"]
+    assert entrypoint[3] == "k3s"  # $0; the node's command becomes "$@"
+    script = entrypoint[2]
+    assert "remount /sys\n" in script
+    assert "/sys/fs/cgroup|/sys/fs/cgroup/*" in script
+    assert script.rstrip().endswith('exec /bin/k3s "$@"')
+    assert "entrypoint" not in privilege_options(True)
+
+
+def test_remount_failure_is_found_in_the_log() -> None:
+    lines = ["x", f"{REMOUNT_FAILED} /sys/fs/cgroup/cpu writable: permission denied"]
+    assert remount_failure(lines) == lines[1]
+    assert remount_failure(["k3s is up and running"]) is None

@@ -16,6 +16,7 @@ from pytest_k3s.nodes import NodeContainer
 from pytest_k3s.nodes import Role
 from pytest_k3s.nodes import node_container
 from pytest_k3s.nodes import node_order
+from pytest_k3s.nodes import start_timeout
 
 
 def node(spec: ClusterSpec, role: Role, index: int = 0) -> NodeContainer:
@@ -40,6 +41,7 @@ def test_server_zero_of_one_server() -> None:
         "--tls-san",
         "10.0.0.9",
         *TEST_KUBELET_ARGS,
+        "--disable=traefik,metrics-server",
     ]
     assert server.environment == {
         "K3S_TOKEN": "s3cret",
@@ -132,3 +134,31 @@ def test_nodes_sort_servers_first_then_by_index() -> None:
         "c-agent-2",
         "c-agent-10",
     ]
+
+
+def test_ha_tolerates_ten_restarts_and_a_longer_start() -> None:
+    # Real HA joins crash-loop ("too many learners") before they succeed.
+    assert HA_RESTART_RETRIES == 10
+    assert node(ClusterSpec(servers=3), "server", 1).restart_retries == 10
+    assert start_timeout(ClusterSpec()) == 180
+    assert start_timeout(ClusterSpec(servers=3)) == 300
+    assert start_timeout(ClusterSpec(servers=2, timeout=30)) == 90
+
+
+@pytest.mark.parametrize(
+    ("server_args", "expected"),
+    [
+        ((), ["--disable=traefik,metrics-server"]),
+        (("--disable=servicelb",), ["--disable=servicelb"]),
+        (("--disable", "traefik"), ["--disable", "traefik"]),
+        (("--disable=",), []),
+    ],
+)
+def test_bundled_components_off_unless_the_user_disables_own(
+    server_args: tuple[str, ...], expected: list[str]
+) -> None:
+    command = list(node(ClusterSpec(server_args=server_args), "server").command)
+    disables = [a for a in command if a.startswith("--disable") or a == "traefik"]
+    assert disables == expected
+    agent = node(ClusterSpec(agents=1), "agent")
+    assert not any(a.startswith("--disable") for a in agent.command)

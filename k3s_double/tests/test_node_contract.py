@@ -33,6 +33,8 @@ from docker.models.containers import Container
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from pytest_k3s.host import fallback_entrypoint
+
 
 pytestmark = pytest.mark.docker
 
@@ -177,6 +179,8 @@ class Cluster:
             cap_add=CAP_ADD if privileged else None,
             cap_drop=CAP_DROP if privileged else None,
             security_opt=SECURITY_OPT if privileged else None,
+            # The plugin's fallback makes /sys and the cgroups writable first.
+            entrypoint=fallback_entrypoint() if privileged else None,
         )
         if not suffix:
             (self.servers if role == "server" else self.agents).append(container)
@@ -247,13 +251,15 @@ def cluster(docker_client: docker.DockerClient, double_image: str) -> Iterator[C
 def test_server_answers_on_published_port_with_its_kubeconfig(cluster: Cluster) -> None:
     server = cluster.servers[0]
     raw = yaml.safe_load(read_file(server, "/output/kubeconfig.yaml"))
-    assert raw["clusters"][0]["name"] == "default"
+    # Newer k3s names the entries after the node, not "default".
+    name = server.name
+    assert raw["clusters"][0]["name"] == name
     assert raw["contexts"][0] == {
-        "name": "default",
-        "context": {"cluster": "default", "user": "default"},
+        "name": name,
+        "context": {"cluster": name, "user": name},
     }
-    assert raw["users"][0]["name"] == "default"
-    assert raw["current-context"] == "default"
+    assert raw["users"][0]["name"] == name
+    assert raw["current-context"] == name
     assert raw["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
     assert "client-certificate-data" in raw["users"][0]["user"]
     assert read_file(server, "/etc/rancher/k3s/k3s.yaml") == read_file(

@@ -10,6 +10,8 @@ import pytest
 
 from k3s_double import ctr
 from k3s_double import flags
+from k3s_double.k3s import cgroup_mounts
+from k3s_double.k3s import parse_faults
 from k3s_double.k3s import parse_label
 from k3s_double.k3s import parse_taint
 from k3s_double.pki import Token
@@ -159,3 +161,31 @@ def test_image_archives() -> None:
         ctr.read_archive(_tar({"hello.txt": b"hi"}))
     with pytest.raises(ctr.ImageFormatError, match="invalid tar header"):
         ctr.read_archive(io.BytesIO(b"not a tar at all" * 64))
+
+
+def test_faults_combine_and_bad_ones_are_refused() -> None:
+    assert parse_faults("") == {}
+    assert parse_faults("join-crash:2, kubeconfig-late:1.5,cgroup-v2") == {
+        "join-crash": "2",
+        "kubeconfig-late": "1.5",
+        "cgroup-v2": "",
+    }
+    for bad in ("explode", "slow", "slow:soon", "crash:1"):
+        with pytest.raises(ValueError):
+            parse_faults(bad)
+
+
+def test_read_only_cgroup_mounts_are_found() -> None:
+    # /proc/self/mountinfo of a non-privileged container on cgroup v1, then v2.
+    v1 = (
+        "158 154 0:67 / /sys ro,nosuid - sysfs sysfs ro\n"
+        "159 158 0:68 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755\n"
+        "160 159 0:29 / /sys/fs/cgroup/cpu ro,nosuid - cgroup cgroup rw,cpu\n"
+        "161 159 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n"
+    )
+    assert cgroup_mounts(v1) == [
+        ("/sys/fs/cgroup/cpu", "cgroup", True),
+        ("/sys/fs/cgroup/memory", "cgroup", False),
+    ]
+    v2 = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    assert cgroup_mounts(v2) == [("/sys/fs/cgroup", "cgroup2", True)]
