@@ -25,6 +25,14 @@ from typing import Any
 from .admission import admit
 from .admission import check_namespace
 from .constants import K3S_VERSION
+from .crds import crd_causes
+from .crds import crd_update_causes
+from .crds import default_crd
+from .crds import mark_terminating
+from .customresources import generation_changed
+from .customresources import prepare_create
+from .customresources import prepare_update
+from .customresources import schema_causes
 from .errors import STALE
 from .errors import ApiError
 from .errors import already_exists
@@ -36,6 +44,7 @@ from .errors import not_found
 from .patches import json_patch
 from .patches import merge_patch
 from .patches import strategic_merge_patch
+from .registry import KindRegistry
 from .resources import BY_KIND
 from .resources import Kind
 from .resources import Obj
@@ -52,10 +61,13 @@ from .selectors import match_labels
 from .selectors import parse_fields
 from .selectors import parse_labels
 from .store import Store
+from .validation import Cause
 from .validation import causes as validation_causes
 from .validation import update_causes
 
 
+#: A list of causes (``list`` itself is shadowed inside :class:`Storage`).
+Causes = list[Cause]
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 _SERVER_META = (
     "uid",
@@ -109,6 +121,7 @@ class Storage:
         self.disable = frozenset(disable)
         self.ca_pem = ca_pem
         self.store = Store()
+        self.kinds = KindRegistry()
 
     def get(self, kind: Kind, namespace: str, name: str) -> Obj:
         """Return one object or raise NotFound."""
@@ -160,14 +173,20 @@ class Storage:
                 item.pop("apiVersion", None)
                 kept.append(item)
         return {
-            "kind": f"{kind.kind}List",
+            "kind": kind.list_kind or f"{kind.kind}List",
             "apiVersion": kind.api_version,
             "metadata": {"resourceVersion": rv},
             "items": kept,
         }
 
     def create(
-        self, kind: Kind, namespace: str, body: Obj, *, dry_run: bool = False
+        self,
+        kind: Kind,
+        namespace: str,
+        body: Obj,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "",
     ) -> Obj:
         """Create an object (POST), with defaulting, admission and validation."""
         obj = copy.deepcopy(body)
@@ -211,10 +230,11 @@ class Storage:
             meta["creationTimestamp"] = now()
             if kind.generation:
                 meta["generation"] = 1
-            if kind.has_status and kind.kind != "Node":
+            if kind.custom:
+                prepare_create(kind, obj)
+            elif kind.has_status and kind.kind != "Node":
                 obj["status"] = self._initial_status(kind, obj)
-            apply_defaults(kind, obj)
-            found = validation_causes(kind, obj)
+            found = self._checked(kind, obj, field_validation)
             if found:
                 raise invalid(kind, name, found)
             if self.store.get(kind, namespace, name) is not None:
@@ -223,6 +243,19 @@ class Storage:
             if dry_run:
                 return obj
             return self.store.commit(kind, obj)
+
+    @staticmethod
+    def _checked(kind: Kind, obj: Obj, field_validation: str) -> Causes:
+        """Default (and, for custom resources, prune) a body; return its causes."""
+        if kind.custom:
+            found: Causes = schema_causes(kind, obj, field_validation)
+        else:
+            apply_defaults(kind, obj)
+            found = []
+        if kind.group == "apiextensions.k8s.io":
+            default_crd(obj)
+            found += crd_causes(obj)
+        return validation_causes(kind, obj) + found
 
     @staticmethod
     def _initial_status(kind: Kind, obj: Obj) -> Obj:
@@ -246,6 +279,7 @@ class Storage:
         sub: str | None = None,
         dry_run: bool = False,
         internal: bool = False,
+        field_validation: str = "",
     ) -> Obj:
         """Replace an object (PUT), honouring resourceVersion preconditions.
 
@@ -271,7 +305,9 @@ class Storage:
             wanted_rv = meta.get("resourceVersion")
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise conflict(kind, name, STALE)
-            if sub == "status":
+            if kind.custom and sub != "all":
+                new = prepare_update(kind, old, body, sub)
+            elif sub == "status":
                 new = copy.deepcopy(old)
                 new["status"] = copy.deepcopy(body.get("status", old.get("status")))
             elif sub == "all":
@@ -292,13 +328,18 @@ class Storage:
                 new_meta.pop(key, None)
                 if key in old["metadata"]:
                     new_meta[key] = old["metadata"][key]
-            apply_defaults(kind, new)
-            found = validation_causes(kind, new)
+            found = self._checked(kind, new, field_validation)
             if not internal:
                 found += update_causes(kind, old, new)
+                if kind.group == "apiextensions.k8s.io":
+                    found += crd_update_causes(old, new)
             if found:
                 raise invalid(kind, name, found)
-            if kind.generation and new.get("spec") != old.get("spec"):
+            if kind.custom:
+                moved = generation_changed(kind, old, new)
+            else:
+                moved = new.get("spec") != old.get("spec")
+            if kind.generation and moved:
                 new_meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
             if new == old or dry_run:
                 return new
@@ -376,14 +417,19 @@ class Storage:
                 )
             if dry_run:
                 return 200, old
-            if kind.kind == "Namespace":
+            if kind.kind == "Namespace" and not kind.custom:
                 return 200, self._delete_namespace(old)
             policy = options.get("propagationPolicy")
             if policy is None and "orphanDependents" in options:
                 policy = "Orphan" if options["orphanDependents"] else "Background"
             policy = policy or kind.default_propagation
             grace = options.get("gracePeriodSeconds")
-            if kind.kind == "Pod" and grace != 0 and old["spec"].get("nodeName"):
+            if (
+                kind.kind == "Pod"
+                and not kind.custom
+                and grace != 0
+                and old["spec"].get("nodeName")
+            ):
                 if not meta.get("deletionTimestamp"):
                     seconds = (
                         grace
@@ -396,6 +442,9 @@ class Storage:
                 return 200, old
             if policy == "Orphan":
                 self._orphan_dependents(meta["uid"])
+            before = copy.deepcopy(old)
+            if kind.group == "apiextensions.k8s.io":
+                mark_terminating(old)
             finalizers = list(meta.get("finalizers") or [])
             if policy == "Foreground" and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
@@ -404,7 +453,8 @@ class Storage:
                     meta["deletionTimestamp"] = now()
                     meta["deletionGracePeriodSeconds"] = 0
                 meta["finalizers"] = finalizers
-                stored = self.store.commit(kind, old)
+                # A repeated DELETE of a terminating object writes nothing.
+                stored = self.store.commit(kind, old) if old != before else old
                 return (202 if policy == "Foreground" else 200), stored
             gone = self.store.remove(kind, namespace, name)
             assert gone is not None
