@@ -31,6 +31,7 @@ from . import subresources
 from .constants import GO_TRUE
 from .constants import go_arch
 from .crds import crd_name
+from .deletion import delete_options
 from .errors import ApiError
 from .errors import bad_request
 from .errors import method_not_allowed
@@ -44,7 +45,6 @@ from .resources import Obj
 from .response import Response
 from .response import json_response
 from .storage import Storage
-from .storage import delete_options
 from .watch import start_watch
 
 

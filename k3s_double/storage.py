@@ -5,18 +5,17 @@
 does. Create, update and patch apply defaulting, admission (:mod:`.admission`)
 and validation (:mod:`.validation`); every write gets the next global
 resourceVersion from the store, and a stale ``resourceVersion`` or
-precondition is a 409 Conflict. Deletion honours graceful termination of
-bound pods, finalizers and the three propagation policies; the garbage
-collector in :mod:`.controllers.garbage` finishes what it starts. The
-controllers write through :meth:`Storage.mutate`, which holds the store lock
-for the whole read-modify-write.
+precondition is a 409 Conflict. Custom resources take their own strategy
+(:mod:`.customresources`: schema pruning, defaulting and validation, the
+status subresource, generations) and CRDs their apiextensions validation
+(:mod:`.crds`). DELETE is :class:`~.deletion.Deletion`'s. The controllers
+write through :meth:`Storage.mutate`, which holds the store lock for the
+whole read-modify-write.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import time
 import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -28,17 +27,17 @@ from .constants import K3S_VERSION
 from .crds import crd_causes
 from .crds import crd_update_causes
 from .crds import default_crd
-from .crds import mark_terminating
 from .customresources import generation_changed
 from .customresources import prepare_create
 from .customresources import prepare_update
 from .customresources import schema_causes
+from .deletion import Deletion
+from .deletion import delete_options
 from .errors import STALE
 from .errors import ApiError
 from .errors import already_exists
 from .errors import bad_request
 from .errors import conflict
-from .errors import forbidden
 from .errors import invalid
 from .errors import not_found
 from .patches import json_patch
@@ -68,7 +67,6 @@ from .validation import update_causes
 
 #: A list of causes (``list`` itself is shadowed inside :class:`Storage`).
 Causes = list[Cause]
-PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 _SERVER_META = (
     "uid",
     "resourceVersion",
@@ -80,29 +78,7 @@ _SERVER_META = (
 )
 
 
-def _later(seconds: int) -> str:
-    stamp = time.gmtime(time.time() + seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp)
-
-
-def delete_options(body: bytes, query: Mapping[str, str]) -> Obj:
-    """The DeleteOptions of a request: its body, then its query parameters."""
-    options: Obj = {}
-    if body.strip():
-        try:
-            loaded = json.loads(body)
-        except ValueError as error:
-            raise bad_request(f"error decoding DeleteOptions: {error}") from error
-        if isinstance(loaded, dict):
-            options.update(loaded)
-    if "propagationPolicy" in query:
-        options["propagationPolicy"] = query["propagationPolicy"]
-    if "gracePeriodSeconds" in query:
-        options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
-    return options
-
-
-class Storage:
+class Storage(Deletion):
     """The registry: reads and writes with the API server's semantics.
 
     :param git_version: the k3s release to report
@@ -381,128 +357,6 @@ class Storage:
         if ctype == "application/merge-patch+json":
             return merge_patch(current, patch)
         return strategic_merge_patch(current, patch)
-
-    def delete(
-        self,
-        kind: Kind,
-        namespace: str,
-        name: str,
-        options: Mapping[str, Any] | None = None,
-        *,
-        dry_run: bool = False,
-    ) -> tuple[int, Obj]:
-        """Delete an object (DELETE) and return the HTTP status and the answer."""
-        options = options or {}
-        with self.store.lock:
-            old = self.get(kind, namespace, name)
-            meta = old["metadata"]
-            pre = options.get("preconditions") or {}
-            if pre.get("uid") and pre["uid"] != meta["uid"]:
-                raise conflict(
-                    kind,
-                    name,
-                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in "
-                    f"object meta: {meta['uid']}",
-                )
-            if (
-                pre.get("resourceVersion")
-                and pre["resourceVersion"] != meta["resourceVersion"]
-            ):
-                raise conflict(
-                    kind,
-                    name,
-                    "Precondition failed: ResourceVersion in precondition: "
-                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                    f"{meta['resourceVersion']}",
-                )
-            if dry_run:
-                return 200, old
-            if kind.kind == "Namespace" and not kind.custom:
-                return 200, self._delete_namespace(old)
-            policy = options.get("propagationPolicy")
-            if policy is None and "orphanDependents" in options:
-                policy = "Orphan" if options["orphanDependents"] else "Background"
-            policy = policy or kind.default_propagation
-            grace = options.get("gracePeriodSeconds")
-            if (
-                kind.kind == "Pod"
-                and not kind.custom
-                and grace != 0
-                and old["spec"].get("nodeName")
-            ):
-                if not meta.get("deletionTimestamp"):
-                    seconds = (
-                        grace
-                        if grace is not None
-                        else old["spec"].get("terminationGracePeriodSeconds", 30)
-                    )
-                    meta["deletionTimestamp"] = _later(int(seconds))
-                    meta["deletionGracePeriodSeconds"] = int(seconds)
-                    return 200, self.store.commit(kind, old)
-                return 200, old
-            if policy == "Orphan":
-                self._orphan_dependents(meta["uid"])
-            before = copy.deepcopy(old)
-            if kind.group == "apiextensions.k8s.io":
-                mark_terminating(old)
-            finalizers = list(meta.get("finalizers") or [])
-            if policy == "Foreground" and "foregroundDeletion" not in finalizers:
-                finalizers.append("foregroundDeletion")
-            if finalizers:
-                if not meta.get("deletionTimestamp"):
-                    meta["deletionTimestamp"] = now()
-                    meta["deletionGracePeriodSeconds"] = 0
-                meta["finalizers"] = finalizers
-                # A repeated DELETE of a terminating object writes nothing.
-                stored = self.store.commit(kind, old) if old != before else old
-                return (202 if policy == "Foreground" else 200), stored
-            gone = self.store.remove(kind, namespace, name)
-            assert gone is not None
-            if kind.returns_deleted:
-                return 200, gone
-            details = {"name": name, "kind": kind.plural, "uid": meta["uid"]}
-            if kind.group:
-                details = {
-                    "name": name,
-                    "group": kind.group,
-                    "kind": kind.plural,
-                    "uid": meta["uid"],
-                }
-            return 200, {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": details,
-            }
-
-    def _delete_namespace(self, old: Obj) -> Obj:
-        kind, name = BY_KIND["Namespace"], old["metadata"]["name"]
-        if name in PROTECTED_NAMESPACES:
-            raise forbidden(kind, name, "this namespace may not be deleted")
-        if old["metadata"].get("deletionTimestamp"):
-            raise conflict(
-                kind,
-                name,
-                "The system is ensuring all content is removed from this namespace.  "
-                "Upon completion, this namespace will automatically be purged by the "
-                "system.",
-            )
-        old["metadata"]["deletionTimestamp"] = now()
-        old["metadata"]["deletionGracePeriodSeconds"] = 0
-        old["status"] = {"phase": "Terminating"}
-        return self.store.commit(kind, old)
-
-    def _orphan_dependents(self, uid: str) -> None:
-        for kind, obj in self.store.all_objects():
-            refs = obj["metadata"].get("ownerReferences") or []
-            kept = [r for r in refs if r.get("uid") != uid]
-            if len(kept) != len(refs):
-                if kept:
-                    obj["metadata"]["ownerReferences"] = kept
-                else:
-                    del obj["metadata"]["ownerReferences"]
-                self.store.commit(kind, obj)
 
     def delete_collection(
         self, kind: Kind, namespace: str | None, query: Mapping[str, str], body: bytes
