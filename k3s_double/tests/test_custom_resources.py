@@ -646,6 +646,66 @@ def test_cluster_scoped_custom_resources(
     )
 
 
+def test_served_versions_share_storage(
+    controllers: KubeAPI, crds: Any, custom: Any
+) -> None:
+    """Every served version sees the same objects, in its own apiVersion.
+
+    kubernetes.io, "Versions in CustomResourceDefinitions": with conversion
+    strategy None only apiVersion changes between versions; discovery prefers
+    the highest-priority version (v1 over v1beta1).
+    """
+    body = copy.deepcopy(CRD)
+    beta = copy.deepcopy(body["spec"]["versions"][0])
+    beta.update(name="v1beta1", storage=False)
+    body["spec"]["versions"].append(beta)
+    crds.create_custom_resource_definition(body)
+    wait_for(lambda: _established(crds, f"{PLURAL}.{GROUP}"))
+    custom.create_namespaced_custom_object(
+        GROUP,
+        "v1beta1",
+        "default",
+        PLURAL,
+        {**_greeting("b"), "apiVersion": f"{GROUP}/v1beta1"},
+    )
+    read = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "b")
+    assert read["apiVersion"] == f"{GROUP}/{VERSION}"
+    group = k8s.ApisApi(custom.api_client).get_api_versions()
+    (found,) = [g for g in group.groups if g.name == GROUP]
+    assert found.preferred_version.version == "v1"
+    assert [v.version for v in found.versions] == ["v1", "v1beta1"]
+
+
+def test_conflicting_names_are_not_accepted(
+    greetings: str, controllers: KubeAPI, crds: Any
+) -> None:
+    """A second CRD claiming a kind in use is NamesAccepted=False, not Established.
+
+    apiextensions-apiserver naming controller: reason KindConflict (or
+    PluralConflict), message '"<name>" is already in use'; Established
+    stays False (NotAccepted).
+    """
+    body = copy.deepcopy(CRD)
+    body["metadata"]["name"] = f"salutations.{GROUP}"
+    body["spec"]["names"] = {"plural": "salutations", "kind": "Greeting"}
+    crds.create_custom_resource_definition(body)
+
+    def conditions() -> dict[str, Any]:
+        crd = crds.read_custom_resource_definition(f"salutations.{GROUP}")
+        return {c.type: c for c in crd.status.conditions or []}
+
+    found = wait_for(lambda: "Established" in conditions() and conditions())
+    assert (found["NamesAccepted"].status, found["NamesAccepted"].reason) == (
+        "False",
+        "KindConflict",
+    )
+    assert found["NamesAccepted"].message == '"Greeting" is already in use'
+    assert (found["Established"].status, found["Established"].reason) == (
+        "False",
+        "NotAccepted",
+    )
+
+
 def test_finalizers_hold_a_custom_resource(greetings: str, custom: Any) -> None:
     """DELETE sets deletionTimestamp; the object stays until its finalizers are gone.
 
