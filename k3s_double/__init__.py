@@ -22,10 +22,18 @@ The node (``/bin/k3s`` and ``/bin/ctr``):
 The Kubernetes API, in the order a request goes through it:
 
 - ``api.py``: ``KubeAPI``, the API with its bootstrap objects and controllers;
-- ``routing.py``: endpoints, path splitting, body and patch decoding, the
-  ``log`` and ``scale`` subresources;
+- ``routing.py``: endpoints, path splitting, body and patch decoding (no
+  strategic merge patch for custom resources: 415);
+- ``registry.py``: the kinds one API serves, built-ins plus established CRDs;
+- ``subresources.py``: the ``log`` and ``scale`` subresources;
 - ``storage.py``: reads and writes with the API server's semantics
-  (resourceVersions, preconditions, deletion and propagation);
+  (resourceVersions, preconditions, generations);
+- ``deletion.py``: DELETE: preconditions, grace, finalizers, propagation;
+- ``crds.py``: CustomResourceDefinition defaulting and validation, and the
+  kinds a CRD serves;
+- ``customresources.py``: the storage strategy of custom resources (status
+  subresource, generations, scale paths, strict field validation);
+- ``schemas.py``: structural schemas: pruning, ``default:``, validation;
 - ``admission.py``: namespace lifecycle, service accounts, tolerations,
   priorities, IP and node port allocation;
 - ``validation.py``: field validation with the API server's messages;
@@ -39,8 +47,9 @@ The Kubernetes API, in the order a request goes through it:
 - ``bootstrap.py``: the objects a fresh k3s server holds;
 - ``nodeinfo.py``: the Node object a k3s kubelet registers;
 - ``controllers/``: what makes objects come alive (node lifecycle, kubelet,
-  scheduler, namespaces, garbage collector, ReplicaSets and Deployments, Jobs,
-  servicelb), one module per family behind one ``Reconciler`` base.
+  scheduler, CRDs, namespaces, garbage collector, ReplicaSets and
+  Deployments, Jobs, servicelb), one module per family behind one
+  ``Reconciler`` base.
 
 Shared and tooling:
 

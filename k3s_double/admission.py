@@ -53,6 +53,8 @@ def check_namespace(api: Storage, kind: Kind, namespace: str, name: str) -> None
 
 def admit(api: Storage, kind: Kind, obj: Obj) -> None:
     """Run the admission steps of the kinds that have them."""
+    if kind.custom:
+        return
     if kind.kind == "Pod":
         _admit_pod(api, obj)
     elif kind.kind == "Service":

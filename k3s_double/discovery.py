@@ -1,22 +1,29 @@
 """Discovery documents and server-side printing (``Table``) for kubectl.
 
 kubectl asks for ``/api``, ``/apis`` and each group version to learn the
-resources, and asks ``get`` results as a ``meta.k8s.io/v1`` Table so the
-server decides the columns.  Both are derived from the kind table.
+resources (or, when its ``Accept`` names ``apidiscovery.k8s.io``, for the
+aggregated ``APIGroupDiscoveryList`` in one request), and asks ``get``
+results as a ``meta.k8s.io/v1`` Table so the server decides the columns.
+Both are derived from the kinds the API's :class:`~.registry.KindRegistry`
+serves, so an Established CRD's resources appear in them; a custom
+resource's Table has the CRD's ``additionalPrinterColumns``.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import time
 from typing import Any
 
 from .constants import K3S_VERSION
-from .resources import GROUPS
-from .resources import KINDS
+from .crds import json_path
+from .registry import KindRegistry
 from .resources import Kind
 from .resources import Obj
 from .resources import parse_time
+from .response import Response
+from .response import json_response
 
 
 VERBS = [
@@ -31,6 +38,51 @@ VERBS = [
 ]
 
 
+def document(registry: KindRegistry, path: str, accept: str) -> Response | None:
+    """The discovery or OpenAPI document at ``path``, or None if it names none."""
+    aggregated = _aggregated_version(accept)
+    groups = registry.groups()
+    if path in ("/api", "/apis") and aggregated:
+        body = aggregated_list(registry, aggregated, legacy=path == "/api")
+        ctype = (
+            "application/json;g=apidiscovery.k8s.io;"
+            f"v={aggregated};as=APIGroupDiscoveryList"
+        )
+        return Response(200, json.dumps(body).encode(), ctype)
+    if path == "/api":
+        return json_response(200, api_versions())
+    if path == "/apis":
+        return json_response(200, api_group_list(groups))
+    if path == "/api/v1":
+        return json_response(200, resource_list(registry, "", "v1"))
+    parts = path.strip("/").split("/")
+    if parts[0] == "apis" and len(parts) in (2, 3) and parts[1] in groups:
+        if len(parts) == 2:
+            return json_response(200, api_group(parts[1], groups[parts[1]]))
+        if parts[2] in groups[parts[1]]:
+            return json_response(200, resource_list(registry, parts[1], parts[2]))
+    if path == "/openapi/v3":
+        return json_response(200, openapi_root(groups))
+    if path.startswith("/openapi/v3/"):
+        found = openapi_document(registry, path[len("/openapi/v3/") :])
+        if found is not None:
+            return json_response(200, found)
+    return None
+
+
+def _aggregated_version(accept: str) -> str:
+    """The aggregated discovery version an ``Accept`` header asks for, or ``""``."""
+    offered = [
+        part.replace(" ", "")
+        for part in accept.split(",")
+        if "g=apidiscovery.k8s.io" in part and "as=APIGroupDiscoveryList" in part
+    ]
+    for version in ("v2", "v2beta1"):
+        if any(f";v={version};" in f"{item};" for item in offered):
+            return version
+    return ""
+
+
 def api_versions() -> Obj:
     """The ``/api`` document."""
     return {
@@ -42,33 +94,44 @@ def api_versions() -> Obj:
     }
 
 
-def api_group(group: str) -> Obj:
-    """The ``/apis/<group>`` document."""
-    version = {"groupVersion": f"{group}/{GROUPS[group]}", "version": GROUPS[group]}
+def api_group(group: str, versions: list[str]) -> Obj:
+    """The ``/apis/<group>`` document; ``versions`` are preferred first."""
+    listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
     return {
         "kind": "APIGroup",
         "apiVersion": "v1",
         "name": group,
-        "versions": [version],
-        "preferredVersion": version,
+        "versions": listed,
+        "preferredVersion": listed[0],
     }
 
 
-def api_group_list() -> Obj:
+def api_group_list(groups: dict[str, list[str]]) -> Obj:
     """The ``/apis`` document."""
-    groups = [api_group(group) for group in GROUPS]
-    for group in groups:
+    listed = [api_group(group, versions) for group, versions in groups.items()]
+    for group in listed:
         del group["kind"], group["apiVersion"]
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": listed}
 
 
-def resource_list(group: str) -> Obj:
+def _subresources(kind: Kind) -> list[tuple[str, Obj, list[str]]]:
+    """(name, response kind, verbs) of a kind's subresources."""
+    own = {"group": kind.group, "version": kind.version, "kind": kind.kind}
+    found: list[tuple[str, Obj, list[str]]] = []
+    if kind.has_status:
+        found.append(("status", own, ["get", "patch", "update"]))
+    if kind.scale:
+        scale = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+        found.append(("scale", scale, ["get", "patch", "update"]))
+    if kind.kind == "Pod" and not kind.custom:
+        found.append(("log", {"group": "", "version": "v1", "kind": "Pod"}, ["get"]))
+    return found
+
+
+def resource_list(registry: KindRegistry, group: str, version: str) -> Obj:
     """The APIResourceList of one group version (``""`` is core/v1)."""
-    version = GROUPS.get(group, "v1")
     resources: list[Obj] = []
-    for kind in KINDS:
-        if kind.group != group:
-            continue
+    for kind in registry.in_group_version(group, version):
         entry: Obj = {
             "name": kind.plural,
             "singularName": kind.kind.lower(),
@@ -81,33 +144,68 @@ def resource_list(group: str) -> Obj:
         if kind.categories:
             entry["categories"] = list(kind.categories)
         resources.append(entry)
-        sub = {"singularName": "", "namespaced": kind.namespaced, "kind": kind.kind}
-        if kind.has_status:
-            resources.append(
-                {
-                    "name": f"{kind.plural}/status",
-                    **sub,
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-        if kind.scale:
-            resources.append(
-                {
-                    "name": f"{kind.plural}/scale",
-                    **sub,
-                    "group": "autoscaling",
-                    "version": "v1",
-                    "kind": "Scale",
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-        if kind.kind == "Pod":
-            resources.append({"name": "pods/log", **sub, "verbs": ["get"]})
+        for sub, response, verbs in _subresources(kind):
+            item: Obj = {
+                "name": f"{kind.plural}/{sub}",
+                "singularName": "",
+                "namespaced": kind.namespaced,
+                "kind": response["kind"],
+                "verbs": verbs,
+            }
+            if response["group"] != kind.group:
+                item["group"], item["version"] = response["group"], response["version"]
+            resources.append(item)
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": f"{group}/{version}" if group else "v1",
         "resources": resources,
+    }
+
+
+def aggregated_list(registry: KindRegistry, version: str, *, legacy: bool) -> Obj:
+    """The ``APIGroupDiscoveryList`` of ``/api`` (legacy) or ``/apis``."""
+    groups = {"": ["v1"]} if legacy else registry.groups()
+    items = []
+    for group, versions in groups.items():
+        metadata: Obj = {"creationTimestamp": None}
+        if group:
+            metadata["name"] = group
+        listed = []
+        for served in versions:
+            resources = []
+            for kind in registry.in_group_version(group, served):
+                entry: Obj = {
+                    "resource": kind.plural,
+                    "responseKind": {
+                        "group": kind.group,
+                        "version": kind.version,
+                        "kind": kind.kind,
+                    },
+                    "scope": "Namespaced" if kind.namespaced else "Cluster",
+                    "singularResource": kind.kind.lower(),
+                    "verbs": VERBS,
+                }
+                if kind.short_names:
+                    entry["shortNames"] = list(kind.short_names)
+                if kind.categories:
+                    entry["categories"] = list(kind.categories)
+                subs = [
+                    {"subresource": sub, "responseKind": response, "verbs": verbs}
+                    for sub, response, verbs in _subresources(kind)
+                ]
+                if subs:
+                    entry["subresources"] = subs
+                resources.append(entry)
+            listed.append(
+                {"version": served, "resources": resources, "freshness": "Current"}
+            )
+        items.append({"metadata": metadata, "versions": listed})
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": f"apidiscovery.k8s.io/{version}",
+        "metadata": {},
+        "items": items,
     }
 
 
@@ -141,6 +239,8 @@ def _columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     name = ("Name", meta["name"])
     created = ("Age", age(meta.get("creationTimestamp")))
+    if kind.custom:
+        return [name, *_custom_columns(kind, obj)] if kind.columns else [name, created]
     if kind.kind == "Node":
         roles = sorted(
             key.split("/", 1)[1]
@@ -216,6 +316,21 @@ def _columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
     return [name, created]
 
 
+def _custom_columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
+    """A custom resource's cells for the CRD's ``additionalPrinterColumns``."""
+    cells: list[tuple[str, Any]] = []
+    for column in kind.columns:
+        value = json_path(obj, str(column.get("jsonPath", "")))
+        if column.get("type") == "date" and isinstance(value, str):
+            value = age(value)
+        elif value is None:
+            value = ""
+        elif not isinstance(value, (int, str)):
+            value = json.dumps(value)
+        cells.append((str(column.get("name", "")), value))
+    return cells
+
+
 def _row_object(kind: Kind, obj: Obj, include: str) -> Obj | None:
     if include == "None":
         return None
@@ -268,37 +383,44 @@ def _blank(kind: Kind) -> Obj:
     return {"metadata": {"name": "", "creationTimestamp": stamp}}
 
 
-def _openapi_prefix(group: str) -> str:
-    return f"apis/{group}/{GROUPS[group]}" if group else "api/v1"
+def _openapi_prefix(group: str, version: str) -> str:
+    return f"apis/{group}/{version}" if group else "api/v1"
 
 
-def openapi_root() -> Obj:
+def openapi_root(groups: dict[str, list[str]]) -> Obj:
     """The ``/openapi/v3`` index: one document per group version."""
+    prefixes = ["api/v1"] + [
+        _openapi_prefix(group, version)
+        for group, versions in groups.items()
+        for version in versions
+    ]
     return {
         "paths": {
-            _openapi_prefix(group): {
-                "serverRelativeURL": f"/openapi/v3/{_openapi_prefix(group)}?hash=double"
-            }
-            for group in ("", *GROUPS)
+            prefix: {"serverRelativeURL": f"/openapi/v3/{prefix}?hash=double"}
+            for prefix in prefixes
         }
     }
 
 
-def openapi_document(prefix: str) -> Obj | None:
+def openapi_document(registry: KindRegistry, prefix: str) -> Obj | None:
     """A minimal OpenAPI v3 document for one group version.
 
     It declares, per kind, the item path's PATCH operation with its
     group-version-kind and the ``fieldValidation`` query parameter, which is
     what kubectl looks for before it leaves validation to the server.  Schemas
-    are left out: kubectl then computes apply patches from its built-in types.
+    are left out: kubectl then computes apply patches from its built-in types
+    (and, for custom resources, JSON merge patches).
     """
-    groups = [g for g in ("", *GROUPS) if _openapi_prefix(g) == prefix]
-    if not groups:
+    served = [("", "v1")] + [
+        (group, version)
+        for group, versions in registry.groups().items()
+        for version in versions
+    ]
+    found = [gv for gv in served if _openapi_prefix(*gv) == prefix]
+    if not found:
         return None
     paths: Obj = {}
-    for kind in KINDS:
-        if kind.group != groups[0]:
-            continue
+    for kind in registry.in_group_version(*found[0]):
         scope = "namespaces/{namespace}/" if kind.namespaced else ""
         gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
         paths[f"/{prefix}/{scope}{kind.plural}/{{name}}"] = {

@@ -13,6 +13,7 @@ import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 
@@ -43,9 +44,16 @@ _EVENT_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Kind:
-    """One served resource and how the API server treats it."""
+    """One served resource and how the API server treats it.
+
+    Two rows are the same resource when group and plural match: the served
+    versions of a custom resource share one storage bucket and one watch
+    stream, as they share one etcd prefix in the API server. ``custom`` rows
+    come from CustomResourceDefinitions (:mod:`.crds`); they carry the
+    version's schema, the scale subresource's paths and printer columns.
+    """
 
     kind: str
     plural: str
@@ -61,6 +69,19 @@ class Kind:
     returns_deleted: bool = False
     default_propagation: str = "Background"
     version: str = "v1"
+    custom: bool = False
+    schema: Obj | None = field(default=None, repr=False)
+    scale_paths: tuple[str, str, str] | None = None
+    columns: tuple[Obj, ...] = field(default=(), repr=False)
+    list_kind: str = ""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Kind):
+            return NotImplemented
+        return (self.group, self.plural) == (other.group, other.plural)
+
+    def __hash__(self) -> int:
+        return hash((self.group, self.plural))
 
     @property
     def api_version(self) -> str:
@@ -100,10 +121,26 @@ KINDS: tuple[Kind, ...] = (
     Kind("Job", "jobs", group="batch", categories=("all",), has_status=True,
          generation=True, fields=("status.successful",),
          default_propagation="Orphan"),
+    Kind("CustomResourceDefinition", "customresourcedefinitions",
+         group="apiextensions.k8s.io", namespaced=False, short_names=("crd", "crds"),
+         categories=("api-extensions",), has_status=True, generation=True),
+    Kind("Lease", "leases", group="coordination.k8s.io"),
+    Kind("Event", "events", group="events.k8s.io", short_names=("ev",),
+         fields=("regarding.kind", "regarding.namespace", "regarding.name",
+                 "regarding.uid", "reason", "reportingController", "type")),
 )  # fmt: skip
 BY_PLURAL = {(k.group, k.plural): k for k in KINDS}
-BY_KIND = {k.kind: k for k in KINDS}
-GROUPS = {"apps": "v1", "batch": "v1"}
+#: By kind name; where two groups share a name (Event), the first row wins.
+BY_KIND: dict[str, Kind] = {}
+for _kind in KINDS:
+    BY_KIND.setdefault(_kind.kind, _kind)
+GROUPS = {
+    "apps": "v1",
+    "batch": "v1",
+    "apiextensions.k8s.io": "v1",
+    "coordination.k8s.io": "v1",
+    "events.k8s.io": "v1",
+}
 
 
 def now() -> str:

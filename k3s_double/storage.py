@@ -5,18 +5,17 @@
 does. Create, update and patch apply defaulting, admission (:mod:`.admission`)
 and validation (:mod:`.validation`); every write gets the next global
 resourceVersion from the store, and a stale ``resourceVersion`` or
-precondition is a 409 Conflict. Deletion honours graceful termination of
-bound pods, finalizers and the three propagation policies; the garbage
-collector in :mod:`.controllers.garbage` finishes what it starts. The
-controllers write through :meth:`Storage.mutate`, which holds the store lock
-for the whole read-modify-write.
+precondition is a 409 Conflict. Custom resources take their own strategy
+(:mod:`.customresources`: schema pruning, defaulting and validation, the
+status subresource, generations) and CRDs their apiextensions validation
+(:mod:`.crds`). DELETE is :class:`~.deletion.Deletion`'s. The controllers
+write through :meth:`Storage.mutate`, which holds the store lock for the
+whole read-modify-write.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import time
 import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -25,17 +24,26 @@ from typing import Any
 from .admission import admit
 from .admission import check_namespace
 from .constants import K3S_VERSION
+from .crds import crd_causes
+from .crds import crd_update_causes
+from .crds import default_crd
+from .customresources import generation_changed
+from .customresources import prepare_create
+from .customresources import prepare_update
+from .customresources import schema_causes
+from .deletion import Deletion
+from .deletion import delete_options
 from .errors import STALE
 from .errors import ApiError
 from .errors import already_exists
 from .errors import bad_request
 from .errors import conflict
-from .errors import forbidden
 from .errors import invalid
 from .errors import not_found
 from .patches import json_patch
 from .patches import merge_patch
 from .patches import strategic_merge_patch
+from .registry import KindRegistry
 from .resources import BY_KIND
 from .resources import Kind
 from .resources import Obj
@@ -52,11 +60,13 @@ from .selectors import match_labels
 from .selectors import parse_fields
 from .selectors import parse_labels
 from .store import Store
+from .validation import Cause
 from .validation import causes as validation_causes
 from .validation import update_causes
 
 
-PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
+#: A list of causes (``list`` itself is shadowed inside :class:`Storage`).
+Causes = list[Cause]
 _SERVER_META = (
     "uid",
     "resourceVersion",
@@ -68,29 +78,7 @@ _SERVER_META = (
 )
 
 
-def _later(seconds: int) -> str:
-    stamp = time.gmtime(time.time() + seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp)
-
-
-def delete_options(body: bytes, query: Mapping[str, str]) -> Obj:
-    """The DeleteOptions of a request: its body, then its query parameters."""
-    options: Obj = {}
-    if body.strip():
-        try:
-            loaded = json.loads(body)
-        except ValueError as error:
-            raise bad_request(f"error decoding DeleteOptions: {error}") from error
-        if isinstance(loaded, dict):
-            options.update(loaded)
-    if "propagationPolicy" in query:
-        options["propagationPolicy"] = query["propagationPolicy"]
-    if "gracePeriodSeconds" in query:
-        options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
-    return options
-
-
-class Storage:
+class Storage(Deletion):
     """The registry: reads and writes with the API server's semantics.
 
     :param git_version: the k3s release to report
@@ -109,6 +97,7 @@ class Storage:
         self.disable = frozenset(disable)
         self.ca_pem = ca_pem
         self.store = Store()
+        self.kinds = KindRegistry()
 
     def get(self, kind: Kind, namespace: str, name: str) -> Obj:
         """Return one object or raise NotFound."""
@@ -160,14 +149,20 @@ class Storage:
                 item.pop("apiVersion", None)
                 kept.append(item)
         return {
-            "kind": f"{kind.kind}List",
+            "kind": kind.list_kind or f"{kind.kind}List",
             "apiVersion": kind.api_version,
             "metadata": {"resourceVersion": rv},
             "items": kept,
         }
 
     def create(
-        self, kind: Kind, namespace: str, body: Obj, *, dry_run: bool = False
+        self,
+        kind: Kind,
+        namespace: str,
+        body: Obj,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "",
     ) -> Obj:
         """Create an object (POST), with defaulting, admission and validation."""
         obj = copy.deepcopy(body)
@@ -211,10 +206,11 @@ class Storage:
             meta["creationTimestamp"] = now()
             if kind.generation:
                 meta["generation"] = 1
-            if kind.has_status and kind.kind != "Node":
+            if kind.custom:
+                prepare_create(kind, obj)
+            elif kind.has_status and kind.kind != "Node":
                 obj["status"] = self._initial_status(kind, obj)
-            apply_defaults(kind, obj)
-            found = validation_causes(kind, obj)
+            found = self._checked(kind, obj, field_validation)
             if found:
                 raise invalid(kind, name, found)
             if self.store.get(kind, namespace, name) is not None:
@@ -223,6 +219,19 @@ class Storage:
             if dry_run:
                 return obj
             return self.store.commit(kind, obj)
+
+    @staticmethod
+    def _checked(kind: Kind, obj: Obj, field_validation: str) -> Causes:
+        """Default (and, for custom resources, prune) a body; return its causes."""
+        if kind.custom:
+            found: Causes = schema_causes(kind, obj, field_validation)
+        else:
+            apply_defaults(kind, obj)
+            found = []
+        if kind.group == "apiextensions.k8s.io":
+            default_crd(obj)
+            found += crd_causes(obj)
+        return validation_causes(kind, obj) + found
 
     @staticmethod
     def _initial_status(kind: Kind, obj: Obj) -> Obj:
@@ -246,6 +255,7 @@ class Storage:
         sub: str | None = None,
         dry_run: bool = False,
         internal: bool = False,
+        field_validation: str = "",
     ) -> Obj:
         """Replace an object (PUT), honouring resourceVersion preconditions.
 
@@ -271,7 +281,9 @@ class Storage:
             wanted_rv = meta.get("resourceVersion")
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise conflict(kind, name, STALE)
-            if sub == "status":
+            if kind.custom and sub != "all":
+                new = prepare_update(kind, old, body, sub)
+            elif sub == "status":
                 new = copy.deepcopy(old)
                 new["status"] = copy.deepcopy(body.get("status", old.get("status")))
             elif sub == "all":
@@ -292,13 +304,18 @@ class Storage:
                 new_meta.pop(key, None)
                 if key in old["metadata"]:
                     new_meta[key] = old["metadata"][key]
-            apply_defaults(kind, new)
-            found = validation_causes(kind, new)
+            found = self._checked(kind, new, field_validation)
             if not internal:
                 found += update_causes(kind, old, new)
+                if kind.group == "apiextensions.k8s.io":
+                    found += crd_update_causes(old, new)
             if found:
                 raise invalid(kind, name, found)
-            if kind.generation and new.get("spec") != old.get("spec"):
+            if kind.custom:
+                moved = generation_changed(kind, old, new)
+            else:
+                moved = new.get("spec") != old.get("spec")
+            if kind.generation and moved:
                 new_meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
             if new == old or dry_run:
                 return new
@@ -340,119 +357,6 @@ class Storage:
         if ctype == "application/merge-patch+json":
             return merge_patch(current, patch)
         return strategic_merge_patch(current, patch)
-
-    def delete(
-        self,
-        kind: Kind,
-        namespace: str,
-        name: str,
-        options: Mapping[str, Any] | None = None,
-        *,
-        dry_run: bool = False,
-    ) -> tuple[int, Obj]:
-        """Delete an object (DELETE) and return the HTTP status and the answer."""
-        options = options or {}
-        with self.store.lock:
-            old = self.get(kind, namespace, name)
-            meta = old["metadata"]
-            pre = options.get("preconditions") or {}
-            if pre.get("uid") and pre["uid"] != meta["uid"]:
-                raise conflict(
-                    kind,
-                    name,
-                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in "
-                    f"object meta: {meta['uid']}",
-                )
-            if (
-                pre.get("resourceVersion")
-                and pre["resourceVersion"] != meta["resourceVersion"]
-            ):
-                raise conflict(
-                    kind,
-                    name,
-                    "Precondition failed: ResourceVersion in precondition: "
-                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                    f"{meta['resourceVersion']}",
-                )
-            if dry_run:
-                return 200, old
-            if kind.kind == "Namespace":
-                return 200, self._delete_namespace(old)
-            policy = options.get("propagationPolicy")
-            if policy is None and "orphanDependents" in options:
-                policy = "Orphan" if options["orphanDependents"] else "Background"
-            policy = policy or kind.default_propagation
-            grace = options.get("gracePeriodSeconds")
-            if kind.kind == "Pod" and grace != 0 and old["spec"].get("nodeName"):
-                if not meta.get("deletionTimestamp"):
-                    seconds = (
-                        grace
-                        if grace is not None
-                        else old["spec"].get("terminationGracePeriodSeconds", 30)
-                    )
-                    meta["deletionTimestamp"] = _later(int(seconds))
-                    meta["deletionGracePeriodSeconds"] = int(seconds)
-                    return 200, self.store.commit(kind, old)
-                return 200, old
-            if policy == "Orphan":
-                self._orphan_dependents(meta["uid"])
-            finalizers = list(meta.get("finalizers") or [])
-            if policy == "Foreground" and "foregroundDeletion" not in finalizers:
-                finalizers.append("foregroundDeletion")
-            if finalizers:
-                if not meta.get("deletionTimestamp"):
-                    meta["deletionTimestamp"] = now()
-                    meta["deletionGracePeriodSeconds"] = 0
-                meta["finalizers"] = finalizers
-                stored = self.store.commit(kind, old)
-                return (202 if policy == "Foreground" else 200), stored
-            gone = self.store.remove(kind, namespace, name)
-            assert gone is not None
-            if kind.returns_deleted:
-                return 200, gone
-            details = {"name": name, "kind": kind.plural, "uid": meta["uid"]}
-            if kind.group:
-                details = {
-                    "name": name,
-                    "group": kind.group,
-                    "kind": kind.plural,
-                    "uid": meta["uid"],
-                }
-            return 200, {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": details,
-            }
-
-    def _delete_namespace(self, old: Obj) -> Obj:
-        kind, name = BY_KIND["Namespace"], old["metadata"]["name"]
-        if name in PROTECTED_NAMESPACES:
-            raise forbidden(kind, name, "this namespace may not be deleted")
-        if old["metadata"].get("deletionTimestamp"):
-            raise conflict(
-                kind,
-                name,
-                "The system is ensuring all content is removed from this namespace.  "
-                "Upon completion, this namespace will automatically be purged by the "
-                "system.",
-            )
-        old["metadata"]["deletionTimestamp"] = now()
-        old["metadata"]["deletionGracePeriodSeconds"] = 0
-        old["status"] = {"phase": "Terminating"}
-        return self.store.commit(kind, old)
-
-    def _orphan_dependents(self, uid: str) -> None:
-        for kind, obj in self.store.all_objects():
-            refs = obj["metadata"].get("ownerReferences") or []
-            kept = [r for r in refs if r.get("uid") != uid]
-            if len(kept) != len(refs):
-                if kept:
-                    obj["metadata"]["ownerReferences"] = kept
-                else:
-                    del obj["metadata"]["ownerReferences"]
-                self.store.commit(kind, obj)
 
     def delete_collection(
         self, kind: Kind, namespace: str | None, query: Mapping[str, str], body: bytes

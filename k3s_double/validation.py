@@ -150,6 +150,8 @@ def causes(kind: Kind, obj: Obj) -> list[Cause]:
         found.extend(name_causes(kind.name_rule, name))
     found.extend(_label_causes(meta.get("labels"), "metadata.labels"))
     spec = obj.get("spec") or {}
+    if kind.custom:
+        return found
     if kind.kind == "Pod":
         found.extend(_container_causes(spec, "spec"))
     elif kind.kind in ("Deployment", "ReplicaSet", "Job"):
@@ -179,6 +181,10 @@ def causes(kind: Kind, obj: Obj) -> list[Cause]:
             )
     elif kind.kind == "Service":
         found.extend(_service_causes(spec))
+    elif kind.kind == "Event" and kind.group == "events.k8s.io":
+        found.extend(_event_causes(obj))
+    elif kind.kind == "Lease":
+        found.extend(_lease_causes(spec))
     elif kind.kind in ("ConfigMap", "Secret"):
         for key in list(obj.get("data") or {}) + list(obj.get("binaryData") or {}):
             if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
@@ -215,9 +221,61 @@ def _service_causes(spec: Obj) -> Iterator[Cause]:
             yield required(f"spec.ports[{index}].name")
 
 
+def _event_causes(event: Obj) -> Iterator[Cause]:
+    """``events.k8s.io/v1`` creates are validated strictly (core v1 is legacy)."""
+    if not event.get("eventTime"):
+        yield required("eventTime")
+    for field in ("reportingController", "reportingInstance", "action", "reason"):
+        if not event.get(field):
+            yield required(field)
+    if event.get("type") not in ("Normal", "Warning"):
+        yield invalid("type", "", f"has invalid value: {event.get('type', '')}")
+    namespace = event["metadata"].get("namespace")
+    regarding = event.get("regarding") or {}
+    if not regarding.get("namespace") and namespace not in ("default", "kube-system"):
+        yield invalid(
+            "regarding.namespace",
+            regarding.get("namespace", ""),
+            "does not match event.namespace",
+        )
+    for field in ("firstTimestamp", "lastTimestamp", "count"):
+        if event.get(field):
+            yield invalid(field, "", "needs to be unset")
+
+
+def _lease_causes(spec: Obj) -> Iterator[Cause]:
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        yield invalid("spec.leaseDurationSeconds", duration, "must be greater than 0")
+    transitions = spec.get("leaseTransitions")
+    if transitions is not None and (
+        not isinstance(transitions, int) or transitions < 0
+    ):
+        yield invalid(
+            "spec.leaseTransitions", transitions, "must be greater than or equal to 0"
+        )
+
+
+def _finalizer_causes(old: Obj, new: Obj) -> Iterator[Cause]:
+    """No new finalizers once an object is being deleted (ObjectMeta update)."""
+    if not old["metadata"].get("deletionTimestamp"):
+        return
+    before = set(old["metadata"].get("finalizers") or [])
+    added = [f for f in new["metadata"].get("finalizers") or [] if f not in before]
+    if added:
+        listed = ", ".join(f'"{f}"' for f in added)
+        yield (
+            "metadata.finalizers",
+            "Forbidden: no new finalizers can be added if the object is being "
+            f"deleted, found new finalizers []string{{{listed}}}",
+        )
+
+
 def update_causes(kind: Kind, old: Obj, new: Obj) -> list[Cause]:
     """Check the fields Kubernetes forbids to change on update."""
-    found: list[Cause] = []
+    found: list[Cause] = list(_finalizer_causes(old, new))
+    if kind.custom:
+        return found
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
     workloads = ("Deployment", "ReplicaSet", "Job")
     if kind.kind in workloads and old_spec.get("selector") != new_spec.get("selector"):

@@ -75,7 +75,11 @@ def start_watch(
             kind_of = "DELETED" if before else None
         if kind_of is None:
             return None
-        shown = render(change.new) if render else change.new
+        shown = change.new
+        if kind.custom and shown.get("apiVersion") != kind.api_version:
+            # The versions of a custom resource share storage ("None" conversion).
+            shown = {**shown, "apiVersion": kind.api_version}
+        shown = render(shown) if render else shown
         return (json.dumps({"type": kind_of, "object": shown}) + "\n").encode()
 
     def stream() -> Iterator[bytes]:

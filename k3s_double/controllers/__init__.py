@@ -9,6 +9,8 @@ before the kubelet. Each controller family has its own module behind the one
   accessors, create/delete/status writes, owned objects, events);
 - :mod:`.nodes`: node lifecycle (heartbeats, Ready=Unknown, unreachable
   taints) and the kubelet (pods start, become Ready, finish, go away);
+- :mod:`.crds`: CustomResourceDefinitions (names accepted, established,
+  their custom resources deleted with them);
 - :mod:`.namespaces`: ``kube-root-ca.crt``, the ``default`` ServiceAccount,
   and emptying Terminating namespaces;
 - :mod:`.garbage`: the garbage collector (orphans, foreground deletion);
@@ -26,6 +28,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from .base import Reconciler
+from .crds import CustomResourceDefinitions
 from .garbage import GarbageCollector
 from .jobs import Jobs
 from .namespaces import Namespaces
@@ -46,6 +49,7 @@ TICK = 0.1
 #: Deployment has its pods scheduled and started within a few passes.
 ORDER: tuple[type[Reconciler], ...] = (
     NodeLifecycle,
+    CustomResourceDefinitions,
     Namespaces,
     GarbageCollector,
     ReplicaSets,

@@ -221,9 +221,7 @@ class Kubelet(Reconciler):
                 key=lambda c: order.index(c["type"]) if c["type"] in order else 9
             )
 
-        if self.api.mutate("Pod", ns_of(pod), name_of(pod), start) is None:
-            return
-        self._clock[f"{uid_of(pod)}/running"] = time.monotonic()
+        # The kubelet records the container events before it reports Running.
         for container in spec.get("initContainers", []) + spec.get("containers", []):
             image, name = container["image"], container["name"]
             if container.get("imagePullPolicy") == "Always":
@@ -239,6 +237,9 @@ class Kubelet(Reconciler):
                 ("Started", f"Started container {name}"),
             ):
                 self.event(pod, reason, message, "kubelet", host=node_name)
+        if self.api.mutate("Pod", ns_of(pod), name_of(pod), start) is None:
+            return
+        self._clock[f"{uid_of(pod)}/running"] = time.monotonic()
 
 
 def _image_id(image: str) -> str:

@@ -35,7 +35,13 @@ def test_version_is_k3s_style(client: k8s.ApiClient) -> None:
 
 def test_discovery_lists_the_served_groups(client: k8s.ApiClient) -> None:
     groups = k8s.ApisApi(client).get_api_versions()
-    assert {g.name for g in groups.groups} == {"apps", "batch"}
+    assert {g.name for g in groups.groups} == {
+        "apps",
+        "batch",
+        "apiextensions.k8s.io",
+        "coordination.k8s.io",
+        "events.k8s.io",
+    }
     core = k8s.CoreV1Api(client).get_api_resources()
     names = {r.name for r in core.resources}
     assert {"pods", "pods/status", "pods/log", "nodes", "namespaces", "events"} <= names

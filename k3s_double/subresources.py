@@ -1,0 +1,147 @@
+"""The ``log`` and ``scale`` subresources.
+
+``pods/<name>/log`` answers with the few lines the double's kubelet
+"writes"; ``<kind>/<name>/scale`` reads and writes an ``autoscaling/v1``
+Scale: ``spec.replicas`` of Deployments and ReplicaSets, or the paths a
+CustomResourceDefinition declares for its custom resources
+(:mod:`.customresources`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .constants import GO_TRUE
+from .customresources import scale_of as custom_scale_of
+from .customresources import set_replicas
+from .errors import STALE
+from .errors import bad_request
+from .errors import conflict
+from .errors import method_not_allowed
+from .errors import unsupported_media
+from .patches import PatchError
+from .resources import BY_KIND
+from .resources import Kind
+from .resources import Obj
+from .resources import now
+from .response import Response
+from .response import json_response
+
+
+if TYPE_CHECKING:
+    from .routing import Router
+
+#: The patch formats a Scale accepts (it is a built-in type: strategic too).
+SCALE_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
+
+
+def pod_log(
+    api: Router, namespace: str, name: str, query: Mapping[str, str]
+) -> Response:
+    """``GET pods/<name>/log``."""
+    pod = api.get(BY_KIND["Pod"], namespace, name)
+    containers = [c["name"] for c in pod["spec"].get("containers") or []]
+    container = query.get("container")
+    if container is None:
+        if len(containers) != 1:
+            raise bad_request(
+                f"a container name must be specified for pod {name}, choose one "
+                f"of: [{' '.join(containers)}]"
+            )
+        container = containers[0]
+    if container not in containers:
+        raise bad_request(f"container {container} is not valid for pod {name}")
+    if pod.get("status", {}).get("phase") not in ("Running", "Succeeded", "Failed"):
+        raise bad_request(
+            f'container "{container}" in pod "{name}" is waiting to start: '
+            "ContainerCreating"
+        )
+    image = next(
+        c["image"] for c in pod["spec"]["containers"] if c["name"] == container
+    )
+    started = pod["status"].get("startTime", now())
+    lines = [
+        (started, f"Starting container {container} from image {image}"),
+        (started, f"{container}: configuration loaded"),
+        (started, f"{container}: ready"),
+    ]
+    tail = query.get("tailLines")
+    if tail and tail.isdigit():
+        lines = lines[len(lines) - int(tail) :] if int(tail) else []
+    stamps = query.get("timestamps") in GO_TRUE
+    text = "".join(
+        (f"{stamp.replace('Z', '.000000000Z')} " if stamps else "") + line + "\n"
+        for stamp, line in lines
+    )
+    return Response(200, text.encode(), "text/plain")
+
+
+def scale(
+    api: Router,
+    method: str,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> Response:
+    """``GET``, ``PUT`` or ``PATCH`` on ``<kind>/<name>/scale``."""
+    with api.store.lock:
+        obj = api.get(kind, namespace, name)
+        current = _scale_of(kind, obj)
+        if method == "GET":
+            return json_response(200, current)
+        if method == "PUT":
+            wanted = api.decode_body(body, headers)
+        elif method == "PATCH":
+            ctype = headers.get("content-type", "").split(";")[0].strip()
+            if ctype not in SCALE_PATCH_TYPES:
+                raise unsupported_media(ctype, SCALE_PATCH_TYPES)
+            try:
+                wanted = api.apply_patch(ctype, current, json.loads(body))
+            except (ValueError, PatchError) as error:
+                raise bad_request(str(error)) from error
+        else:
+            raise method_not_allowed()
+        rv = (wanted.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != obj["metadata"]["resourceVersion"]:
+            raise conflict(kind, name, STALE)
+        replicas = (wanted.get("spec") or {}).get("replicas", 0)
+        if kind.custom:
+            set_replicas(kind, obj, replicas)
+        else:
+            obj["spec"]["replicas"] = replicas
+        updated = api.update(kind, namespace, name, obj)
+        return json_response(200, _scale_of(kind, updated))
+
+
+def _scale_of(kind: Kind, obj: Obj) -> Obj:
+    if kind.custom:
+        return custom_scale_of(kind, obj)
+    meta = obj["metadata"]
+    selector = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            key: meta[key]
+            for key in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+            )
+        },
+        "spec": {"replicas": obj["spec"].get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in selector.items()),
+        },
+    }
