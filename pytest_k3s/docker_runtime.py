@@ -225,17 +225,22 @@ class DockerRuntime:
             # What `docker run --security-opt systempaths=unconfined` sends.
             host_config["MaskedPaths"] = []
             host_config["ReadonlyPaths"] = []
-        container = self.api.create_container(
-            node.image,
-            command=list(node.command),
-            entrypoint=entrypoint,
-            name=node.name,
-            hostname=node.name,
-            environment=dict(node.environment),
-            labels=dict(node.labels),
-            ports=[(m.container_port, m.protocol) for _, m in node.ports],
-            host_config=host_config,
-        )
+        try:
+            container = self.api.create_container(
+                node.image,
+                command=list(node.command),
+                entrypoint=entrypoint,
+                name=node.name,
+                hostname=node.name,
+                environment=dict(node.environment),
+                labels=dict(node.labels),
+                ports=[(m.container_port, m.protocol) for _, m in node.ports],
+                host_config=host_config,
+            )
+        except docker.errors.APIError as exc:
+            raise K3sError(
+                f"Docker could not create node {node.name}: {_explain(exc)}"
+            ) from exc
         container_id = str(container["Id"])
         for path, data in node.files.items():
             self.api.put_archive(container_id, "/", _tar_of(path, data))
