@@ -48,8 +48,11 @@ class KubeAPI(Router):
         git_version: str = K3S_VERSION,
         disable: frozenset[str] = frozenset(),
         ca_pem: str = "",
+        node_grace: float = 40.0,
     ) -> None:
         super().__init__(git_version=git_version, disable=disable, ca_pem=ca_pem)
+        #: Seconds without a kubelet heartbeat before a Node turns NotReady.
+        self.node_grace = node_grace
         self._controllers: Controllers | None = None
         from .bootstrap import bootstrap
 

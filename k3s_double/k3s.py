@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import signal
 import socket
 import sys
@@ -104,6 +105,36 @@ GLOBAL_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 HEARTBEAT_SECONDS = 5.0
+#: kube-controller-manager's --node-monitor-grace-period default (Kubernetes
+#: up to 1.31; 1.32 raised it to 50s): how long a Node may go without a
+#: heartbeat before it turns NotReady (Unknown).
+NODE_MONITOR_GRACE = 40.0
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def node_monitor_grace(controller_args: list[str]) -> float:
+    """The grace period a ``--kube-controller-manager-arg`` sets, in seconds.
+
+    Go's duration syntax (``10s``, ``1m30s``, ``500ms``), as the controller
+    manager parses it; anything else is fatal there, and so here: ValueError
+    carries the controller manager's message.
+    """
+    grace = NODE_MONITOR_GRACE
+    for arg in controller_args:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key != "node-monitor-grace-period":
+            continue
+        parts = _GO_DURATION.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise ValueError(
+                f'invalid argument "{value}" for "--node-monitor-grace-period" '
+                f'flag: time: invalid duration "{value}"'
+            )
+        grace = sum(float(n) * _GO_UNITS[u] for n, u in parts)
+    return grace
+
+
 RETRY_SECONDS = 2.0
 FAULT_ENV = "K3S_DOUBLE_FAULT"
 #: Faults with a value (``name:value``) and without.
@@ -668,10 +699,15 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
         from .api import KubeAPI
 
         disabled: set[str] = set(opts.split("disable")) | set(opts.split("no-deploy"))
+        try:
+            grace = node_monitor_grace(opts.items("kube-controller-manager-arg"))
+        except ValueError as exc:
+            log.fatal(str(exc))
         api = KubeAPI(
             git_version=K3S_VERSION,
             disable=frozenset(disabled),
             ca_pem=server_ca.cert.decode(),
+            node_grace=grace,
         )
         api.start_controllers()
         backend = api

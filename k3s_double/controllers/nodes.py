@@ -1,9 +1,9 @@
 """The node half of the control loop: node lifecycle and the kubelet.
 
 - :class:`NodeLifecycle` is kube-controller-manager's node controller: a node
-  whose kubelet stops heartbeating for ``NODE_GRACE`` seconds turns
-  Ready=Unknown and gets the unreachable taints, and loses them when the
-  heartbeats come back.
+  whose kubelet stops heartbeating for ``api.node_grace`` seconds
+  (``--node-monitor-grace-period``) turns Ready=Unknown and gets the
+  unreachable taints, and loses them when the heartbeats come back.
 - :class:`Kubelet` plays every node's kubelet: bound pods start (with
   container statuses, IPs and the kubelet's events) and become Ready, pods of
   Jobs then Succeed, and deleted pods go once their grace is over.
@@ -54,8 +54,6 @@ KUBELET_CONDITIONS = {
 class NodeLifecycle(Reconciler):
     """Keep node Ready state and taints in line with kubelet heartbeats."""
 
-    NODE_GRACE = 40.0
-
     def __init__(self, api: KubeAPI) -> None:
         super().__init__(api)
         self._heartbeats: dict[str, tuple[Any, float]] = {}
@@ -75,7 +73,7 @@ class NodeLifecycle(Reconciler):
             last = self._heartbeats.get(name)
             if last is None or last[0] != beat:
                 self._heartbeats[name] = last = (beat, time.monotonic())
-            stale = time.monotonic() - last[1] > self.NODE_GRACE
+            stale = time.monotonic() - last[1] > self.api.node_grace
             if ready is not None and ready.get("status") == "True" and stale:
                 self.api.mutate("Node", "", name, self._mark_unknown)
             elif ready is not None and ready.get("status") == "True":

@@ -9,7 +9,6 @@ import pytest
 from kubernetes.client import ApiException
 
 from k3s_double.api import KubeAPI
-from k3s_double.controllers.nodes import NodeLifecycle
 from k3s_double.tests.conftest import wait_for
 
 from .test_kubeapi import _deployment
@@ -266,7 +265,7 @@ def test_job_pods_succeed_and_job_completes(client: Any, node: str) -> None:
 def test_node_turns_unknown_without_heartbeats(
     api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(NodeLifecycle, "NODE_GRACE", 0.5)
+    monkeypatch.setattr(api, "node_grace", 0.5)
 
     def ready_status() -> str:
         read = core.read_node(node)

@@ -189,3 +189,17 @@ def test_read_only_cgroup_mounts_are_found() -> None:
     ]
     v2 = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
     assert cgroup_mounts(v2) == [("/sys/fs/cgroup", "cgroup2", True)]
+
+
+def test_node_monitor_grace_period_reads_go_durations() -> None:
+    from k3s_double.k3s import NODE_MONITOR_GRACE
+    from k3s_double.k3s import node_monitor_grace
+
+    assert node_monitor_grace([]) == NODE_MONITOR_GRACE
+    assert node_monitor_grace(["node-monitor-grace-period=10s"]) == 10
+    assert node_monitor_grace(["--node-monitor-grace-period=1m30s"]) == 90
+    assert node_monitor_grace(["node-monitor-grace-period=500ms"]) == 0.5
+    assert node_monitor_grace(["v=2", "node-monitor-grace-period=2m"]) == 120
+    for bad in ("10", "ten", "10 s", "1x"):
+        with pytest.raises(ValueError, match="time: invalid duration"):
+            node_monitor_grace([f"node-monitor-grace-period={bad}"])
