@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import collections
+import datetime
 import hashlib
 import time
 from typing import TYPE_CHECKING
@@ -78,6 +79,39 @@ class NodeLifecycle(Reconciler):
                 self.api.mutate("Node", "", name, self._mark_unknown)
             elif ready is not None and ready.get("status") == "True":
                 self.api.mutate("Node", "", name, self._mark_reachable)
+        self._evict()
+
+    def _evict(self) -> None:
+        """Delete pods that do not tolerate their node's NoExecute taints.
+
+        As the controller manager's taint manager does: at once without a
+        matching toleration, else once the shortest matching
+        ``tolerationSeconds`` has passed since the taint's ``timeAdded``
+        (forever without one). The API server gives every pod 300 s for the
+        not-ready and unreachable taints unless it says otherwise.
+        """
+        tainted = {
+            name_of(node): [
+                t
+                for t in node["spec"].get("taints") or []
+                if t.get("effect") == "NoExecute"
+            ]
+            for node in self.api.objects("Node")
+        }
+        for pod in self.api.objects("Pod"):
+            taints = tainted.get(pod["spec"].get("nodeName") or "")
+            if not taints or terminating(pod):
+                continue
+            if any(
+                _due(taint, pod["spec"].get("tolerations") or []) for taint in taints
+            ):
+                self.event(
+                    pod,
+                    "TaintManagerEviction",
+                    f"Marking for deletion Pod {ns_of(pod)}/{name_of(pod)}",
+                    "taint-eviction-controller",
+                )
+                self._delete("Pod", pod)
 
     @staticmethod
     def _mark_unknown(node: Obj) -> None:
@@ -122,6 +156,33 @@ class NodeLifecycle(Reconciler):
                 )
 
 
+def _due(taint: Obj, tolerations: list[Obj]) -> bool:
+    """Whether a pod with ``tolerations`` is due for eviction by ``taint``."""
+    matching = [
+        t
+        for t in tolerations
+        if t.get("effect") in (None, "", "NoExecute")
+        and (
+            (t.get("operator") == "Exists" and t.get("key") in (None, "", taint["key"]))
+            or (
+                t.get("key") == taint["key"]
+                and t.get("value", "") == taint.get("value", "")
+            )
+        )
+    ]
+    if not matching:
+        return True
+    seconds = [t["tolerationSeconds"] for t in matching if "tolerationSeconds" in t]
+    if len(seconds) < len(matching):
+        return False  # one tolerates it for ever
+    added = taint.get("timeAdded")
+    if not added:
+        return False
+    since = datetime.datetime.fromisoformat(str(added).replace("Z", "+00:00"))
+    age = (datetime.datetime.now(datetime.timezone.utc) - since).total_seconds()
+    return bool(age >= min(float(s) for s in seconds))
+
+
 class Kubelet(Reconciler):
     """Start bound pods, finish job pods, and remove terminated pods."""
 
@@ -138,9 +199,14 @@ class Kubelet(Reconciler):
                 continue
             uid, phase = uid_of(pod), (pod.get("status") or {}).get("phase", "Pending")
             if terminating(pod):
-                if node is None or self._since(f"{uid}/terminating") >= TERMINATE_DELAY:
+                # A pod on an unreachable node stays Terminating until its
+                # kubelet is back (or the Node goes, and pod GC removes it).
+                if node is None or (
+                    is_ready(node)
+                    and self._since(f"{uid}/terminating") >= TERMINATE_DELAY
+                ):
                     self.api.store.remove(BY_KIND["Pod"], ns_of(pod), name_of(pod))
-                elif self._once(f"{uid}/killing", "yes"):
+                elif is_ready(node) and self._once(f"{uid}/killing", "yes"):
                     for container in pod["spec"].get("containers") or []:
                         self.event(
                             pod, "Killing", f"Stopping container {container['name']}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -282,3 +283,49 @@ def test_node_turns_unknown_without_heartbeats(
     core.patch_node_status(node, {"status": {"conditions": [beat]}})
     wait_for(lambda: not core.read_node(node).spec.taints, 5)
     assert ready_status() == "True"
+
+
+def test_pods_on_an_unreachable_node_are_evicted_after_their_toleration(
+    api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The taint manager deletes pods of a NoExecute-tainted node once their
+    tolerationSeconds run out (at once without a matching toleration), and a
+    pod whose kubelet is unreachable stays Terminating (kube-controller-manager
+    taint_eviction.go; kubelet owns the final removal)."""
+    default = _pod("default-toleration")
+    brief = _pod(
+        "brief",
+        tolerations=[
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 1,
+            }
+        ],
+    )
+    for pod in (default, brief):
+        core.create_namespaced_pod("default", pod)
+    wait_for(
+        lambda: all(
+            core.read_namespaced_pod(n, "default").status.phase == "Running"
+            for n in ("default-toleration", "brief")
+        ),
+        5,
+    )
+    tolerations = core.read_namespaced_pod("default-toleration", "default").spec
+    assert {(t.key, t.toleration_seconds) for t in tolerations.tolerations} >= {
+        ("node.kubernetes.io/unreachable", 300)
+    }
+    monkeypatch.setattr(api, "node_grace", 0.3)
+    wait_for(
+        lambda: (
+            core.read_namespaced_pod("brief", "default").metadata.deletion_timestamp
+        ),
+        6,
+    )
+    assert "TaintManagerEviction" in _reasons(core, "brief")
+    kept = core.read_namespaced_pod("default-toleration", "default")
+    assert kept.metadata.deletion_timestamp is None, "300 s have not passed"
+    time.sleep(1)
+    assert core.read_namespaced_pod("brief", "default"), "Terminating: kubelet is gone"
