@@ -16,6 +16,7 @@ from typing import Any
 
 from k3s_double.errors import ApiError
 from k3s_double.resources import BY_KIND
+from k3s_double.resources import Kind
 from k3s_double.resources import Obj
 from k3s_double.resources import condition
 from k3s_double.resources import controller_of
@@ -168,9 +169,11 @@ class Reconciler:
         self._said.pop(f"{uid_of(owner)}/create", None)
         return created
 
-    def _delete(self, kind: str, obj: Obj, **options: Any) -> bool:
+    def _delete(self, kind: str | Kind, obj: Obj, **options: Any) -> bool:
+        # Custom kinds are not in BY_KIND (built-in kinds only): take the Kind.
+        found = kind if isinstance(kind, Kind) else BY_KIND[kind]
         try:
-            self.api.delete(BY_KIND[kind], ns_of(obj), name_of(obj), options)
+            self.api.delete(found, ns_of(obj), name_of(obj), options)
         except ApiError:
             return False
         return True

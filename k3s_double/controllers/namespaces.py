@@ -58,6 +58,6 @@ class Namespaces(Reconciler):
             if kind.namespaced and ns_of(obj) == name:
                 remaining += 1
                 if not terminating(obj):
-                    self._delete(kind.kind, obj, propagationPolicy="Background")
+                    self._delete(kind, obj, propagationPolicy="Background")
         if remaining == 0:
             self.api.store.remove(BY_KIND["Namespace"], "", name)

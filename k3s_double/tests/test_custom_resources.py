@@ -1017,3 +1017,20 @@ def _kubectl_ok(kubeconfig: Path, *args: str) -> bool:
         check=False,
     )
     return result.returncode == 0
+
+
+def test_a_namespace_with_custom_resources_is_emptied_and_removed(
+    greetings: str, custom: Any, core: Any, api: KubeAPI
+) -> None:
+    """Namespace deletion deletes every namespaced object in it, custom ones
+    too, and the namespace goes once they are gone (namespace controller's
+    deletion of all namespaced resources). Other namespaces meanwhile still
+    get their default ServiceAccount."""
+    core.create_namespace({"metadata": {"name": "doomed"}})
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, "doomed", PLURAL, _greeting("inside")
+    )
+    core.delete_namespace("doomed")
+    wait_for(lambda: api.find("Namespace", "", "doomed") is None, 5)
+    core.create_namespace({"metadata": {"name": "after"}})
+    assert wait_for(lambda: api.find("ServiceAccount", "after", "default"), 5)
