@@ -159,12 +159,12 @@ def _listing(client: docker.DockerClient) -> list[tuple[str, str, str | None]]:
     listed: list[tuple[str, str, str | None]] = []
     foreign_volumes: set[str] = set()
     for c in api.containers(all=True, filters={"label": LABEL}):
-        if _foreign(c["Labels"]):
+        if foreign(c["Labels"]):
             foreign_volumes.update(m.get("Name", "") for m in c.get("Mounts") or [])
             continue
         listed.append(("container", c["Names"][0].lstrip("/"), c["Labels"].get(LABEL)))
     for n in api.networks(filters={"label": LABEL}):
-        if not _foreign(n.get("Labels") or {}):
+        if not foreign(n.get("Labels") or {}):
             listed.append(("network", n["Name"], (n.get("Labels") or {}).get(LABEL)))
     for v in api.volumes().get("Volumes") or []:
         if v["Name"] not in foreign_volumes:
@@ -172,7 +172,7 @@ def _listing(client: docker.DockerClient) -> list[tuple[str, str, str | None]]:
     return listed
 
 
-def _foreign(labels: dict[str, str]) -> bool:
+def foreign(labels: dict[str, str]) -> bool:
     """Whether an object belongs to a live process outside this test session."""
     from pytest_k3s import labels as k3s_labels
 

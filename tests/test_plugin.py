@@ -13,16 +13,23 @@ from typing import Any
 import docker
 import pytest
 
+from conftest import foreign
 from pytest_k3s import labels
 
 
 def clusters_of(client: docker.DockerClient) -> dict[str, set[str]]:
-    """Map each labelled cluster on the engine to its run ids."""
+    """Map each labelled cluster on the engine to its run ids.
+
+    Clusters of other live test sessions on the engine are left out, so a
+    test that removes what it kept never removes theirs.
+    """
     found: dict[str, set[str]] = {}
     for container in client.containers.list(
         all=True, filters={"label": labels.CLUSTER}
     ):
         tags = container.labels
+        if foreign(tags):
+            continue
         found.setdefault(tags[labels.CLUSTER], set()).add(tags.get(labels.RUN, ""))
     return found
 
