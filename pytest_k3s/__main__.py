@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     from pytest_k3s.docker_runtime import DockerRuntime
-    from pytest_k3s.sharing import sweep_leftovers
+    from pytest_k3s.sweep import sweep_leftovers
 
     try:
         runtime = DockerRuntime.connect()

@@ -76,7 +76,7 @@ class K3sCluster:
         #: Whether the cluster runs in Docker containers pytest-k3s started
         #: (else it is an existing cluster: see :meth:`existing`).
         self.in_docker = runtime is not None
-        self._runtime = runtime or cast("DockerRuntime", _NoDocker(name))
+        self._runtime = runtime or _no_docker(name)
         self._owned = owned
         self._private_dir = private_dir
         self._api_client: ApiClient | None = None
@@ -171,36 +171,8 @@ class K3sCluster:
             cluster does not answer (the message names its URL)
         """
         from pytest_k3s import existing
-        from pytest_k3s import kube
 
-        config, name = existing.read_context(Path(kubeconfig), context)
-        server = str(config["clusters"][0].get("cluster", {}).get("server", "?"))
-        directory, path = existing.private_copy(config, name)
-        try:
-            api = kube.api_client(config)
-            try:
-                nodes = kube.list_nodes(api)
-            finally:
-                api.close()  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise K3sError(
-                f"the existing cluster at {server} (context {name!r} of {kubeconfig}) "
-                f"does not answer: {kube.failure(exc)}"
-            ) from exc
-        handle = cls(
-            name=name,
-            spec=ClusterSpec(),
-            runtime=None,
-            nodes=[
-                Node(node, "server" if server_role else "agent", "")
-                for node, server_role in nodes
-            ],
-            kubeconfig_path=path,
-            owned=False,
-            private_dir=directory,
-        )
-        return handle
+        return existing.open_cluster(cls, Path(kubeconfig), context)
 
     def stop(self) -> None:
         """Remove the cluster's containers, volumes and network (safe to repeat).
@@ -498,21 +470,10 @@ def remove_cluster(
             kubeconfig_path.unlink(missing_ok=True)
 
 
-class _NoDocker:
-    """Stands in for the Docker runtime of an existing cluster: says it has none."""
+def _no_docker(name: str) -> DockerRuntime:
+    from pytest_k3s.existing import NoDocker
 
-    def __init__(self, cluster: str) -> None:
-        self._cluster = cluster
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-    def __getattr__(self, name: str) -> object:
-        raise K3sError(
-            f"cluster {self._cluster} is an existing cluster (--k3s-kubeconfig / "
-            "K3sCluster.existing): it has no Docker containers, so node logs, "
-            "load_image and host_port are not available; use kubectl or the API"
-        )
+    return cast("DockerRuntime", NoDocker(name))
 
 
 def _role(value: str | None) -> Role:

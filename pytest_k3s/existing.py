@@ -174,6 +174,56 @@ class ExistingPool:
             self._cluster.detach()
 
 
+def open_cluster(cls: type[K3sCluster], path: Path, context: str | None) -> K3sCluster:
+    """A handle on the cluster of ``path``'s ``context`` (see K3sCluster.existing)."""
+    from pytest_k3s import kube
+    from pytest_k3s.nodes import Node
+
+    config, name = read_context(path, context)
+    server = str(config["clusters"][0].get("cluster", {}).get("server", "?"))
+    directory, copy = private_copy(config, name)
+    try:
+        api = kube.api_client(config)
+        try:
+            nodes = kube.list_nodes(api)
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise K3sError(
+            f"the existing cluster at {server} (context {name!r} of {path}) "
+            f"does not answer: {kube.failure(exc)}"
+        ) from exc
+    return cls(
+        name=name,
+        spec=ClusterSpec(),
+        runtime=None,
+        nodes=[
+            Node(node, "server" if control else "agent", "") for node, control in nodes
+        ],
+        kubeconfig_path=copy,
+        owned=False,
+        private_dir=directory,
+    )
+
+
+class NoDocker:
+    """Stands in for the Docker runtime of an existing cluster: says it has none."""
+
+    def __init__(self, cluster: str) -> None:
+        self._cluster = cluster
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __getattr__(self, name: str) -> object:
+        raise K3sError(
+            f"cluster {self._cluster} is an existing cluster (--k3s-kubeconfig / "
+            "K3sCluster.existing): it has no Docker containers, so node logs, "
+            "load_image and host_port are not available; use kubectl or the API"
+        )
+
+
 def private_copy(config: kubeconfig.Kubeconfig, name: str) -> tuple[Path, Path]:
     """Write ``config`` into a new private directory; return (directory, file)."""
     directory = Path(tempfile.mkdtemp(prefix="pytest-k3s-existing-"))

@@ -252,7 +252,7 @@ def sweepable_clusters(
     every cluster created more than ``older`` seconds ago, whatever its
     owner's state (for leftovers no sweep can check: other hosts, other
     containers), kept ones only with ``include_kept``. Reusable clusters are
-    never among them (:func:`pytest_k3s.sharing.sweep_leftovers` decides).
+    never among them (:func:`pytest_k3s.sweep.sweep_leftovers` decides).
     """
     if older is None:
         return clusters_matching(

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
     from pytest_k3s.cluster import K3sCluster
-    from pytest_k3s.docker_runtime import DockerRuntime
 
 
 log = logging.getLogger("pytest_k3s")
@@ -343,74 +342,14 @@ class ClusterPool:
 
         runtime = DockerRuntime.connect()
         try:
+            from pytest_k3s.sweep import sweep_leftovers
+
             for name in sweep_leftovers(runtime, reuse_for=self.run.reuse_for):
                 self.progress(f"removed k3s cluster {name}, left over by a dead run")
         except Exception as exc:
             log.warning("sweeping dead runs' k3s clusters failed: %s", exc)
         finally:
             runtime.close()
-
-
-def sweep_leftovers(
-    runtime: DockerRuntime,
-    *,
-    include_kept: bool = False,
-    older: float | None = None,
-    reusable: bool = False,
-    reuse_for: float = DEFAULT_REUSE_FOR,
-) -> list[str]:
-    """Remove leftover clusters and their kubeconfigs; return the cluster names.
-
-    Which clusters count as leftovers is :func:`labels.sweepable_clusters`'s
-    rule: dead runs' by default, kept ones only when ``include_kept`` is set
-    or their time to be kept ran out, or anything older than ``older``.
-    Reusable clusters that no run leases go too when ``reusable`` is set, or
-    when unused for longer than ``reuse_for``.
-    """
-    from pytest_k3s import reuse
-
-    found = runtime.labelled()
-    names = labels.sweepable_clusters(found, include_kept=include_kept, older=older)
-    for name in names:
-        runtime.remove_cluster(name)
-        _remove_state(found[name].get(labels.STATE_DIR), name)
-    for name in reuse.reusable_clusters(runtime):
-        if not (reusable or reuse.expired(name, reuse_for)):
-            continue
-        lease = reuse.try_lease(name)
-        if lease is None:
-            continue  # a run uses it now
-        try:
-            runtime.remove_cluster(name)
-            reuse.forget(name)
-        finally:
-            lease.release()
-        names.append(name)
-    return names
-
-
-def _remove_state(state_dir: str | None, name: str) -> None:
-    """Remove a swept cluster's kubeconfig, and its run's state dir once empty.
-
-    Only a directory that is ours is touched: named like a state directory,
-    a real directory (no symlink), owned by this user.
-    """
-    if not state_dir:
-        return
-    path = Path(state_dir)
-    try:
-        found = path.lstat()
-    except OSError:
-        return
-    if (
-        not path.name.startswith(STATE_PREFIX)
-        or not stat.S_ISDIR(found.st_mode)
-        or found.st_uid != os.getuid()
-    ):
-        return
-    (path / f"{name}.kubeconfig.yaml").unlink(missing_ok=True)
-    if not any(path.glob("*.kubeconfig.yaml")):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> None:

@@ -32,7 +32,7 @@ from pytest_k3s import NameConflictError
 from pytest_k3s import PortMapping
 from pytest_k3s import labels
 from pytest_k3s.docker_runtime import DockerRuntime
-from pytest_k3s.sharing import sweep_leftovers
+from pytest_k3s.sweep import sweep_leftovers
 
 
 pytestmark = pytest.mark.docker

@@ -613,8 +613,8 @@ def test_any_start_failure_is_recorded_and_the_sweep_is_best_effort(
     pytester.makeconftest(
         """
         import os
-        import pytest_k3s.sharing as sharing
         import pytest_k3s.startup as startup
+        import pytest_k3s.sweep as sweep
 
         def broken_sweep(runtime, **options):
             raise RuntimeError("another run's sweep got there first")
@@ -624,7 +624,7 @@ def test_any_start_failure_is_recorded_and_the_sweep_is_best_effort(
                 pass
             raise RuntimeError("not a K3sError")
 
-        sharing.sweep_leftovers = broken_sweep
+        sweep.sweep_leftovers = broken_sweep
         startup.start_cluster = failing_start
         """
     )

@@ -12,10 +12,10 @@ from pytest_k3s import labels
 from pytest_k3s.sharing import STATE_PREFIX
 from pytest_k3s.sharing import Record
 from pytest_k3s.sharing import RunInfo
-from pytest_k3s.sharing import _remove_state
 from pytest_k3s.sharing import finish_run
 from pytest_k3s.sharing import private_directory
 from pytest_k3s.sharing import records
+from pytest_k3s.sweep import _remove_state
 
 
 def test_run_info_travels_to_workers_whole() -> None:
