@@ -54,3 +54,59 @@ def test_real_cluster_runs_a_pod(servers: int, agents: int) -> None:
             time.sleep(1)
         assert phase == "Succeeded"
         assert core.read_namespaced_pod_log("hello", "default").strip() == "hello"
+
+
+@pytest.fixture(scope="module")
+def real_cluster() -> Any:
+    with K3sCluster.start(ClusterSpec(agents=1, timeout=360)) as cluster:
+        yield cluster
+
+
+def test_load_image_of_an_image_with_two_tags_runs_a_pod_that_never_pulls(
+    real_cluster: K3sCluster,
+) -> None:
+    import docker
+
+    client = docker.from_env()
+    try:
+        image = client.images.get("busybox:1.36")
+        image.tag("pytest-k3s/first", "v1")
+        image.tag("pytest-k3s/second", "v2")
+    finally:
+        client.close()
+    real_cluster.load_image("pytest-k3s/second:v2")
+    pod = {
+        **POD,
+        "metadata": {"name": "local"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "local",
+                    "image": "pytest-k3s/second:v2",
+                    "imagePullPolicy": "Never",
+                    "command": ["echo", "local"],
+                }
+            ],
+        },
+    }
+    real_cluster.apply(pod, namespace="default")
+    done = real_cluster.wait_for(
+        "pod", "local", jsonpath="{.status.phase}=Succeeded", timeout=120
+    )
+    assert done is not None
+
+
+def test_the_kubelet_runs_with_our_eviction_thresholds(
+    real_cluster: K3sCluster,
+) -> None:
+    logs = real_cluster.logs(real_cluster.agents[0])
+    assert "imagefs.available<1%" in logs
+    assert "nodefs.available<1%" in logs
+
+
+def test_a_node_stopped_and_started_is_ready_again(real_cluster: K3sCluster) -> None:
+    agent = real_cluster.agents[0].name
+    real_cluster.stop_node(agent)
+    real_cluster.start_node(agent, timeout=180)
+    real_cluster.wait_for("node", agent, condition="Ready")
