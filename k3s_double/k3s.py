@@ -484,12 +484,18 @@ class Kubelet:
     """Registers the Node, logs what kubelet and flannel log, heartbeats."""
 
     def __init__(
-        self, rt: Runtime, node: Node, api: Upstream, kubelet_args: Sequence[str]
+        self,
+        rt: Runtime,
+        node: Node,
+        api: Upstream,
+        kubelet_args: Sequence[str],
+        containerd: ctr.Containerd | None = None,
     ) -> None:
         self.rt = rt
         self.node = node
         self.api = api
         self.kubelet_args = list(kubelet_args)
+        self.containerd = containerd
 
     def start(self, after: threading.Event | None = None) -> None:
         """Run in a daemon thread; register only once ``after`` is set."""
@@ -568,6 +574,16 @@ class Kubelet:
         log.klog("kube.go:146", "Node controller sync successful")
         self._heartbeat()
 
+    def _images(self) -> list[dict[str, Any]]:
+        if self.containerd is None:
+            return []
+        found = self.containerd.store.list(ctr.NAMESPACE)
+        return [
+            {"names": [name, f"{name.rpartition(':')[0]}@{entry['digest']}"],
+             "sizeBytes": entry["size"]}
+            for name, entry in sorted(found.items())
+        ]  # fmt: skip
+
     def _heartbeat(self) -> None:
         import json
 
@@ -585,7 +601,10 @@ class Kubelet:
                             "message": "kubelet is posting ready status",
                             "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                         }
-                    ]
+                    ],
+                    # What the node's containerd holds, as a kubelet reports
+                    # it: the API then knows which images a node has.
+                    "images": self._images(),
                 }
             }
             try:
@@ -802,7 +821,7 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
     ).start()
     if opts.flag("disable-agent"):
         return
-    _containerd(rt, data_dir)
+    containerd = _containerd(rt, data_dir)
     kubelet_pair = client_cert(client_ca, f"system:node:{node.name}", ["system:nodes"])
     kubelet_files = kubelet_pair.save(os.path.join(data_dir, "agent"), "client-kubelet")
     Kubelet(
@@ -810,6 +829,7 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
         node,
         Upstream(local_host, port, client_context(server_ca.cert, *kubelet_files)),
         opts.items("kubelet-arg"),
+        containerd,
     ).start(after=ready)
 
 
@@ -852,12 +872,13 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
     agent_dir = os.path.join(data_dir, "agent")
     _write_private(os.path.join(agent_dir, "server-ca.crt"), ca, 0o644)
     files = pair.save(agent_dir, "client-kubelet")
-    _containerd(rt, data_dir)
+    containerd = _containerd(rt, data_dir)
     Kubelet(
         rt,
         node,
         Upstream(host, port, client_context(ca, *files)),
         opts.items("kubelet-arg"),
+        containerd,
     ).start()
 
 

@@ -171,6 +171,43 @@ def test_helpers_logs_kubectl_and_load_image(
         assert payload in output.decode(), node.name
 
 
+def _pod(name: str, image: str, policy: str) -> dict[str, Any]:
+    container = {"name": "app", "image": image, "imagePullPolicy": policy}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [container]},
+    }
+
+
+def test_a_pod_runs_a_locally_built_image_once_it_is_loaded(
+    shared_cluster: K3sCluster, docker_client: docker.DockerClient, double_image: str
+) -> None:
+    """Pull policy Never or IfNotPresent with a tag other than latest: the image
+    must be on the node, as load_image puts it (no registry is asked)."""
+    local = "pytest-k3s/app:v1"
+    docker_client.images.get(double_image).tag("pytest-k3s/app", "v1")
+    cluster = shared_cluster
+    cluster.apply(_pod("never-early", local, "Never"), namespace="default")
+    waiting = cluster.wait_for(
+        "pod",
+        "never-early",
+        jsonpath="{.status.containerStatuses[0].state.waiting.reason}=ErrImageNeverPull",
+        timeout=30,
+    )
+    assert waiting is not None
+    assert waiting["status"]["phase"] == "Pending"
+    cluster.load_image(local)
+    cluster.wait_for(
+        "pod", "never-early", jsonpath="{.status.phase}=Running", timeout=30
+    )
+    cluster.apply(_pod("if-not-present", local, "IfNotPresent"), namespace="default")
+    cluster.wait_for(
+        "pod", "if-not-present", jsonpath="{.status.phase}=Running", timeout=30
+    )
+
+
 def test_load_image_of_an_unknown_image_names_it(shared_cluster: K3sCluster) -> None:
     with pytest.raises(ImageUnavailableError, match="no/such-image:1"):
         shared_cluster.load_image("no/such-image:1")

@@ -156,6 +156,29 @@ class NodeLifecycle(Reconciler):
                 )
 
 
+def _never_pulled(pod: Obj, node: Obj) -> str | None:
+    """The first image of ``pod`` with pull policy Never the node lacks, if any.
+
+    The node's ``status.images`` (what its kubelet reports of containerd)
+    say what it has; names compare normalized (``nginx:1`` is
+    ``docker.io/library/nginx:1``). Pulling any other image is pretended.
+    """
+    from k3s_double.ctr import normalize
+
+    present = {
+        normalize(name)
+        for entry in (node.get("status") or {}).get("images") or []
+        for name in entry.get("names") or []
+    }
+    for group in ("initContainers", "containers"):
+        for container in pod["spec"].get(group) or []:
+            if container.get("imagePullPolicy") != "Never":
+                continue
+            if normalize(container["image"]) not in present:
+                return str(container["image"])
+    return None
+
+
 def _due(taint: Obj, tolerations: list[Obj]) -> bool:
     """Whether a pod with ``tolerations`` is due for eviction by ``taint``."""
     matching = [
@@ -220,7 +243,11 @@ class Kubelet(Reconciler):
                     self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_unready)
                 continue
             if phase == "Pending" and self._since(f"{uid}/bound") >= START_DELAY:
-                self._start(pod, node)
+                missing = _never_pulled(pod, node)
+                if missing is None:
+                    self._start(pod, node)
+                elif self._once(f"{uid}/never-pull", missing):
+                    self._wait_for_image(pod, node, missing)
             elif phase == "Running" and not is_ready(pod):
                 self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
             elif phase == "Running" and self._is_job_pod(pod):  # noqa: SIM102
@@ -233,6 +260,33 @@ class Kubelet(Reconciler):
             ref.get("kind") == "Job" and ref.get("controller")
             for ref in pod["metadata"].get("ownerReferences") or []
         )
+
+    def _wait_for_image(self, pod: Obj, node: Obj, image: str) -> None:
+        """Hold the pod as the kubelet does: its Never-pull image is absent."""
+        message = f'Container image "{image}" is not present with pull policy of Never'
+
+        def waiting(current: Obj) -> None:
+            status = current.setdefault("status", {})
+            status["containerStatuses"] = [
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "waiting": {"reason": "ErrImageNeverPull", "message": message}
+                    },
+                }
+                for c in current["spec"].get("containers") or []
+            ]
+
+        self.api.mutate("Pod", ns_of(pod), name_of(pod), waiting)
+        self.event(
+            pod, "ErrImageNeverPull", message, "kubelet", host=name_of(node),
+            warning=True,
+        )  # fmt: skip
 
     def _start(self, pod: Obj, node: Obj) -> None:
         spec, node_name = pod["spec"], name_of(node)
