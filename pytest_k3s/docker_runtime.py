@@ -1,4 +1,4 @@
-"""Everything pytest-k3s asks of Docker, and the only module that imports ``docker``.
+"""Everything pytest-k3s asks of Docker (with :mod:`pytest_k3s.images`, its image part).
 
 :class:`DockerRuntime` turns node descriptions into labelled containers on a
 labelled network, reads files and logs out of them, runs commands in them and
@@ -30,14 +30,12 @@ from docker.utils.socket import frames_iter
 from pytest_k3s import host
 from pytest_k3s import labels
 from pytest_k3s.errors import DockerUnavailableError
-from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
+from pytest_k3s.images import ImageOperations
+from pytest_k3s.images import explain as _explain
+from pytest_k3s.images import pull_arguments as pull_arguments
 from pytest_k3s.nodes import NodeContainer
-
-
-#: ``docker info``'s kernel architecture names, as Go (and platforms) spell them.
-_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def _timestamp(stamp: str) -> tuple[int, int]:
     return seconds, int((fraction or "0").ljust(9, "0")[:9])
 
 
-class DockerRuntime:
+class DockerRuntime(ImageOperations):
     """A connection to one Docker engine, with the operations clusters need.
 
     :param client: a connected ``docker.DockerClient``
@@ -93,11 +91,6 @@ class DockerRuntime:
         """Close the connection."""
         self.client.close()
 
-    @property
-    def address(self) -> str:
-        """The engine's address as the SDK uses it."""
-        return str(self.api.base_url)
-
     def api_host(self) -> str | None:
         """Return the remote engine's host name, or None for a local engine.
 
@@ -114,59 +107,6 @@ class DockerRuntime:
     def host_warnings(self) -> list[str]:
         """Advice about the engine host's limits, once per engine and process."""
         return host.host_warnings(self.address, local=self.api_host() is None)
-
-    # images ---------------------------------------------------------------
-
-    def has_image(self, image: str) -> bool:
-        """Whether ``image`` is present on the engine."""
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            return False
-        return True
-
-    def pull_image(self, image: str) -> None:
-        """Pull ``image``; raise ImageUnavailableError saying how else to get it."""
-        try:
-            repository, tag = pull_arguments(image)
-            self.api.pull(repository, tag=tag)
-        except docker.errors.APIError as exc:
-            raise ImageUnavailableError(self._image_hint(image, exc)) from exc
-
-    def _image_hint(self, image: str, exc: Exception) -> str:
-        return (
-            f"node image {image!r} is not available: pulling it failed: "
-            f"{_explain(exc)}. Provide it on the "
-            f"Docker engine at {self.address}: 'docker pull {image}' where a "
-            f"registry is reachable, 'docker load -i k3s-image.tar' from a "
-            "saved copy, or a registry mirror configured in the engine; or "
-            "choose another image with --k3s-image / PYTEST_K3S_IMAGE"
-        )
-
-    def save_image(self, image: str, destination: IO[bytes]) -> None:
-        """Write ``docker save image`` to ``destination``, under that reference.
-
-        The low-level call saves the reference asked for; the high-level
-        ``Image.save(named=True)`` names the archive after the image's first
-        tag, so an image with two tags would load under the other one.
-        """
-        try:
-            for chunk in self.api.get_image(image):
-                destination.write(chunk)
-        except docker.errors.NotFound as exc:  # "reference does not exist"
-            raise ImageUnavailableError(
-                f"image {image!r} is not on the Docker engine at {self.address}; "
-                f"build or pull it first ('docker pull {image}')"
-            ) from exc
-
-    def image_platform(self, image: str) -> str:
-        """The platform (``linux/<arch>``) of a local image, e.g. the node image."""
-        try:
-            info = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
-        except docker.errors.ImageNotFound:  # removed since: the engine's own
-            machine = str(self.api.info().get("Architecture", ""))
-            return f"linux/{_GOARCH.get(machine, machine or 'amd64')}"
-        return f"{info.get('Os') or 'linux'}/{info.get('Architecture') or 'amd64'}"
 
     # creation ---------------------------------------------------------------
 
@@ -489,26 +429,6 @@ def _unavailable(address: str, exc: BaseException) -> str:
 def _label_filter(selector: Mapping[str, str]) -> dict[str, list[str]]:
     """A Docker list filter for ``selector``; an empty value matches any value."""
     return {"label": [f"{k}={v}" if v else k for k, v in selector.items()]}
-
-
-def pull_arguments(image: str) -> tuple[str, str]:
-    """Split an image reference into the repository and tag (or digest) to pull.
-
-    A digest wins over a tag (``name:tag@sha256:...`` pulls the digest, as
-    ``docker pull`` does), a registry's port is not a tag, and no tag means
-    ``latest``.
-    """
-    repository, digest = image.rsplit("@", 1) if "@" in image else (image, "")
-    name, _, tag = repository.rpartition(":")
-    if not name or "/" in tag:
-        name, tag = repository, ""
-    return name, digest or tag or "latest"
-
-
-def _explain(exc: BaseException | None) -> str:
-    if isinstance(exc, docker.errors.APIError) and exc.explanation:
-        return str(exc.explanation)
-    return str(exc)
 
 
 def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:
