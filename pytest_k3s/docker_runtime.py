@@ -136,7 +136,33 @@ class DockerRuntime(ImageOperations):
         )
 
     def create_node(self, node: NodeContainer, *, privileged: bool) -> str:
-        """Create (not start) a node container and copy its files in; return its id."""
+        """Create (not start) a node container and copy its files in; return its id.
+
+        In the capability fallback the node drops what the engine cannot
+        grant (:meth:`missing_capabilities`); a name the engine rejects as
+        unknown is left out and the create tried again.
+        """
+        cap_drop = None if privileged else self.missing_capabilities(node.image)
+        while True:
+            try:
+                container = self._create(node, privileged, cap_drop)
+                break
+            except docker.errors.APIError as exc:
+                unknown = host.unknown_capability(_explain(exc))
+                if cap_drop is None or unknown not in cap_drop:
+                    raise K3sError(
+                        f"Docker could not create node {node.name}: {_explain(exc)}"
+                    ) from exc
+                cap_drop.remove(unknown)
+                host.note_engine_missing(self.address, cap_drop)
+        container_id = str(container["Id"])
+        for path, data in node.files.items():
+            self.api.put_archive(container_id, "/", _tar_of(path, data))
+        return container_id
+
+    def _create(
+        self, node: NodeContainer, privileged: bool, cap_drop: list[str] | None
+    ) -> dict[str, Any]:
         ports: dict[int | str, Any] = {
             f"{m.container_port}/{m.protocol}": (host_ip, m.host_port)
             for host_ip, m in node.ports
@@ -144,7 +170,9 @@ class DockerRuntime(ImageOperations):
         restart: dict[str, Any] = {"Name": "no"}
         if node.restart_retries:
             restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
-        options = host.privilege_options(privileged, local=self.api_host() is None)
+        options = host.privilege_options(
+            privileged, cap_drop=cap_drop, local=self.api_host() is None
+        )
         unmask = options.pop("unmask", False)
         entrypoint = options.pop("entrypoint", None)
         # Pinned rather than left to daemon defaults (as kind and k3d do): an
@@ -165,26 +193,58 @@ class DockerRuntime(ImageOperations):
             # What `docker run --security-opt systempaths=unconfined` sends.
             host_config["MaskedPaths"] = []
             host_config["ReadonlyPaths"] = []
+        created: dict[str, Any] = self.api.create_container(
+            node.image,
+            command=list(node.command),
+            entrypoint=entrypoint,
+            name=node.name,
+            hostname=node.name,
+            environment=dict(node.environment),
+            labels=dict(node.labels),
+            ports=[(m.container_port, m.protocol) for _, m in node.ports],
+            host_config=host_config,
+        )
+        return created
+
+    def missing_capabilities(self, image: str) -> list[str]:
+        """The capabilities this engine's host cannot grant a container.
+
+        Asked of the engine once per process (:data:`host.PROBE_SCRIPT`, run
+        in a throwaway container of ``image``, which is present by now), never
+        read from our own process: a client in a container has a container's
+        bounding set. When the engine cannot be asked, the fallback drops
+        :data:`host.FALLBACK_DROP`.
+        """
+        known = host.engine_missing(self.address)
+        if known is not None:
+            return known
+        missing: list[str] | None = None
+        probe: str | None = None
         try:
-            container = self.api.create_container(
-                node.image,
-                command=list(node.command),
-                entrypoint=entrypoint,
-                name=node.name,
-                hostname=node.name,
-                environment=dict(node.environment),
-                labels=dict(node.labels),
-                ports=[(m.container_port, m.protocol) for _, m in node.ports],
-                host_config=host_config,
+            probe = str(
+                self.api.create_container(
+                    image,
+                    ["-c", host.PROBE_SCRIPT],
+                    entrypoint=["/bin/sh"],
+                    labels={labels.PROBE: "capabilities"},
+                    host_config=self.api.create_host_config(
+                        pid_mode="host", network_mode="none"
+                    ),
+                )["Id"]
             )
-        except docker.errors.APIError as exc:
-            raise K3sError(
-                f"Docker could not create node {node.name}: {_explain(exc)}"
-            ) from exc
-        container_id = str(container["Id"])
-        for path, data in node.files.items():
-            self.api.put_archive(container_id, "/", _tar_of(path, data))
-        return container_id
+            self.api.start(probe)
+            self.api.wait(probe, timeout=60)
+            status = self.api.logs(probe, stdout=True, stderr=False)
+            missing = host.missing_capabilities(status.decode("ascii", "replace"))
+        except (docker.errors.DockerException, OSError):
+            pass  # an engine that refuses the probe's PID namespace, say
+        finally:
+            if probe is not None:
+                self.remove_container(probe)
+        if missing is None:
+            missing = list(host.FALLBACK_DROP)
+        host.note_engine_missing(self.address, missing)
+        return list(missing)
 
     def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
         """Create and start a node; with ``privileged`` None, fall back if refused.
