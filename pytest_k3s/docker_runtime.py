@@ -28,6 +28,7 @@ import docker.errors
 from docker.utils.socket import frames_iter
 
 from pytest_k3s import host
+from pytest_k3s import incontainer
 from pytest_k3s import labels
 from pytest_k3s.errors import DockerUnavailableError
 from pytest_k3s.errors import K3sError
@@ -103,6 +104,39 @@ class DockerRuntime(ImageOperations):
         if remote and parts.hostname not in (None, "localhost", "127.0.0.1", "::1"):
             return parts.hostname
         return None
+
+    def access(self) -> incontainer.Access:
+        """How this process reaches cluster APIs on this engine (decided once)."""
+        local = self.address.startswith("http+docker://localhost")  # a unix socket
+        return incontainer.access_for(self.address, local=local, inspect=self._inspect)
+
+    def _inspect(self, container: str) -> Mapping[str, Any] | None:
+        try:
+            info: Mapping[str, Any] = self.api.inspect_container(container)
+        except docker.errors.APIError:  # not found, or not a container of it
+            return None
+        return info
+
+    def join_network(self, network: str) -> None:
+        """Connect our own container to ``network`` if we reach APIs through it.
+
+        Connecting twice (another xdist worker in the same container did) is
+        fine. The network's removal disconnects us again (:meth:`remove_cluster`).
+        """
+        ours = self.access().container
+        if ours is None:
+            return
+        try:
+            self.api.connect_container_to_network(ours, network)
+        except docker.errors.APIError as exc:
+            if "already exists" in _explain(exc):
+                return
+            raise K3sError(
+                f"could not connect this test container ({ours[:12]}) to the "
+                f"cluster network {network}: {_explain(exc)}; set --k3s-api-host "
+                "(and --k3s-api-bind) to an address of the engine's host that "
+                "this container reaches"
+            ) from exc
 
     def host_warnings(self) -> list[str]:
         """Advice about the engine host's limits, once per engine and process."""
