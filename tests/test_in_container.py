@@ -100,8 +100,6 @@ def test_examples_pass_inside_a_container_of_the_engine(
 
 
 def _has_xdist() -> bool:
-    try:
-        import xdist  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("xdist") is not None
