@@ -145,6 +145,8 @@ class K3sCluster:
             (Node(c.name, _role(c.labels.get(labels.ROLE)), c.id) for c in containers),
             key=node_order,
         )
+        if spec.api_host is None and runtime.api_host() is None:
+            runtime.join_network(name)  # in a container: as start_cluster did
         return cls(
             name=name,
             spec=spec,

@@ -1,4 +1,4 @@
-"""Everything pytest-k3s asks of Docker, and the only module that imports ``docker``.
+"""Everything pytest-k3s asks of Docker (with :mod:`pytest_k3s.images`, its image part).
 
 :class:`DockerRuntime` turns node descriptions into labelled containers on a
 labelled network, reads files and logs out of them, runs commands in them and
@@ -28,16 +28,15 @@ import docker.errors
 from docker.utils.socket import frames_iter
 
 from pytest_k3s import host
+from pytest_k3s import incontainer
 from pytest_k3s import labels
 from pytest_k3s.errors import DockerUnavailableError
-from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
+from pytest_k3s.images import ImageOperations
+from pytest_k3s.images import explain as _explain
+from pytest_k3s.images import pull_arguments as pull_arguments
 from pytest_k3s.nodes import NodeContainer
-
-
-#: ``docker info``'s kernel architecture names, as Go (and platforms) spell them.
-_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def _timestamp(stamp: str) -> tuple[int, int]:
     return seconds, int((fraction or "0").ljust(9, "0")[:9])
 
 
-class DockerRuntime:
+class DockerRuntime(ImageOperations):
     """A connection to one Docker engine, with the operations clusters need.
 
     :param client: a connected ``docker.DockerClient``
@@ -93,11 +92,6 @@ class DockerRuntime:
         """Close the connection."""
         self.client.close()
 
-    @property
-    def address(self) -> str:
-        """The engine's address as the SDK uses it."""
-        return str(self.api.base_url)
-
     def api_host(self) -> str | None:
         """Return the remote engine's host name, or None for a local engine.
 
@@ -111,62 +105,42 @@ class DockerRuntime:
             return parts.hostname
         return None
 
+    def access(self) -> incontainer.Access:
+        """How this process reaches cluster APIs on this engine (decided once)."""
+        local = self.address.startswith("http+docker://localhost")  # a unix socket
+        return incontainer.access_for(self.address, local=local, inspect=self._inspect)
+
+    def _inspect(self, container: str) -> Mapping[str, Any] | None:
+        try:
+            info: Mapping[str, Any] = self.api.inspect_container(container)
+        except docker.errors.APIError:  # not found, or not a container of it
+            return None
+        return info
+
+    def join_network(self, network: str) -> None:
+        """Connect our own container to ``network`` if we reach APIs through it.
+
+        Connecting twice (another xdist worker in the same container did) is
+        fine. The network's removal disconnects us again (:meth:`remove_cluster`).
+        """
+        ours = self.access().container
+        if ours is None:
+            return
+        try:
+            self.api.connect_container_to_network(ours, network)
+        except docker.errors.APIError as exc:
+            if "already exists" in _explain(exc):
+                return
+            raise K3sError(
+                f"could not connect this test container ({ours[:12]}) to the "
+                f"cluster network {network}: {_explain(exc)}; set --k3s-api-host "
+                "(and --k3s-api-bind) to an address of the engine's host that "
+                "this container reaches"
+            ) from exc
+
     def host_warnings(self) -> list[str]:
         """Advice about the engine host's limits, once per engine and process."""
         return host.host_warnings(self.address, local=self.api_host() is None)
-
-    # images ---------------------------------------------------------------
-
-    def has_image(self, image: str) -> bool:
-        """Whether ``image`` is present on the engine."""
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            return False
-        return True
-
-    def pull_image(self, image: str) -> None:
-        """Pull ``image``; raise ImageUnavailableError saying how else to get it."""
-        try:
-            repository, tag = pull_arguments(image)
-            self.api.pull(repository, tag=tag)
-        except docker.errors.APIError as exc:
-            raise ImageUnavailableError(self._image_hint(image, exc)) from exc
-
-    def _image_hint(self, image: str, exc: Exception) -> str:
-        return (
-            f"node image {image!r} is not available: pulling it failed: "
-            f"{_explain(exc)}. Provide it on the "
-            f"Docker engine at {self.address}: 'docker pull {image}' where a "
-            f"registry is reachable, 'docker load -i k3s-image.tar' from a "
-            "saved copy, or a registry mirror configured in the engine; or "
-            "choose another image with --k3s-image / PYTEST_K3S_IMAGE"
-        )
-
-    def save_image(self, image: str, destination: IO[bytes]) -> None:
-        """Write ``docker save image`` to ``destination``, under that reference.
-
-        The low-level call saves the reference asked for; the high-level
-        ``Image.save(named=True)`` names the archive after the image's first
-        tag, so an image with two tags would load under the other one.
-        """
-        try:
-            for chunk in self.api.get_image(image):
-                destination.write(chunk)
-        except docker.errors.NotFound as exc:  # "reference does not exist"
-            raise ImageUnavailableError(
-                f"image {image!r} is not on the Docker engine at {self.address}; "
-                f"build or pull it first ('docker pull {image}')"
-            ) from exc
-
-    def image_platform(self, image: str) -> str:
-        """The platform (``linux/<arch>``) of a local image, e.g. the node image."""
-        try:
-            info = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
-        except docker.errors.ImageNotFound:  # removed since: the engine's own
-            machine = str(self.api.info().get("Architecture", ""))
-            return f"linux/{_GOARCH.get(machine, machine or 'amd64')}"
-        return f"{info.get('Os') or 'linux'}/{info.get('Architecture') or 'amd64'}"
 
     # creation ---------------------------------------------------------------
 
@@ -196,7 +170,33 @@ class DockerRuntime:
         )
 
     def create_node(self, node: NodeContainer, *, privileged: bool) -> str:
-        """Create (not start) a node container and copy its files in; return its id."""
+        """Create (not start) a node container and copy its files in; return its id.
+
+        In the capability fallback the node drops what the engine cannot
+        grant (:meth:`missing_capabilities`); a name the engine rejects as
+        unknown is left out and the create tried again.
+        """
+        cap_drop = None if privileged else self.missing_capabilities(node.image)
+        while True:
+            try:
+                container = self._create(node, privileged, cap_drop)
+                break
+            except docker.errors.APIError as exc:
+                unknown = host.unknown_capability(_explain(exc))
+                if cap_drop is None or unknown not in cap_drop:
+                    raise K3sError(
+                        f"Docker could not create node {node.name}: {_explain(exc)}"
+                    ) from exc
+                cap_drop.remove(unknown)
+                host.note_engine_missing(self.address, cap_drop)
+        container_id = str(container["Id"])
+        for path, data in node.files.items():
+            self.api.put_archive(container_id, "/", _tar_of(path, data))
+        return container_id
+
+    def _create(
+        self, node: NodeContainer, privileged: bool, cap_drop: list[str] | None
+    ) -> dict[str, Any]:
         ports: dict[int | str, Any] = {
             f"{m.container_port}/{m.protocol}": (host_ip, m.host_port)
             for host_ip, m in node.ports
@@ -204,7 +204,9 @@ class DockerRuntime:
         restart: dict[str, Any] = {"Name": "no"}
         if node.restart_retries:
             restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
-        options = host.privilege_options(privileged, local=self.api_host() is None)
+        options = host.privilege_options(
+            privileged, cap_drop=cap_drop, local=self.api_host() is None
+        )
         unmask = options.pop("unmask", False)
         entrypoint = options.pop("entrypoint", None)
         # Pinned rather than left to daemon defaults (as kind and k3d do): an
@@ -225,26 +227,58 @@ class DockerRuntime:
             # What `docker run --security-opt systempaths=unconfined` sends.
             host_config["MaskedPaths"] = []
             host_config["ReadonlyPaths"] = []
+        created: dict[str, Any] = self.api.create_container(
+            node.image,
+            command=list(node.command),
+            entrypoint=entrypoint,
+            name=node.name,
+            hostname=node.name,
+            environment=dict(node.environment),
+            labels=dict(node.labels),
+            ports=[(m.container_port, m.protocol) for _, m in node.ports],
+            host_config=host_config,
+        )
+        return created
+
+    def missing_capabilities(self, image: str) -> list[str]:
+        """The capabilities this engine's host cannot grant a container.
+
+        Asked of the engine once per process (:data:`host.PROBE_SCRIPT`, run
+        in a throwaway container of ``image``, which is present by now), never
+        read from our own process: a client in a container has a container's
+        bounding set. When the engine cannot be asked, the fallback drops
+        :data:`host.FALLBACK_DROP`.
+        """
+        known = host.engine_missing(self.address)
+        if known is not None:
+            return known
+        missing: list[str] | None = None
+        probe: str | None = None
         try:
-            container = self.api.create_container(
-                node.image,
-                command=list(node.command),
-                entrypoint=entrypoint,
-                name=node.name,
-                hostname=node.name,
-                environment=dict(node.environment),
-                labels=dict(node.labels),
-                ports=[(m.container_port, m.protocol) for _, m in node.ports],
-                host_config=host_config,
+            probe = str(
+                self.api.create_container(
+                    image,
+                    ["-c", host.PROBE_SCRIPT],
+                    entrypoint=["/bin/sh"],
+                    labels={labels.PROBE: "capabilities"},
+                    host_config=self.api.create_host_config(
+                        pid_mode="host", network_mode="none"
+                    ),
+                )["Id"]
             )
-        except docker.errors.APIError as exc:
-            raise K3sError(
-                f"Docker could not create node {node.name}: {_explain(exc)}"
-            ) from exc
-        container_id = str(container["Id"])
-        for path, data in node.files.items():
-            self.api.put_archive(container_id, "/", _tar_of(path, data))
-        return container_id
+            self.api.start(probe)
+            self.api.wait(probe, timeout=60)
+            status = self.api.logs(probe, stdout=True, stderr=False)
+            missing = host.missing_capabilities(status.decode("ascii", "replace"))
+        except (docker.errors.DockerException, OSError):
+            pass  # an engine that refuses the probe's PID namespace, say
+        finally:
+            if probe is not None:
+                self.remove_container(probe)
+        if missing is None:
+            missing = list(host.FALLBACK_DROP)
+        host.note_engine_missing(self.address, missing)
+        return list(missing)
 
     def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
         """Create and start a node; with ``privileged`` None, fall back if refused.
@@ -489,26 +523,6 @@ def _unavailable(address: str, exc: BaseException) -> str:
 def _label_filter(selector: Mapping[str, str]) -> dict[str, list[str]]:
     """A Docker list filter for ``selector``; an empty value matches any value."""
     return {"label": [f"{k}={v}" if v else k for k, v in selector.items()]}
-
-
-def pull_arguments(image: str) -> tuple[str, str]:
-    """Split an image reference into the repository and tag (or digest) to pull.
-
-    A digest wins over a tag (``name:tag@sha256:...`` pulls the digest, as
-    ``docker pull`` does), a registry's port is not a tag, and no tag means
-    ``latest``.
-    """
-    repository, digest = image.rsplit("@", 1) if "@" in image else (image, "")
-    name, _, tag = repository.rpartition(":")
-    if not name or "/" in tag:
-        name, tag = repository, ""
-    return name, digest or tag or "latest"
-
-
-def _explain(exc: BaseException | None) -> str:
-    if isinstance(exc, docker.errors.APIError) and exc.explanation:
-        return str(exc.explanation)
-    return str(exc)
 
 
 def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:

@@ -4,13 +4,16 @@ This is host policy, kept apart from the Docker adapter (as k3d keeps
 ``host.go`` apart from its runtime): which capabilities a node may ask for
 where the engine refuses privileged mode, which host devices the kubelet
 reads, and which kernel limits are too low for k3s nodes. The facts learnt
-about an engine (it refused privileged mode; its host was checked) are kept
-per engine address for the life of the process, so every later node and
-cluster uses them.
+about an engine (it refused privileged mode; what it can grant; its host
+was checked) are kept per engine address for the life of the process, so
+every later node and cluster uses them. What the engine can grant comes
+from the engine, never from this process's own capabilities: inside a
+container those are a container's.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,17 @@ while read -r _ _ _ _ point _; do
 done </proc/self/mountinfo
 exec /bin/k3s "$@"
 """
+#: How the engine is asked what its host can grant: a throwaway container
+#: in the engine's PID namespace reads its parent's status. That parent is
+#: the runtime's shim, and runc can hand a container only what the shim's
+#: bounding set holds (a sandboxed engine lacks some; PID 1 may hold more).
+PROBE_SCRIPT = "cat /proc/$PPID/status"
+#: What the fallback drops when the engine cannot be asked: the capability
+#: sandboxed hosts lack.
+FALLBACK_DROP = ("SYS_RESOURCE",)
+_UNKNOWN_CAPABILITY = re.compile(r'unknown capability: "?CAP_([A-Z_]+)')
+#: What each engine (by address) cannot grant, as it answered.
+_ENGINE_MISSING: dict[str, list[str]] = {}
 #: Engines (by address) that refused privileged mode in this process.
 _REFUSED_PRIVILEGED: set[str] = set()
 #: Engines whose host limits were already checked in this process.
@@ -137,33 +151,53 @@ def inotify_warning(sysctl: Path = INOTIFY_SYSCTL) -> str | None:
     )
 
 
-def missing_capabilities(status: str | None = None) -> list[str]:
-    """Return the capabilities this host cannot grant (from our bounding set).
+def missing_capabilities(status: str) -> list[str] | None:
+    """Return the capabilities a ``/proc/<pid>/status`` text's bounding set lacks.
 
-    A daemon on the same host shares the bounding set, so what we lack it
-    cannot hand to a privileged container either. SYS_RESOURCE is assumed
-    missing when nothing can be read: it is the one sandboxed hosts lack.
+    ``status`` is the *engine's* answer (see :data:`PROBE_SCRIPT`), never our
+    own process's: a client in a container has a container's bounding set,
+    which says nothing about what the engine's host can grant. None when the
+    text has no ``CapBnd`` line.
     """
-    if status is None:
-        try:
-            status = Path("/proc/self/status").read_text(encoding="ascii")
-        except OSError:
-            return ["SYS_RESOURCE"]
     for line in status.splitlines():
         if line.startswith("CapBnd:"):
             bounding = int(line.split()[1], 16)
-            missing = [
+            return [
                 name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1
             ]
-            return missing or ["SYS_RESOURCE"]
-    return ["SYS_RESOURCE"]
+    return None
 
 
-def privilege_options(privileged: bool, *, local: bool = True) -> dict[str, Any]:
+def engine_missing(engine: str) -> list[str] | None:
+    """What ``engine`` cannot grant, if it was asked in this process."""
+    missing = _ENGINE_MISSING.get(engine)
+    return None if missing is None else list(missing)
+
+
+def note_engine_missing(engine: str, missing: list[str]) -> None:
+    """Remember what ``engine`` cannot grant (its answer, or names it rejected)."""
+    _ENGINE_MISSING[engine] = list(missing)
+
+
+def unknown_capability(message: str) -> str | None:
+    """The capability an engine rejected as unknown (``CAP_PERFMON`` -> PERFMON).
+
+    Older engines know fewer names than the kernel (Docker 20.10 stops at
+    AUDIT_READ); a name they do not know is one ``cap_add=["ALL"]`` never
+    grants, so leaving it out of ``cap_drop`` changes nothing.
+    """
+    match = _UNKNOWN_CAPABILITY.search(message)
+    return match.group(1) if match else None
+
+
+def privilege_options(
+    privileged: bool, *, cap_drop: list[str] | None = None, local: bool = True
+) -> dict[str, Any]:
     """Return the container options for privileged mode or the capability set.
 
     The capability set stands in for privileged mode as far as a host that
-    refuses it allows: every capability it has, no seccomp or AppArmor
+    refuses it allows: every capability the engine can grant (``cap_drop``
+    is what it cannot, as the engine answered), no seccomp or AppArmor
     confinement, unmasked ``/proc`` paths, and (for a local engine, whose
     devices we can see) the devices the kubelet reads. Its entrypoint makes
     /sys and the cgroup hierarchies writable before k3s starts
@@ -176,7 +210,7 @@ def privilege_options(privileged: bool, *, local: bool = True) -> dict[str, Any]
     return {
         "entrypoint": fallback_entrypoint(),
         "cap_add": ["ALL"],
-        "cap_drop": missing_capabilities() if local else ["SYS_RESOURCE"],
+        "cap_drop": list(FALLBACK_DROP if cap_drop is None else cap_drop),
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
         "devices": [f"{device}:{device}:rwm" for device in devices],
         "unmask": True,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 PREFIX = "io.pytest-k3s"
 CLUSTER = f"{PREFIX}.cluster"
+#: On the throwaway containers that ask the engine what it can grant.
+PROBE = f"{PREFIX}.probe"
 ROLE = f"{PREFIX}.role"
 RUN = f"{PREFIX}.run"
 SPEC = f"{PREFIX}.spec"

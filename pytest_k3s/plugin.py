@@ -112,8 +112,13 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput[WORKER_INPUT] = node.config.stash[RUN_KEY].to_json()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return config.stash[SETTINGS_KEY].header()
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS_KEY]
+    if settings.kubeconfig is not None:
+        return [settings.header()]
+    from pytest_k3s.incontainer import header_line
+
+    return [settings.header(), header_line(settings.spec.api_host)]
 
 
 @pytest.hookimpl(wrapper=True)

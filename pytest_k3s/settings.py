@@ -14,6 +14,7 @@ an error.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -92,6 +93,14 @@ def _privilege(text: str) -> str:
     if text not in PRIVILEGE_MODES:
         raise ValueError(f"{text!r} is not one of {', '.join(PRIVILEGE_MODES)}")
     return text
+
+
+def _address(text: str) -> str:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (e.g. 0.0.0.0)") from None
+    return text.strip()
 
 
 def _version(text: str) -> str:
@@ -182,6 +191,21 @@ KNOBS = (
     ),
     Knob("context", "The kubeconfig context to use with --k3s-kubeconfig", str, "NAME"),
     Knob(
+        "api-host",
+        "Host or IP the kubeconfigs use for the API, where detection cannot "
+        "know (default: 127.0.0.1, a remote engine's host, or server-0 on the "
+        "cluster network when the tests run in one of the engine's containers)",
+        str,
+        "HOST",
+    ),
+    Knob(
+        "api-bind",
+        "Address of the engine's host the API port is published on (default "
+        "127.0.0.1; 0.0.0.0 for a remote engine)",
+        _address,
+        "ADDRESS",
+    ),
+    Knob(
         "keep-for",
         "How long kept clusters are spared by the automatic sweep of leftovers "
         "(default 24h; e.g. 90m, 7d)",
@@ -265,6 +289,9 @@ class Settings:
         keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
         reuse = bool(values.pop("reuse", False))
         reuse_for = values.pop("reuse-for", DEFAULT_REUSE_FOR)
+        for name in ("api-host", "api-bind"):  # ClusterSpec.api_host, .api_bind
+            if name in values:
+                values[name.replace("-", "_")] = values.pop(name)
         existing = values.pop("kubeconfig", None)
         context = values.pop("context", None)
         if context is not None and existing is None:

@@ -138,7 +138,16 @@ class _Starter:
         self.ready = Readiness(runtime, name, start_timeout(spec), self.nodes)
         self.token = secrets.token_hex(16)
         remote = runtime.api_host()
-        self.api_host = spec.api_host or remote or "127.0.0.1"
+        #: In a container of the engine, we join the cluster network and use
+        #: server-0's name and port (:mod:`pytest_k3s.incontainer`); an
+        #: explicit api_host means the user knows better.
+        self.via_network = (
+            spec.api_host is None and not remote and runtime.access().mode == "network"
+        )
+        server0 = node_name(name, "server", 0)
+        self.api_host = (
+            spec.api_host or remote or (server0 if self.via_network else "127.0.0.1")
+        )
         self.api_bind = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
 
     def run(self) -> K3sCluster:
@@ -155,6 +164,8 @@ class _Starter:
         self.ready.begin()
         self.runtime.check_free([self.name, node_name(self.name, "server", 0)])
         self.runtime.create_network(self.name, self._labels("network"))
+        if self.via_network:
+            self.runtime.join_network(self.name)
         refused_before = self.runtime.privileged_refused
         self._start_node("server", 0)
         if self.runtime.privileged_refused and not refused_before:
@@ -270,7 +281,11 @@ class _Starter:
                         logs=self.ready.tail(server0),
                     ) from exc
                 time.sleep(0.25)
-        port = self.runtime.published_port(server0.container_id, f"{API_PORT}/tcp")
+        port = (
+            API_PORT
+            if self.via_network
+            else self.runtime.published_port(server0.container_id, f"{API_PORT}/tcp")
+        )
         config = kubeconfig.rewrite(
             kubeconfig.parse(raw),
             server=kubeconfig.server_url(self.api_host, port),

@@ -9,6 +9,7 @@ from pytest_k3s.host import inotify_warning
 from pytest_k3s.host import missing_capabilities
 from pytest_k3s.host import privilege_options
 from pytest_k3s.host import remount_failure
+from pytest_k3s.host import unknown_capability
 
 
 def test_missing_capabilities_reads_the_bounding_set() -> None:
@@ -17,7 +18,21 @@ def test_missing_capabilities_reads_the_bounding_set() -> None:
     lacks_two = f"CapBnd:\t{((1 << 41) - 1) & ~(1 << 24) & ~(1 << 16):016x}\n"
     assert missing_capabilities(lacks_sys_resource) == ["SYS_RESOURCE"]
     assert missing_capabilities(lacks_two) == ["SYS_MODULE", "SYS_RESOURCE"]
-    assert missing_capabilities(everything) == ["SYS_RESOURCE"]
+    # The engine's answer is taken as it is: a full set drops nothing.
+    assert missing_capabilities(everything) == []
+    assert missing_capabilities("Name:\tcontainerd-shim\n") is None
+
+
+def test_unknown_capability_names_what_the_engine_rejected() -> None:
+    message = 'invalid CapDrop: unknown capability: "CAP_PERFMON"'
+    assert unknown_capability(message) == "PERFMON"
+    assert unknown_capability("unable to apply caps: operation not permitted") is None
+
+
+def test_fallback_drops_the_engines_answer_or_the_usual_suspect() -> None:
+    assert privilege_options(False, cap_drop=["BPF"])["cap_drop"] == ["BPF"]
+    assert privilege_options(False, cap_drop=[])["cap_drop"] == []
+    assert privilege_options(False)["cap_drop"] == ["SYS_RESOURCE"]
 
 
 def test_inotify_warning_names_the_setting_and_the_fix(tmp_path: Path) -> None:

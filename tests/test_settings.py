@@ -107,3 +107,25 @@ def test_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nk3s_agents = many\n")
     with pytest.raises(pytest.UsageError, match="ini k3s_agents: 'many'"):
         settings(pytester)
+
+
+def test_api_host_and_bind_reach_the_spec(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolved = settings(pytester, "--k3s-api-host=172.17.0.1", "--k3s-api-bind=0.0.0.0")
+    assert (resolved.spec.api_host, resolved.spec.api_bind) == ("172.17.0.1", "0.0.0.0")
+    monkeypatch.setenv("PYTEST_K3S_API_HOST", "docker-host")
+    assert settings(pytester).spec.api_host == "docker-host"
+    monkeypatch.delenv("PYTEST_K3S_API_HOST")
+    pytester.makeini("[pytest]\nk3s_api_bind = 172.17.0.1\n")
+    resolved = settings(pytester)
+    assert resolved.spec.api_bind == "172.17.0.1"
+    assert resolved.spec.api_host is None
+    assert resolved.sources["api-bind"] == "ini file"
+
+
+def test_api_bind_must_be_an_address(pytester: pytest.Pytester) -> None:
+    with pytest.raises(
+        pytest.UsageError, match="--k3s-api-bind: 'docker' is not an IP"
+    ):
+        settings(pytester, "--k3s-api-bind=docker")
