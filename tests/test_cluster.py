@@ -444,7 +444,7 @@ def test_cli_lists_and_sweeps(
     cluster = K3sCluster.start(ClusterSpec(image=double_image, wait_for_coredns=False))
     try:
         listing = cli("list")
-        assert f"{cluster.name}\trun " in listing
+        assert f"{cluster.name}\tspec {cluster.spec.digest()}\trun " in listing
         assert "run alive" in listing.split(cluster.name, 1)[1].splitlines()[0]
         assert cluster.name not in cli("sweep"), "a live run's cluster is never swept"
     finally:
