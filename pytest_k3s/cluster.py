@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -426,37 +424,7 @@ class K3sCluster:
         """
         from pytest_k3s import images
 
-        expected = images.normalized_reference(image)
-        platform = self._runtime.image_platform(self.spec.image)
-        with tempfile.TemporaryDirectory(prefix="pytest-k3s-image-") as directory:
-            archive = Path(directory) / "image.tar"
-            with archive.open("wb") as stream:
-                self._runtime.save_image(image, stream)
-
-            def load(node: Node) -> None:
-                with archive.open("rb") as stream:
-                    code, output = self._runtime.exec(
-                        node.container_id, images.import_command(platform), stdin=stream
-                    )
-                if code != 0:
-                    raise ClusterCommandError(
-                        f"importing {image} ({platform}) into node {node.name} "
-                        f"failed with exit status {code}: {output.strip()}"
-                    )
-                code, listing = self._runtime.exec(
-                    node.container_id, images.list_command()
-                )
-                if "@" not in image and expected not in listing.split():
-                    raise ClusterCommandError(
-                        f"node {node.name} does not list {expected} after importing "
-                        f"{image}: its containerd (namespace {images.NAMESPACE}) "
-                        f"lists {', '.join(listing.split()) or 'nothing'} (ctr exit "
-                        f"status {code}); check that the image exists for "
-                        f"{platform} ('docker image inspect {image}')"
-                    )
-
-            with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-                list(pool.map(load, self.nodes))
+        images.load_image(self, image)
 
 
 def remove_cluster(

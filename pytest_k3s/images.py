@@ -14,12 +14,22 @@ pulls, ``docker save`` and platforms.
 
 from __future__ import annotations
 
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
 
+from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import ImageUnavailableError
+
+
+if TYPE_CHECKING:
+    from pytest_k3s.cluster import K3sCluster
+    from pytest_k3s.nodes import Node
 
 
 #: The containerd namespace the kubelet's images live in.
@@ -139,3 +149,37 @@ def import_command(platform: str) -> list[str]:
 def list_command() -> list[str]:
     """``ctr images ls -q``: the node's image references, one a line."""
     return ["ctr", "-n", NAMESPACE, "images", "ls", "-q"]
+
+
+def load_image(cluster: K3sCluster, image: str) -> None:
+    """Import ``image`` into every node of ``cluster`` (see K3sCluster.load_image)."""
+    runtime = cluster.runtime
+    expected = normalized_reference(image)
+    platform = runtime.image_platform(cluster.spec.image)
+    with tempfile.TemporaryDirectory(prefix="pytest-k3s-image-") as directory:
+        archive = Path(directory) / "image.tar"
+        with archive.open("wb") as stream:
+            runtime.save_image(image, stream)
+
+        def load(node: Node) -> None:
+            with archive.open("rb") as stream:
+                code, output = runtime.exec(
+                    node.container_id, import_command(platform), stdin=stream
+                )
+            if code != 0:
+                raise ClusterCommandError(
+                    f"importing {image} ({platform}) into node {node.name} "
+                    f"failed with exit status {code}: {output.strip()}"
+                )
+            code, listing = runtime.exec(node.container_id, list_command())
+            if "@" not in image and expected not in listing.split():
+                raise ClusterCommandError(
+                    f"node {node.name} does not list {expected} after importing "
+                    f"{image}: its containerd (namespace {NAMESPACE}) "
+                    f"lists {', '.join(listing.split()) or 'nothing'} (ctr exit "
+                    f"status {code}); check that the image exists for "
+                    f"{platform} ('docker image inspect {image}')"
+                )
+
+        with ThreadPoolExecutor(max_workers=len(cluster.nodes)) as pool:
+            list(pool.map(load, cluster.nodes))

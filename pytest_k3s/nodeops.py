@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterTimeoutError
 from pytest_k3s.errors import K3sError
+from pytest_k3s.nodes import PRIVILEGE_REQUEST
 from pytest_k3s.nodes import Node
 from pytest_k3s.nodes import node_container
 from pytest_k3s.nodes import node_order
@@ -28,9 +29,6 @@ from pytest_k3s.readiness import Readiness
 if TYPE_CHECKING:
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.docker_runtime import DockerRuntime
-
-#: Privilege setting -> what the runtime is asked for (None: try, fall back).
-_PRIVILEGED = {"auto": None, "privileged": True, "capabilities": False}
 
 
 def _warn_if_shared(cluster: K3sCluster, what: str) -> None:
@@ -87,7 +85,7 @@ def add_agent(cluster: K3sCluster, *, timeout: float = 120) -> Node:
     )
     began = time.time()
     container_id = runtime.start_node(
-        description, privileged=_PRIVILEGED[cluster.spec.privileged]
+        description, privileged=PRIVILEGE_REQUEST[cluster.spec.privileged]
     )
     node = Node(description.name, "agent", container_id)
     cluster.nodes = tuple(sorted((*cluster.nodes, node), key=node_order))

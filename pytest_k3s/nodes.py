@@ -69,6 +69,15 @@ class NodeContainer:
     files: Mapping[str, bytes] = field(default_factory=dict)
 
 
+#: What the runtime is asked for, by privilege setting: privileged mode,
+#: the capability set, or (None) privileged with a fallback if refused.
+PRIVILEGE_REQUEST: dict[str, bool | None] = {
+    "auto": None,
+    "privileged": True,
+    "capabilities": False,
+}
+
+
 def node_name(cluster: str, role: Role, index: int) -> str:
     """The container name, hostname and Kubernetes node name of a node."""
     return f"{cluster}-{role}-{index}"

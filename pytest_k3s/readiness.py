@@ -25,8 +25,8 @@ from pytest_k3s.nodes import Node
 
 
 if TYPE_CHECKING:
+    from pytest_k3s.containers import LogCursor
     from pytest_k3s.docker_runtime import DockerRuntime
-    from pytest_k3s.docker_runtime import LogCursor
     from pytest_k3s.kubeconfig import Kubeconfig
 
 #: Lower-cased log lines that mark a node as started, by role (k3d's table).
@@ -160,7 +160,7 @@ class Readiness:
 
     def wait_for_log(self, node: Node, needle: str) -> None:
         """Wait until ``node`` has logged ``needle`` (lower-case) since it started."""
-        from pytest_k3s.docker_runtime import LogCursor
+        from pytest_k3s.containers import LogCursor
 
         cursor = self._cursors.setdefault(node.name, LogCursor())
         seen = self._seen.setdefault(node.name, set())

@@ -27,6 +27,7 @@ from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.nodes import API_PORT
 from pytest_k3s.nodes import KUBECONFIG_OUTPUT
+from pytest_k3s.nodes import PRIVILEGE_REQUEST
 from pytest_k3s.nodes import Node
 from pytest_k3s.nodes import Role
 from pytest_k3s.nodes import node_container
@@ -49,9 +50,6 @@ Progress = Callable[[str], None]
 #: How long server-0's kubeconfig may be missing after its ready line: k3s
 #: writes it a moment later on a slow host.
 KUBECONFIG_WAIT = 15.0
-
-#: Privilege setting -> what the runtime is asked for (None: try, fall back).
-_PRIVILEGED = {"auto": None, "privileged": True, "capabilities": False}
 
 
 def new_cluster_name() -> str:
@@ -259,7 +257,7 @@ class _Starter:
             api_bind=self.api_bind,
             labels=self._labels(role),
         )
-        privileged = _PRIVILEGED[self.spec.privileged]
+        privileged = PRIVILEGE_REQUEST[self.spec.privileged]
         container_id = self.runtime.start_node(node, privileged=privileged)
         self.nodes.append(Node(node.name, role, container_id))
         self.progress(f"  started {role} {node.name}")

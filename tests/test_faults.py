@@ -109,9 +109,19 @@ def pytest_process(
     return process
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
-@pytest.mark.parametrize("phase", ["start-up", "mid-test"])
-@pytest.mark.parametrize("workers", [0, 2], ids=["single-process", "xdist-2"])
+CASES = [
+    (workers, phase, sig)
+    for workers in (0, 2)
+    for phase in ("start-up", "mid-test")
+    for sig in ("SIGINT", "SIGTERM")
+] + [(0, "mid-test", "SIGHUP")]  # SIGHUP takes SIGTERM's path: one case
+
+
+@pytest.mark.parametrize(
+    ("workers", "phase", "sig"),
+    CASES,
+    ids=[f"{'xdist-2' if w else 'single-process'}-{p}-{s}" for w, p, s in CASES],
+)
 def test_a_signal_ends_the_run_like_ctrl_c_and_removes_its_clusters(
     pytester: pytest.Pytester,
     inner: Path,
@@ -121,8 +131,6 @@ def test_a_signal_ends_the_run_like_ctrl_c_and_removes_its_clusters(
     phase: str,
     workers: int,
 ) -> None:
-    if sig == "SIGHUP" and (workers or phase == "start-up"):
-        pytest.skip("SIGHUP takes the same path as SIGTERM; one case is enough")
     if phase == "start-up":
         pytester.makeconftest(FAULT_CONFTEST)
         monkeypatch.setenv("FAULT_SIGNAL", sig)

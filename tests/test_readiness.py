@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_k3s.docker_runtime import LogCursor
+from pytest_k3s.containers import LogCursor
 from pytest_k3s.nodes import Node
 from pytest_k3s.readiness import INIT_READY_LOG
 from pytest_k3s.readiness import READY_LOG

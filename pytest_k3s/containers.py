@@ -1,0 +1,119 @@
+"""Inside node containers: their files, logs and commands (part of the Docker adapter).
+
+:class:`ContainerOperations` is the part of
+:class:`~pytest_k3s.docker_runtime.DockerRuntime` that reads a file out of a
+container, follows its log with a cursor (so a readiness wait reads each line
+once) and runs a command in it, feeding it standard input (``ctr images
+import -``).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import IO
+from typing import Any
+
+import docker
+from docker.utils.socket import frames_iter
+
+from pytest_k3s.errors import K3sError
+
+
+@dataclass
+class LogCursor:
+    """Where we are in a container's log, plus the lines seen so far (bounded)."""
+
+    since: int = 0
+    last: tuple[int, int] = (0, 0)
+    lines: list[str] = field(default_factory=list)
+    keep: int = 200
+
+
+def _timestamp(stamp: str) -> tuple[int, int]:
+    """Turn Docker's RFC 3339 log timestamp into (epoch seconds, nanoseconds)."""
+    import calendar
+
+    date, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(date, "%Y-%m-%dT%H:%M:%S"))
+    return seconds, int((fraction or "0").ljust(9, "0")[:9])
+
+
+class ContainerOperations:
+    """Files, logs and commands of the engine's containers."""
+
+    api: docker.APIClient
+
+    def read_file(self, container_id: str, path: str) -> bytes:
+        """Return the contents of ``path`` inside the container."""
+        stream, _ = self.api.get_archive(container_id, path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            extracted = archive.extractfile(member) if member else None
+            if extracted is None:
+                raise K3sError(f"{path} in container {container_id[:12]} is no file")
+            return extracted.read()
+
+    def new_log_lines(self, container_id: str, cursor: LogCursor) -> list[str]:
+        """Return the log lines written since ``cursor`` and advance it."""
+        raw = self.api.logs(
+            container_id,
+            stdout=True,
+            stderr=True,
+            timestamps=True,
+            since=cursor.since or None,
+        )
+        fresh: list[str] = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            stamp, _, text = line.partition(" ")
+            try:
+                moment = _timestamp(stamp)
+            except ValueError:
+                continue
+            if moment <= cursor.last:
+                continue
+            cursor.last = moment
+            fresh.append(text)
+        cursor.since = cursor.last[0]
+        cursor.lines = (cursor.lines + fresh)[-cursor.keep :]
+        return fresh
+
+    def logs(self, container_id: str, *, tail: int | None = None) -> str:
+        """Return the container's log (stdout and stderr interleaved)."""
+        raw: bytes = self.api.logs(
+            container_id, stdout=True, stderr=True, tail="all" if tail is None else tail
+        )
+        return raw.decode("utf-8", "replace")
+
+    def exec(
+        self, container_id: str, command: Sequence[str], stdin: IO[bytes] | None = None
+    ) -> tuple[int, str]:
+        """Run ``command`` in the container, feeding it ``stdin``.
+
+        Returns the exit code and the combined output.
+        """
+        exec_id = self.api.exec_create(
+            container_id, list(command), stdin=stdin is not None, privileged=False
+        )["Id"]
+        if stdin is None:
+            output = self.api.exec_start(exec_id)
+        else:
+            sock: Any = self.api.exec_start(exec_id, socket=True)
+            # The SDK hands back a file-like wrapper; writing needs the socket.
+            raw = getattr(sock, "_sock", sock)
+            try:
+                while chunk := stdin.read(1 << 20):
+                    raw.sendall(chunk)
+                raw.shutdown(socket.SHUT_WR)
+                frames = frames_iter(sock, tty=False)  # type: ignore[no-untyped-call]
+                output = b"".join(data for _, data in frames)
+            finally:
+                sock.close()
+        code = self.api.exec_inspect(exec_id)["ExitCode"]
+        text = bytes(output).decode("utf-8", "replace")
+        return int(code if code is not None else -1), text
