@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.nodes import Node
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_IMAGE",

@@ -7,7 +7,6 @@ when the spec is made, naming the field and what would be valid.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
@@ -264,6 +263,8 @@ class ClusterSpec:
                     )
 
         put("ports", _ports(self.ports))
+        import ipaddress  # lazily: the plugin loads with every pytest run
+
         try:
             ipaddress.ip_address(self.ports_bind)
         except ValueError:
