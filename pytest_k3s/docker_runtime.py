@@ -169,6 +169,9 @@ class DockerRuntime(ImageOperations, ContainerOperations):
         container_id = str(container["Id"])
         for path, data in node.files.items():
             self.api.put_archive(container_id, "/", _tar_of(path, data))
+        if node.seed_archive:
+            with open(node.seed_archive, "rb") as stream:  # streamed, not read whole
+                self.api.put_archive(container_id, "/", stream)
         return container_id
 
     def _create(

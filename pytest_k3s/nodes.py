@@ -23,6 +23,8 @@ Role = Literal["server", "agent"]
 #: Where nodes write the kubeconfig we read out (as k3d does).
 KUBECONFIG_OUTPUT = "/output/kubeconfig.yaml"
 REGISTRIES_PATH = "/etc/rancher/k3s/registries.yaml"
+#: k3s imports every image archive here when it starts, instead of pulling.
+AIRGAP_DIR = "/var/lib/rancher/k3s/agent/images"
 API_PORT = 6443
 #: HA servers crash-loop while etcd members join ("too many learners",
 #: member-list errors) before they succeed; Docker restarts them. k3d
@@ -67,6 +69,9 @@ class NodeContainer:
     ports: Sequence[tuple[str, PortMapping]] = ()
     restart_retries: int = 0
     files: Mapping[str, bytes] = field(default_factory=dict)
+    #: A tar file on this machine to unpack at ``/`` before the start (the
+    #: air-gap image archives, see :data:`AIRGAP_DIR`).
+    seed_archive: str | None = None
 
 
 #: What the runtime is asked for, by privilege setting: privileged mode,
@@ -99,6 +104,7 @@ def node_container(
     api_host: str,
     api_bind: str,
     labels: Mapping[str, str],
+    seed_archive: str | None = None,
 ) -> NodeContainer:
     """Describe node ``index`` of ``role`` in ``cluster``.
 
@@ -157,6 +163,7 @@ def node_container(
         if role == "server" and spec.servers > 1
         else 0,
         files=files,
+        seed_archive=seed_archive if spec.airgap_images else None,
     )
 
 

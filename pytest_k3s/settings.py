@@ -170,6 +170,14 @@ KNOBS = (
         flag=True,
     ),
     Knob(
+        "airgap-images",
+        "Image archives (k3s-airgap-images-<arch>.tar, comma-separated) copied "
+        "into every node before it starts, so k3s imports its images instead "
+        "of pulling them",
+        lambda text: tuple(p.strip() for p in text.split(",") if p.strip()),
+        "PATHS",
+    ),
+    Knob(
         "reuse",
         "Keep the clusters this run starts for later runs, and attach to a "
         "kept one of the same spec instead of starting one",
@@ -288,6 +296,8 @@ class Settings:
             keep = "always"
         keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
         reuse = bool(values.pop("reuse", False))
+        if "airgap-images" in values:
+            values["airgap_images"] = values.pop("airgap-images")
         reuse_for = values.pop("reuse-for", DEFAULT_REUSE_FOR)
         for name in ("api-host", "api-bind"):  # ClusterSpec.api_host, .api_bind
             if name in values:

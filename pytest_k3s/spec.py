@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -187,6 +188,9 @@ class ClusterSpec:
     :param server_env: extra ``KEY=VALUE`` environment entries for servers
     :param agent_env: extra ``KEY=VALUE`` environment entries for agents
     :param ports: extra ports of server-0 to publish (see :class:`PortMapping`)
+    :param airgap_images: image archives (``k3s-airgap-images-<arch>.tar``,
+        or ``docker save`` output) copied into every node before it starts;
+        k3s imports them instead of pulling
     :param ports_bind: the engine host's address those ports are published
         on: 127.0.0.1 unless you ask for more (``"0.0.0.0"``), since NodePorts
         are often unauthenticated
@@ -212,6 +216,7 @@ class ClusterSpec:
     agent_env: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
     ports_bind: str = "127.0.0.1"
+    airgap_images: tuple[str, ...] = ()
     #: Left out of repr: registries.yaml may hold credentials.
     registries: str | Mapping[str, Any] | None = field(default=None, repr=False)
     privileged: PrivilegeMode = "auto"
@@ -247,8 +252,21 @@ class ClusterSpec:
         if not isinstance(image, str) or not image or " " in image:
             raise SpecError(f"image {self.image!r} is not a valid image reference")
 
-        for name in ("server_args", "agent_args", "server_env", "agent_env"):
+        for name in (
+            "server_args",
+            "agent_args",
+            "server_env",
+            "agent_env",
+            "airgap_images",
+        ):
             put(name, _strings(name, getattr(self, name)))
+        put("airgap_images", tuple(os.path.abspath(p) for p in self.airgap_images))
+        for archive in self.airgap_images:
+            if not os.path.isfile(archive):
+                raise SpecError(
+                    f"airgap image archive {archive!r} is not a file; give the "
+                    "path of a k3s-airgap-images-<arch>.tar (or docker save) file"
+                )
         _check_args("server_args", self.server_args)
         _check_args("agent_args", self.agent_args)
         for name in ("server_env", "agent_env"):

@@ -25,6 +25,7 @@ from pytest_k3s import kubeconfig
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import K3sError
+from pytest_k3s.nodes import AIRGAP_DIR
 from pytest_k3s.nodes import API_PORT
 from pytest_k3s.nodes import KUBECONFIG_OUTPUT
 from pytest_k3s.nodes import PRIVILEGE_REQUEST
@@ -95,6 +96,25 @@ def start_cluster(
         starter.clean_up()
         runtime.close()
         raise
+    finally:
+        starter.forget_seed()
+
+
+def seed_archive(archives: tuple[str, ...]) -> Path:
+    """One tar holding the air-gap archives at their place in a node.
+
+    Built once per start and unpacked into every node before it starts;
+    k3s imports what it finds there instead of pulling.
+    """
+    import tarfile
+
+    directory = Path(tempfile.mkdtemp(prefix="pytest-k3s-airgap-"))
+    seed = directory / "seed.tar"
+    with tarfile.open(seed, "w") as tar:
+        for archive in archives:
+            name = f"{AIRGAP_DIR.lstrip('/')}/{Path(archive).name}"
+            tar.add(archive, arcname=name)
+    return seed
 
 
 class _Starter:
@@ -133,6 +153,7 @@ class _Starter:
         self.kubeconfig_path = kubeconfig_dir / f"{name}.kubeconfig.yaml"
         self.state_dir = str(kubeconfig_dir) if state_dir else None
         self.nodes: list[Node] = []
+        self.seed: Path | None = None
         self.ready = Readiness(runtime, name, start_timeout(spec), self.nodes)
         self.token = secrets.token_hex(16)
         remote = runtime.api_host()
@@ -158,6 +179,8 @@ class _Starter:
         if not self.runtime.has_image(spec.image):
             self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
             self.runtime.pull_image(spec.image)
+        if spec.airgap_images:
+            self.seed = seed_archive(spec.airgap_images)
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
         self.runtime.check_free([self.name, node_name(self.name, "server", 0)])
@@ -214,6 +237,11 @@ class _Starter:
             timings=timings,
         )
 
+    def forget_seed(self) -> None:
+        """Remove the air-gap tar built for this start (the nodes have it)."""
+        if self.seed is not None:
+            shutil.rmtree(self.seed.parent, ignore_errors=True)
+
     def clean_up(self) -> None:
         """Remove whatever this start created, and nothing else.
 
@@ -256,6 +284,7 @@ class _Starter:
             api_host=self.api_host,
             api_bind=self.api_bind,
             labels=self._labels(role),
+            seed_archive=str(self.seed) if self.seed else None,
         )
         privileged = PRIVILEGE_REQUEST[self.spec.privileged]
         container_id = self.runtime.start_node(node, privileged=privileged)

@@ -208,6 +208,33 @@ def test_a_pod_runs_a_locally_built_image_once_it_is_loaded(
     )
 
 
+def test_airgap_archives_are_imported_by_every_node_before_it_starts(
+    double_image: str, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    docker_client.images.get(double_image).tag("pytest-k3s/airgap", "v1")
+    archive = tmp_path / "airgap.tar"
+    with archive.open("wb") as out:
+        for chunk in docker_client.api.get_image("pytest-k3s/airgap:v1"):
+            out.write(chunk)
+    spec = ClusterSpec(
+        image=double_image,
+        agents=1,
+        airgap_images=(str(archive),),
+        wait_for_coredns=False,
+    )
+    with K3sCluster.start(spec) as cluster:
+        for node in cluster.nodes:
+            assert (
+                "Imported images from /var/lib/rancher/k3s/agent/images/airgap.tar"
+                in cluster.logs(node)
+            ), node.name
+            listing = docker_client.containers.get(node.container_id).exec_run(
+                ["ctr", "-n", "k8s.io", "images", "ls", "-q"]
+            )
+            output: bytes = listing.output  # type: ignore[assignment]
+            assert "docker.io/pytest-k3s/airgap:v1" in output.decode(), node.name
+
+
 def test_load_image_of_an_unknown_image_names_it(shared_cluster: K3sCluster) -> None:
     with pytest.raises(ImageUnavailableError, match="no/such-image:1"):
         shared_cluster.load_image("no/such-image:1")

@@ -129,3 +129,16 @@ def test_api_bind_must_be_an_address(pytester: pytest.Pytester) -> None:
         pytest.UsageError, match="--k3s-api-bind: 'docker' is not an IP"
     ):
         settings(pytester, "--k3s-api-bind=docker")
+
+
+def test_airgap_images_are_a_comma_separated_list_of_archives(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = pytester.path / "k3s-airgap-images-amd64.tar"
+    second = pytester.path / "extra.tar"
+    first.write_bytes(b"")
+    second.write_bytes(b"")
+    monkeypatch.setenv("PYTEST_K3S_AIRGAP_IMAGES", f"{first}, {second}")
+    assert settings(pytester).spec.airgap_images == (str(first), str(second))
+    with pytest.raises(pytest.UsageError, match="'/nope.tar' is not a file"):
+        settings(pytester, "--k3s-airgap-images=/nope.tar")

@@ -75,6 +75,7 @@ def test_version_of_a_non_k3s_image_is_unknown() -> None:
         ({"ports": ("http",)}, "port 'http' is not valid"),
         ({"ports": ("70000",)}, "out of range"),
         ({"ports_bind": "everywhere"}, "ports_bind 'everywhere' is not an IP"),
+        ({"airgap_images": ("/nonexistent/a.tar",)}, "'/nonexistent/a.tar' is not a"),
     ],
 )
 def test_invalid_values_fail_when_the_spec_is_made(
