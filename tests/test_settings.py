@@ -140,5 +140,5 @@ def test_airgap_images_are_a_comma_separated_list_of_archives(
     second.write_bytes(b"")
     monkeypatch.setenv("PYTEST_K3S_AIRGAP_IMAGES", f"{first}, {second}")
     assert settings(pytester).spec.airgap_images == (str(first), str(second))
-    with pytest.raises(pytest.UsageError, match="'/nope.tar' is not a file"):
+    with pytest.raises(pytest.UsageError, match=r"'/nope\.tar' is not a file"):
         settings(pytester, "--k3s-airgap-images=/nope.tar")
