@@ -191,14 +191,11 @@ def _clean_slate(cluster: K3sCluster) -> None:
 
 
 def _mark_used(name: str) -> None:
-    mark = reuse_dir() / f"{name}.used"
-    mark.touch()
-    os.utime(mark)
+    (reuse_dir() / f"{name}.used").touch()  # an existing file's mtime moves too
 
 
 def expired(name: str, unused_for: float, *, now: float | None = None) -> bool:
     """Whether the reusable cluster ``name`` was last used over ``unused_for`` ago."""
     used = last_used(name)
-    return used is not None and used < (time.time() if now is None else now) - (
-        unused_for
-    )
+    cutoff = (time.time() if now is None else now) - unused_for
+    return used is not None and used < cutoff
