@@ -430,7 +430,14 @@ class K3sCluster:
 def remove_cluster(
     runtime: DockerRuntime, name: str, private_dir: Path | None, kubeconfig_path: Path
 ) -> None:
-    """Remove a cluster's Docker objects (by label) and the files we wrote for it."""
+    """Remove a cluster's Docker objects (by label) and the files we wrote for it.
+
+    Its system images are saved first, for later clusters
+    (:mod:`pytest_k3s.imagecache`).
+    """
+    from pytest_k3s import imagecache
+
+    imagecache.save(runtime, name)
     try:
         runtime.remove_cluster(name)
     finally:

@@ -4,7 +4,7 @@
 :class:`~pytest_k3s.docker_runtime.DockerRuntime` that reads a file out of a
 container, follows its log with a cursor (so a readiness wait reads each line
 once) and runs a command in it, feeding it standard input (``ctr images
-import -``).
+import -``) or taking its standard output (``ctr images export -``).
 """
 
 from __future__ import annotations
@@ -116,4 +116,25 @@ class ContainerOperations:
                 sock.close()
         code = self.api.exec_inspect(exec_id)["ExitCode"]
         text = bytes(output).decode("utf-8", "replace")
+        return int(code if code is not None else -1), text
+
+    def exec_to(
+        self, container_id: str, command: Sequence[str], destination: IO[bytes]
+    ) -> tuple[int, str]:
+        """Run ``command`` in the container, streaming its output to ``destination``.
+
+        Standard output is written as it comes (``ctr images export -``);
+        returns the exit code and the standard error.
+        """
+        exec_id = self.api.exec_create(container_id, list(command), privileged=False)[
+            "Id"
+        ]
+        errors: list[bytes] = []
+        for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
+            if out:
+                destination.write(out)
+            if err:
+                errors.append(err)
+        code = self.api.exec_inspect(exec_id)["ExitCode"]
+        text = b"".join(errors).decode("utf-8", "replace")
         return int(code if code is not None else -1), text

@@ -396,13 +396,6 @@ class DockerRuntime(ImageOperations, ContainerOperations):
             removed.append(f"volume {volume.name}")
         return removed
 
-    def remove_run(self, run_id: str) -> list[str]:
-        """Remove every cluster of test run ``run_id``; return the cluster names."""
-        names = labels.run_clusters(self.labelled(), run_id)
-        for name in names:
-            self.remove_cluster(name)
-        return names
-
     def _remove_network(self, network_id: str) -> None:
         # Stragglers (say, a container a user attached) would block removal.
         attached = self.api.inspect_network(network_id).get("Containers") or {}

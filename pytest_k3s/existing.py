@@ -26,7 +26,7 @@ from typing import Any
 
 from pytest_k3s import kubeconfig
 from pytest_k3s.errors import K3sError
-from pytest_k3s.spec import WAITING_FIELDS
+from pytest_k3s.spec import INCIDENTAL_FIELDS
 from pytest_k3s.spec import ClusterSpec
 
 
@@ -106,7 +106,7 @@ def unmet_requirements(
     own = [
         f.name
         for f in fields(ClusterSpec)
-        if f.name not in (*_TOPOLOGY, *WAITING_FIELDS)
+        if f.name not in (*_TOPOLOGY, *INCIDENTAL_FIELDS)
         and getattr(spec, f.name) != getattr(base, f.name)
     ]
     if own:

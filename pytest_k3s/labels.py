@@ -46,6 +46,9 @@ KEEP_UNTIL = f"{PREFIX}.keep-until"
 REUSE = f"{PREFIX}.reuse"
 #: The run's state directory (kubeconfigs), removed with the cluster by a sweep.
 STATE_DIR = f"{PREFIX}.state-dir"
+#: On nodes: the directory their system images are saved into before the
+#: cluster is removed (see :mod:`pytest_k3s.imagecache`).
+IMAGE_CACHE = f"{PREFIX}.image-cache"
 
 
 @functools.cache
@@ -156,12 +159,14 @@ def labels_for(
     keep_until: float | None = None,
     state_dir: str | None = None,
     reusable: bool = False,
+    image_cache: str | None = None,
 ) -> dict[str, str]:
     """Return the labels of one object of ``cluster`` (role: server, agent, network).
 
     :param keep_until: mark the cluster as kept until this time (epoch seconds)
     :param state_dir: the directory holding the cluster's kubeconfig, when it
         is a run's state directory that a sweep should remove too
+    :param image_cache: the cluster's system image cache directory, if any
     """
     found = {
         CLUSTER: cluster,
@@ -179,6 +184,8 @@ def labels_for(
         found[STATE_DIR] = state_dir
     if reusable:
         found[REUSE] = "true"
+    if image_cache is not None:
+        found[IMAGE_CACHE] = image_cache
     return found
 
 

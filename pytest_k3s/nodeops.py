@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_k3s import labels
@@ -24,6 +25,9 @@ from pytest_k3s.nodes import node_container
 from pytest_k3s.nodes import node_order
 from pytest_k3s.readiness import READY_LOG
 from pytest_k3s.readiness import Readiness
+from pytest_k3s.startup import forget_seed
+from pytest_k3s.startup import seed_archive
+from pytest_k3s.startup import seed_files
 
 
 if TYPE_CHECKING:
@@ -73,6 +77,9 @@ def add_agent(cluster: K3sCluster, *, timeout: float = 120) -> Node:
     index = max(taken, default=-1) + 1
     tags = runtime.labels_of(server0.container_id)
     tags[labels.ROLE] = "agent"
+    # It starts with the images the others started with (air-gap or cached).
+    cache = tags.get(labels.IMAGE_CACHE)
+    seed = seed_archive(seed_files(cluster.spec, Path(cache) if cache else None))
     description = node_container(
         cluster.spec,
         "agent",
@@ -82,11 +89,15 @@ def add_agent(cluster: K3sCluster, *, timeout: float = 120) -> Node:
         api_host="",
         api_bind="",
         labels=tags,
+        seed_archive=str(seed) if seed else None,
     )
     began = time.time()
-    container_id = runtime.start_node(
-        description, privileged=PRIVILEGE_REQUEST[cluster.spec.privileged]
-    )
+    try:
+        container_id = runtime.start_node(
+            description, privileged=PRIVILEGE_REQUEST[cluster.spec.privileged]
+        )
+    finally:
+        forget_seed(seed)
     node = Node(description.name, "agent", container_id)
     cluster.nodes = tuple(sorted((*cluster.nodes, node), key=node_order))
     _wait_ready(cluster, node, timeout, since=began, log=True)

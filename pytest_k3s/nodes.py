@@ -70,7 +70,7 @@ class NodeContainer:
     restart_retries: int = 0
     files: Mapping[str, bytes] = field(default_factory=dict)
     #: A tar file on this machine to unpack at ``/`` before the start (the
-    #: air-gap image archives, see :data:`AIRGAP_DIR`).
+    #: air-gap or cached image archives, see :data:`AIRGAP_DIR`).
     seed_archive: str | None = None
 
 
@@ -163,7 +163,7 @@ def node_container(
         if role == "server" and spec.servers > 1
         else 0,
         files=files,
-        seed_archive=seed_archive if spec.airgap_images else None,
+        seed_archive=seed_archive,
     )
 
 

@@ -182,7 +182,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     run = config.stash[RUN_KEY]
     try:
-        finish_run(run, summary.append, failed=failed)
+        finish_run(
+            run,
+            summary.append,
+            failed=failed,
+            interrupted=exitstatus == pytest.ExitCode.INTERRUPTED,
+        )
     except Exception as exc:  # a hook of ours must never crash pytest
         summary.append(
             f"warning: could not remove this run's k3s clusters: {exc}. Remove "

@@ -89,6 +89,14 @@ def _flag(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
 
 
+def _cache(text: str) -> bool | str:
+    """``--k3s-image-cache``: a directory, or a boolean (on: the default one)."""
+    try:
+        return _flag(text)
+    except ValueError:
+        return text.strip()
+
+
 def _privilege(text: str) -> str:
     if text not in PRIVILEGE_MODES:
         raise ValueError(f"{text!r} is not one of {', '.join(PRIVILEGE_MODES)}")
@@ -176,6 +184,14 @@ KNOBS = (
         "of pulling them",
         lambda text: tuple(p.strip() for p in text.split(",") if p.strip()),
         "PATHS",
+    ),
+    Knob(
+        "image-cache",
+        "Where the system images k3s pulls (pause, CoreDNS, ...) are saved when "
+        "a cluster is removed and copied into later clusters of the same image "
+        "(default: on, in ~/.cache/pytest-k3s/images; a directory, or off)",
+        _cache,
+        "DIR|off",
     ),
     Knob(
         "reuse",
@@ -296,10 +312,9 @@ class Settings:
             keep = "always"
         keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
         reuse = bool(values.pop("reuse", False))
-        if "airgap-images" in values:
-            values["airgap_images"] = values.pop("airgap-images")
         reuse_for = values.pop("reuse-for", DEFAULT_REUSE_FOR)
-        for name in ("api-host", "api-bind"):  # ClusterSpec.api_host, .api_bind
+        # ClusterSpec fields spelt with underscores.
+        for name in ("airgap-images", "image-cache", "api-host", "api-bind"):
             if name in values:
                 values[name.replace("-", "_")] = values.pop(name)
         existing = values.pop("kubeconfig", None)

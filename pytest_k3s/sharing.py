@@ -352,10 +352,19 @@ class ClusterPool:
             runtime.close()
 
 
-def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> None:
+def finish_run(
+    run: RunInfo,
+    report: Callable[[str], None],
+    *,
+    failed: bool,
+    interrupted: bool = False,
+) -> None:
     """End the run: remove its clusters (once), or say how to reach kept ones.
 
     Runs in the process that owns the run, after every worker has finished.
+    Unless the run was interrupted, the system images of the clusters it
+    removes, and of the reusable ones it used, are saved first
+    (:mod:`pytest_k3s.imagecache`).
     Docker is contacted whenever some process of the run may have started a
     cluster (the state directory exists), even if it died before recording
     one. Without an engine and with nothing started, there is nothing to do.
@@ -372,6 +381,7 @@ def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> 
         else:
             how = f"was ready in {record.seconds:.1f}s"
         report(f"k3s cluster {record.name} ({record.spec}) {how}")
+    reused = [r.name for r in started if r.reused]
     started = [r for r in started if not r.reused]  # reusable ones stay
     if keep and started:
         hours = run.keep_for / 3600
@@ -393,7 +403,19 @@ def finish_run(run: RunInfo, report: Callable[[str], None], *, failed: bool) -> 
             return
         raise
     try:
-        runtime.remove_run(run.run_id)
+        clusters = labels.run_clusters(runtime.labelled(), run.run_id)
+        if not interrupted:
+            from pytest_k3s import imagecache
+
+            for name in [*clusters, *reused]:
+                saved = imagecache.save(runtime, name)
+                if saved:
+                    report(
+                        f"k3s cluster {name}: saved {len(saved)} system image(s) "
+                        "for later clusters (--k3s-image-cache)"
+                    )
+        for name in clusters:
+            runtime.remove_cluster(name)
     finally:
         runtime.close()
     shutil.rmtree(run.state_dir, ignore_errors=True)

@@ -68,9 +68,10 @@ MANAGED_ENV = frozenset(
         "K3S_DATA_DIR",
     }
 )
-#: What shapes a cluster without being part of its identity: how long and
-#: for what we wait. Two specs that differ only here share one cluster.
-WAITING_FIELDS = ("timeout", "wait_for_coredns")
+#: What a spec holds without being part of the cluster's identity: how long
+#: and for what we wait, and where system images are cached. Two specs that
+#: differ only here share one cluster.
+INCIDENTAL_FIELDS = ("timeout", "wait_for_coredns", "image_cache")
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
 _PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
@@ -191,6 +192,10 @@ class ClusterSpec:
     :param airgap_images: image archives (``k3s-airgap-images-<arch>.tar``,
         or ``docker save`` output) copied into every node before it starts;
         k3s imports them instead of pulling
+    :param image_cache: where the system images the nodes pull are kept and
+        seeded into later clusters of the same image
+        (:mod:`pytest_k3s.imagecache`): True for this user's cache directory,
+        a directory, or False for none. Off when ``airgap_images`` are given
     :param ports_bind: the engine host's address those ports are published
         on: 127.0.0.1 unless you ask for more (``"0.0.0.0"``), since NodePorts
         are often unauthenticated
@@ -217,6 +222,7 @@ class ClusterSpec:
     ports: tuple[PortMapping, ...] = ()
     ports_bind: str = "127.0.0.1"
     airgap_images: tuple[str, ...] = ()
+    image_cache: bool | str = True
     #: Left out of repr: registries.yaml may hold credentials.
     registries: str | Mapping[str, Any] | None = field(default=None, repr=False)
     privileged: PrivilegeMode = "auto"
@@ -267,6 +273,14 @@ class ClusterSpec:
                     f"airgap image archive {archive!r} is not a file; give the "
                     "path of a k3s-airgap-images-<arch>.tar (or docker save) file"
                 )
+        cache: object = self.image_cache
+        if isinstance(cache, str) and cache.strip():
+            put("image_cache", os.path.abspath(os.path.expanduser(cache)))
+        elif not isinstance(cache, bool):
+            raise SpecError(
+                f"image_cache must be True (this user's cache), False (none) or a "
+                f"directory, not {cache!r}"
+            )
         _check_args("server_args", self.server_args)
         _check_args("agent_args", self.agent_args)
         for name in ("server_env", "agent_env"):
@@ -322,13 +336,13 @@ class ClusterSpec:
     def digest(self) -> str:
         """A short hash of everything that shapes the cluster (for labels and reuse).
 
-        How long and for what we wait (:data:`WAITING_FIELDS`) is left out:
-        specs that differ only there describe the same cluster.
+        :data:`INCIDENTAL_FIELDS` are left out: specs that differ only there
+        describe the same cluster.
         """
         import hashlib  # lazily: OpenSSL's start-up costs pytest's every run
 
         fields = asdict(self)
-        for name in WAITING_FIELDS:
+        for name in INCIDENTAL_FIELDS:
             del fields[name]
         fields["ports"] = [str(p) for p in self.ports]
         blob = json.dumps(fields, sort_keys=True, default=str)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_k3s import imagecache
 from pytest_k3s import kubeconfig
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
@@ -97,24 +98,39 @@ def start_cluster(
         runtime.close()
         raise
     finally:
-        starter.forget_seed()
+        forget_seed(starter.seed)
 
 
-def seed_archive(archives: tuple[str, ...]) -> Path:
-    """One tar holding the air-gap archives at their place in a node.
+def seed_files(spec: ClusterSpec, cache: Path | None) -> list[Path]:
+    """The image archives a node of ``spec`` starts with: air-gap, or cached."""
+    return [Path(p) for p in spec.airgap_images] + list(
+        imagecache.archives(cache).values()
+    )
+
+
+def seed_archive(archives: list[Path]) -> Path | None:
+    """One tar holding ``archives`` at their place in a node (None if none).
 
     Built once per start and unpacked into every node before it starts;
-    k3s imports what it finds there instead of pulling.
+    k3s imports what it finds there instead of pulling. The caller removes
+    its directory (:func:`forget_seed`).
     """
+    if not archives:
+        return None
     import tarfile
 
-    directory = Path(tempfile.mkdtemp(prefix="pytest-k3s-airgap-"))
+    directory = Path(tempfile.mkdtemp(prefix="pytest-k3s-seed-"))
     seed = directory / "seed.tar"
     with tarfile.open(seed, "w") as tar:
         for archive in archives:
-            name = f"{AIRGAP_DIR.lstrip('/')}/{Path(archive).name}"
-            tar.add(archive, arcname=name)
+            tar.add(archive, arcname=f"{AIRGAP_DIR.lstrip('/')}/{archive.name}")
     return seed
+
+
+def forget_seed(seed: Path | None) -> None:
+    """Remove a tar :func:`seed_archive` built (the nodes have it by now)."""
+    if seed is not None:
+        shutil.rmtree(seed.parent, ignore_errors=True)
 
 
 class _Starter:
@@ -154,6 +170,7 @@ class _Starter:
         self.state_dir = str(kubeconfig_dir) if state_dir else None
         self.nodes: list[Node] = []
         self.seed: Path | None = None
+        self.cache: Path | None = None
         self.ready = Readiness(runtime, name, start_timeout(spec), self.nodes)
         self.token = secrets.token_hex(16)
         remote = runtime.api_host()
@@ -179,8 +196,15 @@ class _Starter:
         if not self.runtime.has_image(spec.image):
             self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
             self.runtime.pull_image(spec.image)
-        if spec.airgap_images:
-            self.seed = seed_archive(spec.airgap_images)
+        self.cache = imagecache.directory(spec, self.runtime.image_platform(spec.image))
+        cached = imagecache.archives(self.cache)
+        if cached:
+            size = sum(path.stat().st_size for path in cached.values()) / 1e6
+            self.progress(
+                f"  seeding {len(cached)} cached system image(s) ({size:.0f} MB) "
+                f"from {self.cache}"
+            )
+        self.seed = seed_archive(seed_files(spec, self.cache))
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
         self.runtime.check_free([self.name, node_name(self.name, "server", 0)])
@@ -237,11 +261,6 @@ class _Starter:
             timings=timings,
         )
 
-    def forget_seed(self) -> None:
-        """Remove the air-gap tar built for this start (the nodes have it)."""
-        if self.seed is not None:
-            shutil.rmtree(self.seed.parent, ignore_errors=True)
-
     def clean_up(self) -> None:
         """Remove whatever this start created, and nothing else.
 
@@ -270,6 +289,7 @@ class _Starter:
             keep_until=self.keep_until,
             state_dir=self.state_dir,
             reusable=self.reusable,
+            image_cache=str(self.cache) if self.cache else None,
         )
 
     def _start_node(self, role: Role, index: int) -> None:

@@ -142,3 +142,17 @@ def test_airgap_images_are_a_comma_separated_list_of_archives(
     assert settings(pytester).spec.airgap_images == (str(first), str(second))
     with pytest.raises(pytest.UsageError, match=r"'/nope\.tar' is not a file"):
         settings(pytester, "--k3s-airgap-images=/nope.tar")
+
+
+def test_image_cache_is_on_by_default_and_takes_a_directory_or_off(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings(pytester).spec.image_cache is True
+    assert settings(pytester, "--k3s-image-cache=off").spec.image_cache is False
+    monkeypatch.setenv("PYTEST_K3S_IMAGE_CACHE", "ci-cache")
+    resolved = settings(pytester)
+    assert resolved.spec.image_cache == str(pytester.path / "ci-cache")
+    assert resolved.sources["image-cache"] == "environment"
+    pytester.makeini("[pytest]\nk3s_image_cache = false\n")
+    monkeypatch.delenv("PYTEST_K3S_IMAGE_CACHE")
+    assert settings(pytester).spec.image_cache is False

@@ -1,0 +1,194 @@
+"""The system image cache: what k3s pulled once, seeded into later clusters.
+
+Every k3s node pulls the images of k3s' own components from Docker Hub when
+it first needs them: the pause image for every pod sandbox, CoreDNS, the
+local-path provisioner, klipper-lb for LoadBalancer services, klipper-helm
+for bundled charts. That takes seconds per node, and anonymous Docker Hub
+pulls are rate-limited per IP. k3s imports every archive it finds in
+``/var/lib/rancher/k3s/agent/images/`` at start instead of pulling.
+
+So before a cluster is removed, :func:`save` lists each node's containerd
+images and exports those the cache lacks into the cluster's cache directory,
+one archive per image, for the node's platform. A system image is a tagged
+image whose repository path starts with ``rancher/`` (on any registry, so
+``--system-default-registry`` works): k3s publishes all of them there, and
+images a test loads or pulls from elsewhere are never cached. :func:`archives`
+gives a later cluster of the same k3s image and platform those archives, which
+the start copies into every node before it starts.
+
+The directory of a cluster is ``<root>/<k3s image>/<platform>`` (both
+percent-encoded), and it travels with the cluster as the label
+:data:`pytest_k3s.labels.IMAGE_CACHE` on its nodes: whoever removes the
+cluster (the run's owner, a module's worker, a library user's ``stop()``)
+saves into it without being told. Archives are written under a temporary
+name and renamed, so a reader never sees half of one; a lock keeps two
+processes from exporting into one directory at once (the second skips).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+from urllib.parse import unquote
+
+from pytest_k3s import labels
+from pytest_k3s.images import NAMESPACE
+from pytest_k3s.images import list_command
+from pytest_k3s.images import normalized_reference
+
+
+if TYPE_CHECKING:
+    from pytest_k3s.docker_runtime import DockerRuntime
+    from pytest_k3s.spec import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+#: The repository path under which k3s publishes its system images.
+SYSTEM_PATH = "rancher/"
+_SUFFIX = ".tar"
+
+
+def default_root() -> Path:
+    """This user's cache root: ``$XDG_CACHE_HOME/pytest-k3s/images`` (or ~/.cache)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "pytest-k3s" / "images"
+
+
+def directory(spec: ClusterSpec, platform: str) -> Path | None:
+    """Where clusters of ``spec`` on ``platform`` keep their system images.
+
+    None when the cache is off: ``image_cache=False``, or air-gap archives
+    given (they hold the system images already; caching them again would
+    only import them twice).
+    """
+    if spec.image_cache is False or spec.airgap_images:
+        return None
+    root = default_root() if spec.image_cache is True else Path(spec.image_cache)
+    image = quote(normalized_reference(spec.image), safe="")
+    return root / image / quote(platform, safe="")
+
+
+def is_system_image(ref: str) -> bool:
+    """Whether ``ref`` (as ``ctr images ls -q`` prints it) is a k3s system image.
+
+    Only tagged names count: containerd also lists each pulled image by
+    ``name@sha256:...`` and by its bare ``sha256:...`` id.
+    """
+    if "@" in ref or ref.startswith("sha256:"):
+        return False
+    _, _, path = normalized_reference(ref).partition("/")
+    return path.startswith(SYSTEM_PATH)
+
+
+def archive_name(ref: str) -> str:
+    """The file name of ``ref``'s archive in a cache directory."""
+    return quote(ref, safe="") + _SUFFIX
+
+
+def archives(cache: Path | None) -> dict[str, Path]:
+    """The archives in ``cache``, by image reference (none when it is None)."""
+    if cache is None:
+        return {}
+    try:
+        names = sorted(os.listdir(cache))
+    except FileNotFoundError:
+        return {}
+    return {
+        unquote(name.removesuffix(_SUFFIX)): cache / name
+        for name in names
+        if name.endswith(_SUFFIX) and not name.startswith(".")
+    }
+
+
+def save(runtime: DockerRuntime, cluster: str) -> list[str]:
+    """Export the system images ``cluster``'s nodes have and its cache lacks.
+
+    Returns the references saved; nothing when the cluster has no cache
+    directory, its nodes are not running, or another process is saving into
+    the same directory. It never raises: whatever fails is logged and left
+    out, and the next cluster pulls that image again.
+    """
+    try:
+        return _save(runtime, cluster)
+    except Exception as exc:  # a cache must never fail a run
+        log.warning("saving the system images of %s failed: %s", cluster, exc)
+        return []
+
+
+def _save(runtime: DockerRuntime, cluster: str) -> list[str]:
+    nodes = [
+        node
+        for node in runtime.containers({labels.CLUSTER: cluster})
+        if labels.IMAGE_CACHE in node.labels
+    ]
+    if not nodes:
+        return []
+    cache = Path(nodes[0].labels[labels.IMAGE_CACHE])
+    from filelock import FileLock
+    from filelock import Timeout
+
+    cache.mkdir(parents=True, exist_ok=True)  # images only: nothing secret
+    try:
+        lock = FileLock(str(cache / ".lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        log.info("another process is saving system images into %s", cache)
+        return []
+    try:
+        have = archives(cache)
+
+        def listing(node_id: str) -> list[str]:
+            try:
+                code, output = runtime.exec(node_id, list_command())
+            except Exception:  # a stopped or vanished node has nothing to give
+                return []
+            return output.split() if code == 0 else []
+
+        with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+            listed = list(pool.map(listing, [node.id for node in nodes]))
+        wanted: dict[str, str] = {}
+        for node, refs in zip(nodes, listed, strict=True):
+            for ref in refs:
+                if is_system_image(ref) and ref not in have:
+                    wanted.setdefault(ref, node.id)
+        platform = unquote(cache.name)
+        saved = [
+            ref
+            for ref, node_id in sorted(wanted.items())
+            if _export(runtime, node_id, ref, platform, cache)
+        ]
+        if saved:
+            log.info("saved %s of %s into %s", ", ".join(saved), cluster, cache)
+        return saved
+    finally:
+        lock.release()
+
+
+def _export(
+    runtime: DockerRuntime, node_id: str, ref: str, platform: str, cache: Path
+) -> bool:
+    """Export one image of a node into ``cache``; whether that worked."""
+    final = cache / archive_name(ref)
+    partial = cache / f".{final.name}.{os.getpid()}.partial"
+    command = ["ctr", "-n", NAMESPACE, "images", "export"]
+    command += ["--platform", platform, "-", ref]
+    try:
+        with partial.open("wb") as stream:
+            code, errors = runtime.exec_to(node_id, command, stream)
+        if code != 0:
+            log.warning("exporting %s failed (exit %s): %s", ref, code, errors.strip())
+            return False
+        with tarfile.open(partial) as archive:
+            archive.getmember("index.json")  # an OCI archive, whole
+        os.replace(partial, final)
+        return True
+    except Exception as exc:  # the engine's or the file's: the image is skipped
+        log.warning("exporting %s into %s failed: %s", ref, cache, exc)
+        return False
+    finally:
+        partial.unlink(missing_ok=True)
