@@ -1,18 +1,31 @@
-"""The system image cache: which images count, where they go (no Docker here).
-
-The round trip through real nodes (a cluster pulls, the next is seeded and
-pulls nothing) is in ``test_imagecache_nodes.py``.
+"""The system image cache: which images count, where they go, and the round
+trip through nodes: a cluster pulls, saves, and the next one pulls nothing.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
 
 from pytest_k3s import ClusterSpec
+from pytest_k3s import K3sCluster
 from pytest_k3s import SpecError
 from pytest_k3s import imagecache
+from pytest_k3s.nodes import AIRGAP_DIR
+
+
+#: Where k3s has containerd log, its pulls among them.
+CONTAINERD_LOG = "/var/lib/rancher/k3s/agent/containerd/containerd.log"
+#: containerd's line for every finished pull, the sandbox image's too (the
+#: ``PullImage "..."`` lines are only for the kubelet's requests); the repo
+#: tag is the normalized name.
+_PULLED = re.compile(
+    r'Pulled image \\"[^"\\]+\\" with image id \\"[^"\\]*\\", repo tag \\"([^"\\]+)\\"'
+)
 
 
 @pytest.mark.parametrize(
@@ -114,3 +127,117 @@ def test_the_cache_is_not_part_of_a_clusters_identity(tmp_path: Path) -> None:
         == ClusterSpec(image_cache=str(tmp_path)).digest()
         == ClusterSpec().digest()
     )
+
+
+# Through real Docker and the node double -------------------------------------
+
+
+def pulls(cluster: K3sCluster) -> dict[str, list[str]]:
+    """The images each node's containerd pulled, from its log."""
+    found = {}
+    for node in cluster.nodes:
+        code, log = cluster.runtime.exec(node.container_id, ["cat", CONTAINERD_LOG])
+        found[node.name] = _PULLED.findall(log) if code == 0 else []
+    return found
+
+
+def pulling_events(cluster: K3sCluster) -> list[str]:
+    """``Pulling`` events of the kubelets, in every namespace."""
+    events = cluster.kubectl(
+        "get", "events", "-A", "--field-selector=reason=Pulling", "-o", "name"
+    )
+    return events.split()
+
+
+def pod(name: str, image: str, *command: str) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "c", "image": image}
+    container["imagePullPolicy"] = "IfNotPresent"
+    if command:
+        container["command"] = list(command)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [container]},
+    }
+
+
+def test_a_cluster_saves_what_its_nodes_pulled_and_the_next_one_pulls_nothing(
+    double_image: str, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    spec = ClusterSpec(image=double_image, agents=1, image_cache=str(tmp_path))
+    platform = "linux/" + docker_client.images.get(double_image).attrs["Architecture"]
+    cache = imagecache.directory(spec, platform)
+    with K3sCluster.start(spec) as first:
+        first.wait_for(
+            "deploy",
+            "local-path-provisioner",
+            namespace="kube-system",
+            condition="Available",
+        )
+        # A test's own image is pulled, and never cached.
+        first.apply(pod("app", "busybox:1.36", "sleep", "3600"))
+        first.wait_for("pod", "app", namespace="default", condition="Ready")
+        pulled = {ref for refs in pulls(first).values() for ref in refs}
+        assert pulling_events(first)
+    system = {ref for ref in pulled if imagecache.is_system_image(ref)}
+    assert {ref.rpartition(":")[0] for ref in system} >= {
+        "docker.io/rancher/mirrored-pause",
+        "docker.io/rancher/mirrored-coredns-coredns",
+        "docker.io/rancher/local-path-provisioner",
+    }
+    assert "docker.io/library/busybox:1.36" in pulled
+    saved = imagecache.archives(cache)
+    assert set(saved) == system
+
+    with K3sCluster.start(spec) as second:
+        second.wait_for(
+            "deploy",
+            "local-path-provisioner",
+            namespace="kube-system",
+            condition="Available",
+        )
+        added = second.add_agent()
+        # On every node a pod of a system image: each node needs it locally.
+        pause = next(ref for ref in system if "/mirrored-pause:" in ref)
+        for node in second.nodes:
+            on_node = pod(node.name, pause)
+            on_node["spec"]["nodeName"] = node.name
+            second.apply(on_node)
+        for node in second.nodes:
+            second.wait_for("pod", node.name, namespace="default", condition="Ready")
+        for node in second.nodes:
+            assert f"Importing images from {AIRGAP_DIR}" in second.logs(node), node.name
+        assert pulls(second) == {node.name: [] for node in second.nodes}
+        assert added.name in pulls(second)
+        assert pulling_events(second) == []
+    assert imagecache.archives(cache) == saved  # nothing new to save
+
+
+def test_the_run_saves_at_its_end_and_says_so(
+    pytester: pytest.Pytester, double_image: str
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_uses_a_cluster(k3s_cluster):
+            k3s_cluster.wait_for(
+                "deploy", "coredns", namespace="kube-system", condition="Available"
+            )
+        """
+    )
+    cache = pytester.path / "cache"
+    first = pytester.runpytest_subprocess(f"--k3s-image-cache={cache}")
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(
+        ["*k3s cluster k3s-*: saved * system image(s) for later clusters*"]
+    )
+    (directory,) = cache.glob("*/*")
+    saved = imagecache.archives(directory)
+    assert saved
+    again = pytester.runpytest_subprocess(f"--k3s-image-cache={cache}")
+    again.assert_outcomes(passed=1)
+    assert "system image(s) for later clusters" not in again.stdout.str()
+    assert imagecache.archives(directory) == saved
+    off = pytester.runpytest_subprocess("--k3s-image-cache=off")
+    off.assert_outcomes(passed=1)
+    assert "system image(s)" not in off.stdout.str()
