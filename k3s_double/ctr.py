@@ -12,7 +12,13 @@ FILE|-`` reads a ``docker save`` (or OCI) tar, validates it (a tar with
 ``manifest.json`` or ``index.json``; for an OCI index, every blob of the
 platforms imported must be there) and records its image names, normalized
 as containerd does (``docker.io/library/x:tag``); ``ctr [-n NS] images ls [-q]``
-lists them. The wire protocol is one JSON object per line each way.
+lists them. ``ctr [-n NS] images export [--platform P]... [--all-platforms]
+[--skip-manifest-json] [--skip-non-distributable] OUT|- NAME...`` writes an
+OCI layout of each stored name (exactly as ``ls -q`` prints it) with the
+synthesized content of :mod:`.oci`. :meth:`Containerd.pull` is CRI's
+PullImage, for the node's kubelet (:mod:`.pulls`); containerd's log lines
+go to ``<data-dir>/agent/containerd/containerd.log``. The wire protocol is
+one JSON object per line each way.
 """
 
 from __future__ import annotations
@@ -374,6 +380,8 @@ class Containerd:
                 NAMESPACE,
                 [{**dataclasses.asdict(image), "pinned": True} for image in images],
             )
+            for image in images:
+                log(f"Imported {image.name}")
             log(f"Imported images from {path} in {time.monotonic() - start:.3f}s")
 
     def stop(self) -> None:

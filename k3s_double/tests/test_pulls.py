@@ -241,6 +241,7 @@ def test_export_writes_an_oci_layout_that_imports_under_the_same_name(
     seeded.preload(str(images_dir), lines.append)
     assert list(seeded.store.list("k8s.io")) == [PAUSE]
     assert lines[0] == f"Importing images from {images_dir / 'pause.tar'}"
+    assert lines[1] == f"Imported {PAUSE}"
     assert not seeded.has("rancher/mirrored-pause:3.7")
     assert seeded.has("rancher/mirrored-pause:3.6")
 
