@@ -6,7 +6,10 @@
   unreachable taints, and loses them when the heartbeats come back.
 - :class:`Kubelet` plays every node's kubelet: bound pods start (with
   container statuses, IPs and the kubelet's events) and become Ready, pods of
-  Jobs then Succeed, and deleted pods go once their grace is over.
+  Jobs then Succeed, and deleted pods go once their grace is over. A pod
+  starts only once its node's ``status.images`` holds every image it does
+  not pull ``Never`` (the node's own kubelet pulls them: :mod:`k3s_double.pulls`);
+  until then it waits in ``ContainerCreating``.
 """
 
 from __future__ import annotations
