@@ -17,7 +17,12 @@ The node (``/bin/k3s`` and ``/bin/ctr``):
 - ``pki.py``: CAs, certificates and join tokens shaped like k3s';
 - ``join.py``: the token join protocol, both ends;
 - ``httpd.py``: the HTTPS listener on 6443 and the nodes' HTTPS client;
-- ``ctr.py``: the containerd double and ``ctr images import``.
+- ``ctr.py``: the containerd double (its log, CRI-style pulls) and ``ctr
+  images import``/``ls``/``export``;
+- ``oci.py``: the synthesized image content of pulls and the OCI layout
+  ``ctr images export`` writes;
+- ``pulls.py``: the kubelet's image pulls for its node's pods (sandbox image,
+  pull policies) and the node's ``status.images``.
 
 The Kubernetes API, in the order a request goes through it:
 

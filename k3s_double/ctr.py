@@ -12,13 +12,20 @@ FILE|-`` reads a ``docker save`` (or OCI) tar, validates it (a tar with
 ``manifest.json`` or ``index.json``; for an OCI index, every blob of the
 platforms imported must be there) and records its image names, normalized
 as containerd does (``docker.io/library/x:tag``); ``ctr [-n NS] images ls [-q]``
-lists them. The wire protocol is one JSON object per line each way.
+lists them. ``ctr [-n NS] images export [--platform P]... [--all-platforms]
+[--skip-manifest-json] [--skip-non-distributable] OUT|- NAME...`` writes an
+OCI layout of each stored name (exactly as ``ls -q`` prints it) with the
+synthesized content of :mod:`.oci`. :meth:`Containerd.pull` is CRI's
+PullImage, for the node's kubelet (:mod:`.pulls`); containerd's log lines
+go to ``<data-dir>/agent/containerd/containerd.log``. The wire protocol is
+one JSON object per line each way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -34,13 +41,17 @@ from dataclasses import dataclass
 from typing import IO
 from typing import Any
 
-from .constants import go_arch
+from . import oci
+from .oci import node_platform
 
 
 SOCKET = "/run/k3s/containerd/containerd.sock"
 NAMESPACE = "k8s.io"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+VERSION = "v1.7.27-k3s1"
+#: Seconds a simulated pull takes.
+PULL_SECONDS = 0.2
 
 
 class ImageFormatError(Exception):
@@ -49,12 +60,18 @@ class ImageFormatError(Exception):
 
 @dataclass(frozen=True)
 class Image:
-    """One image reference found in an archive."""
+    """One image reference found in an archive.
+
+    ``platforms`` are those whose content the archive holds (and an import
+    stores), ``listed`` those its index names, with or without content.
+    """
 
     name: str
     digest: str
     media_type: str
     size: int
+    platforms: tuple[str, ...] = ()
+    listed: tuple[str, ...] = ()
 
 
 def normalize(ref: str) -> str:
@@ -129,6 +146,7 @@ def read_archive(
         except ValueError:
             raise ImageFormatError("invalid manifest.json") from None
         images = []
+        one = (platform or node_platform(),)
         for entry in entries:
             digest = (
                 "sha256:"
@@ -137,7 +155,9 @@ def read_archive(
             size = sum(sizes.get(layer, 0) for layer in entry.get("Layers") or [])
             size += sizes.get(entry.get("Config", ""), 0)
             for tag in entry.get("RepoTags") or []:
-                images.append(Image(normalize(tag), digest, DOCKER_MANIFEST, size))
+                images.append(
+                    Image(normalize(tag), digest, DOCKER_MANIFEST, size, one, one)
+                )
         return images
     raise ImageFormatError("unrecognized image format")
 
@@ -170,7 +190,7 @@ def _oci_images(
         index = json.loads(raw)
     except ValueError:
         raise ImageFormatError("invalid index.json") from None
-    wanted = platform or f"linux/{go_arch()}"
+    wanted = platform or node_platform()
     images = []
     for manifest in index.get("manifests") or []:
         digest = str(manifest.get("digest", ""))
@@ -184,16 +204,18 @@ def _oci_images(
                 )
             for child in chosen:
                 _check_manifest(blobs, str(child.get("digest", "")))
+            have = tuple(dict.fromkeys(_platform(c) for c in chosen))
+            listed = tuple(dict.fromkeys(_platform(c) for c in children))
         else:
             _check_manifest(blobs, digest)
+            have = listed = (wanted,)
         notes = manifest.get("annotations") or {}
         ref = notes.get("io.containerd.image.name") or notes.get(
             "org.opencontainers.image.ref.name", ""
         )
         if ref and ("/" in ref or ":" in ref):
-            images.append(
-                Image(normalize(ref), digest, media_type, int(manifest.get("size", 0)))
-            )
+            size = int(manifest.get("size", 0))
+            images.append(Image(normalize(ref), digest, media_type, size, have, listed))
     return images
 
 
@@ -211,11 +233,7 @@ class _Store:
         with self.lock:
             space = self.data.setdefault(namespace, {})
             for image in images:
-                space[image["name"]] = {
-                    "digest": image["digest"],
-                    "media_type": image["media_type"],
-                    "size": image["size"],
-                }
+                space[image["name"]] = {k: v for k, v in image.items() if k != "name"}
             self._save()
 
     def remove(self, namespace: str, names: Sequence[str]) -> list[str]:
@@ -237,13 +255,83 @@ class _Store:
         os.replace(tmp, self.path)
 
 
+def _logfmt(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def repository(name: str) -> str:
+    """The repository of a full image name: without its tag or digest."""
+    if "@" in name:
+        return name.partition("@")[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
+
+
 class Containerd:
-    """The node's containerd double: an image store behind a unix socket."""
+    """The node's containerd double: an image store behind a unix socket.
+
+    It logs, as k3s' containerd does, to ``agent/containerd/containerd.log``
+    in the data dir, in logrus format.
+    """
 
     def __init__(self, data_dir: str, socket_path: str = SOCKET) -> None:
         self.socket_path = socket_path
         self.store = _Store(os.path.join(data_dir, "agent/containerd/images.json"))
+        self.log_path = os.path.join(data_dir, "agent/containerd/containerd.log")
+        self._log_lock = threading.Lock()
         self._server: socketserver.ThreadingUnixStreamServer | None = None
+
+    def log(self, msg: str, level: str = "info", **fields: str) -> None:
+        """Append one containerd log line (logrus text, RFC 3339 nanoseconds)."""
+        stamp = datetime.datetime.now(datetime.timezone.utc)
+        parts = [
+            f'time="{stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")}000Z"',
+            f"level={level}",
+            f"msg={_logfmt(msg)}",
+            *(f"{key}={_logfmt(value)}" for key, value in fields.items()),
+        ]
+        with self._log_lock:
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as out:
+                out.write(" ".join(parts) + "\n")
+
+    def has(self, ref: str, namespace: str = NAMESPACE) -> bool:
+        """Whether the store holds ``ref`` (compared normalized)."""
+        return normalize(ref) in self.store.list(namespace)
+
+    def pull(self, ref: str, namespace: str = NAMESPACE) -> str:
+        """Pull ``ref`` as CRI's PullImage does; return the image ID.
+
+        The image is an index over the usual platforms, with content for
+        this node's platform only (``--all-platforms`` exports of it fail, as
+        in containerd). Three names point at it, as CRI records a pull: the
+        tagged name, ``repo@<index digest>`` and ``sha256:<image ID>``. The
+        pull takes :data:`PULL_SECONDS` and is logged as containerd logs it.
+        """
+        self.log(f"PullImage {_logfmt(ref)}")
+        time.sleep(PULL_SECONDS)
+        name = normalize(ref)
+        image = oci.synthesize(name)
+        own = image.manifests[node_platform()]
+        entry = {
+            "digest": image.digest,
+            "media_type": oci.OCI_INDEX,
+            "size": own.size,
+            "platforms": [node_platform()],
+            "listed": oci.listed_platforms(),
+            "image_id": own.config_digest,
+            "pulled": True,
+        }
+        names = [f"{repository(name)}@{image.digest}", own.config_digest]
+        if "@" not in name:
+            names.insert(0, name)
+        self.store.add(namespace, [{"name": n, **entry} for n in names])
+        self.log(
+            f"PullImage {_logfmt(ref)} returns image reference "
+            f"{_logfmt(own.config_digest)}"
+        )
+        return own.config_digest
 
     def start(self) -> None:
         """Listen on the socket (replacing a stale one) in a daemon thread."""
@@ -262,10 +350,12 @@ class Containerd:
                     answer = {"ok": False, "error": str(exc)}
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
 
+        self.log("starting containerd", revision="", version=VERSION)
         server = socketserver.ThreadingUnixStreamServer(self.socket_path, Handler)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.log(f"serving... address={self.socket_path}")
 
     def preload(self, images_dir: str, log: Callable[[str], None]) -> None:
         """Import the tarballs in ``agent/images`` at start, as k3s does."""
@@ -285,7 +375,13 @@ class Containerd:
             except (OSError, ImageFormatError) as exc:
                 log(f"Error while importing images from {path}: {exc}")
                 continue
-            self.store.add(NAMESPACE, [dataclasses.asdict(image) for image in images])
+            # k3s pins what it imports, so the kubelet never collects it.
+            self.store.add(
+                NAMESPACE,
+                [{**dataclasses.asdict(image), "pinned": True} for image in images],
+            )
+            for image in images:
+                log(f"Imported {image.name}")
             log(f"Imported images from {path} in {time.monotonic() - start:.3f}s")
 
     def stop(self) -> None:
@@ -308,7 +404,7 @@ def _answer(store: _Store, request: dict[str, Any]) -> dict[str, Any]:
     if op == "remove":
         return {"ok": True, "removed": store.remove(namespace, request["names"])}
     if op == "version":
-        return {"ok": True, "version": "v1.7.27-k3s1"}
+        return {"ok": True, "version": VERSION}
     return {"ok": False, "error": f"unknown operation {op!r}"}
 
 
@@ -358,7 +454,7 @@ def _human(size: int) -> str:
 
 def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None:
     if not args:
-        raise CtrError("images: a command is required (import, ls, rm)")
+        raise CtrError("images: a command is required (import, export, ls, rm)")
     command, rest = args[0], args[1:]
     if command in ("import",):
         switches = {"--all-platforms", "--digests", "--no-unpack", "--local"}
@@ -412,6 +508,9 @@ def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None
         for image in images:
             out.write(f"unpacking {image.name} ({image.digest})...done\n")
         return
+    if command == "export":
+        _export(address, namespace, rest)
+        return
     options = [a for a in rest if a.startswith("-") and a != "-"]
     operands = [a for a in rest if not a.startswith("-") or a == "-"]
     if command in ("ls", "list"):
@@ -430,8 +529,11 @@ def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None
                     info["media_type"],
                     info["digest"],
                     _human(int(info["size"])),
-                    "linux/amd64",
-                    "io.cri-containerd.image=managed",
+                    ",".join(info.get("listed") or [node_platform()]),
+                    "io.cri-containerd.image=managed"
+                    + (
+                        ",io.cri-containerd.pinned=pinned" if info.get("pinned") else ""
+                    ),
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(6)]
@@ -451,6 +553,76 @@ def _images(address: str, namespace: str, args: list[str], out: IO[str]) -> None
             out.write(name + "\n")
         return
     raise CtrError(f"images: no such command {command!r}")
+
+
+EXPORT_SWITCHES = frozenset(
+    {"--all-platforms", "--skip-manifest-json", "--skip-non-distributable"}
+)
+
+
+def _export_args(args: list[str]) -> tuple[list[str], set[str], list[str]]:
+    """(platforms, switches, operands) of ``ctr images export``.
+
+    As Go's flag package parses: flags (one or two dashes) come first, the
+    first operand (``-`` is one) or ``--`` ends them.
+    """
+    platforms: list[str] = []
+    seen: set[str] = set()
+    pending = list(args)
+    while pending and pending[0].startswith("-") and pending[0] != "-":
+        arg = pending.pop(0)
+        if arg == "--":
+            break
+        flag, has_value, value = ("-" + arg.lstrip("-")).partition("=")
+        flag = "-" + flag
+        if flag == "--platform":
+            if not has_value:
+                if not pending:
+                    raise CtrError("flag needs an argument: -platform")
+                value = pending.pop(0)
+            platforms.append(value)
+        elif flag in EXPORT_SWITCHES and not has_value:
+            seen.add(flag)
+        else:
+            raise CtrError(f"flag provided but not defined: {flag[1:]}")
+    return platforms, seen, pending
+
+
+def _export(address: str, namespace: str, args: list[str]) -> None:
+    """``ctr images export [flags] <out> <image> ...``, as containerd's ctr."""
+    platforms, seen, operands = _export_args(args)
+    if len(operands) < 2:
+        raise CtrError(
+            "please provide both an output filename and an image reference to export"
+        )
+    out, names = operands[0], operands[1:]
+    listed = _call(address, {"op": "list", "namespace": namespace})["images"]
+    found = []
+    for name in names:
+        # Exactly as stored: ctr does not normalize the names it exports.
+        if name not in listed:
+            raise CtrError(f'image "{name}": not found')
+        found.append((name, listed[name]))
+    try:
+        data = oci.export_archive(
+            found,
+            platforms=platforms,
+            all_platforms="--all-platforms" in seen,
+            skip_manifest_json="--skip-manifest-json" in seen,
+        )
+    except oci.ExportError as exc:
+        raise CtrError(str(exc)) from None
+    if out == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        with open(out, "wb") as target:
+            target.write(data)
+    except OSError as exc:
+        reason = exc.strerror.lower() if exc.strerror else str(exc)
+        raise CtrError(f"open {out}: {reason}") from None
 
 
 def main(argv: Sequence[str]) -> int:

@@ -75,7 +75,7 @@ _COMMON = [
     _f("image-service-endpoint"),
     _f("disable-default-registry-endpoint", BOOL),
     _f("nonroot-devices", BOOL),
-    _f("pause-image"),
+    _f("pause-image", default="rancher/mirrored-pause:3.6"),
     _f("snapshotter", default="overlayfs"),
     _f("private-registry", default="/etc/rancher/k3s/registries.yaml"),
     _f("system-default-registry", env="K3S_SYSTEM_DEFAULT_REGISTRY"),

@@ -77,6 +77,7 @@ from typing import NoReturn
 
 from . import ctr
 from . import flags
+from . import pulls
 from .constants import K3S_VERSION
 from .constants import go_arch
 from .httpd import APIServer
@@ -490,12 +491,14 @@ class Kubelet:
         api: Upstream,
         kubelet_args: Sequence[str],
         containerd: ctr.Containerd | None = None,
+        pause_image: str = pulls.PAUSE_IMAGE,
     ) -> None:
         self.rt = rt
         self.node = node
         self.api = api
         self.kubelet_args = list(kubelet_args)
         self.containerd = containerd
+        self.pause_image = pause_image
 
     def start(self, after: threading.Event | None = None) -> None:
         """Run in a daemon thread; register only once ``after`` is set."""
@@ -542,6 +545,11 @@ class Kubelet:
             taints=self.node.taints,
             git_version=K3S_VERSION,
         )
+        # The kubelet registers with the images containerd already holds, so
+        # the control plane never takes a preloaded image for a missing one.
+        status_part = obj.get("status")
+        if isinstance(status_part, dict):
+            status_part["images"] = self._images()
         body = json.dumps(obj).encode()
         log.klog(
             "kubelet_node_status.go:75",
@@ -572,17 +580,55 @@ class Kubelet:
                 pass
             self.rt.sleep(RETRY_SECONDS)
         log.klog("kube.go:146", "Node controller sync successful")
+        if self.containerd is not None:
+            puller = pulls.ImagePuller(
+                self.containerd, self._pods, self._report_images, self.pause_image
+            )
+            threading.Thread(
+                target=self.rt.guard(lambda: self._pull(puller)), daemon=True
+            ).start()
         self._heartbeat()
 
     def _images(self) -> list[dict[str, Any]]:
-        if self.containerd is None:
-            return []
-        found = self.containerd.store.list(ctr.NAMESPACE)
-        return [
-            {"names": [name, f"{name.rpartition(':')[0]}@{entry['digest']}"],
-             "sizeBytes": entry["size"]}
-            for name, entry in sorted(found.items())
-        ]  # fmt: skip
+        return pulls.node_images(self.containerd)
+
+    def _pods(self) -> list[dict[str, Any]] | None:
+        import json
+        import urllib.parse
+
+        selector = urllib.parse.quote(f"spec.nodeName={self.node.name}")
+        try:
+            status, data = self.api.call(
+                "GET",
+                f"/api/v1/pods?fieldSelector={selector}",
+                b"",
+                {"Accept": "application/json"},
+            )
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        items: list[dict[str, Any]] = json.loads(data).get("items") or []
+        return items
+
+    def _report_images(self, images: list[dict[str, Any]]) -> bool:
+        import json
+
+        body = json.dumps({"status": {"images": images}}).encode()
+        path = f"/api/v1/nodes/{self.node.name}/status"
+        try:
+            status = self._call(
+                "PATCH", path, body, "application/strategic-merge-patch+json"
+            )
+        except OSError:
+            return False
+        return status < 300
+
+    def _pull(self, puller: pulls.ImagePuller) -> None:
+        """Pull what the node's pods need, in a loop of its own."""
+        while True:
+            puller.sync()
+            self.rt.sleep(pulls.POLL_SECONDS)
 
     def _heartbeat(self) -> None:
         import json
@@ -830,6 +876,7 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
         Upstream(local_host, port, client_context(server_ca.cert, *kubelet_files)),
         opts.items("kubelet-arg"),
         containerd,
+        opts.text("pause-image"),
     ).start(after=ready)
 
 
@@ -879,6 +926,7 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
         Upstream(host, port, client_context(ca, *files)),
         opts.items("kubelet-arg"),
         containerd,
+        opts.text("pause-image"),
     ).start()
 
 

@@ -6,7 +6,10 @@
   unreachable taints, and loses them when the heartbeats come back.
 - :class:`Kubelet` plays every node's kubelet: bound pods start (with
   container statuses, IPs and the kubelet's events) and become Ready, pods of
-  Jobs then Succeed, and deleted pods go once their grace is over.
+  Jobs then Succeed, and deleted pods go once their grace is over. A pod
+  starts only once its node's ``status.images`` holds every image it does
+  not pull ``Never`` (the node's own kubelet pulls them: :mod:`k3s_double.pulls`);
+  until then it waits in ``ContainerCreating``.
 """
 
 from __future__ import annotations
@@ -156,20 +159,58 @@ class NodeLifecycle(Reconciler):
                 )
 
 
-def _never_pulled(pod: Obj, node: Obj) -> str | None:
-    """The first image of ``pod`` with pull policy Never the node lacks, if any.
+def _node_images(node: Obj) -> dict[str, Obj]:
+    """The node's ``status.images`` entries by each of their names, normalized.
 
-    The node's ``status.images`` (what its kubelet reports of containerd)
-    say what it has; names compare normalized (``nginx:1`` is
-    ``docker.io/library/nginx:1``). Pulling any other image is pretended.
+    That list is what the node's kubelet reports of its containerd: it says
+    which images the node has. Names compare normalized (``nginx:1`` is
+    ``docker.io/library/nginx:1``).
     """
     from k3s_double.ctr import normalize
 
-    present = {
-        normalize(name)
+    return {
+        normalize(str(name)): entry
         for entry in (node.get("status") or {}).get("images") or []
         for name in entry.get("names") or []
     }
+
+
+def _containers(pod: Obj) -> list[Obj]:
+    spec = pod["spec"]
+    return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+
+
+def _pulled_images(pod: Obj) -> set[str]:
+    """The normalized images of ``pod`` its node's kubelet pulls (not Never)."""
+    from k3s_double.ctr import normalize
+
+    return {
+        normalize(c["image"])
+        for c in _containers(pod)
+        if c.get("imagePullPolicy") != "Never"
+    }
+
+
+def go_duration_ms(seconds: float) -> str:
+    """A duration truncated to milliseconds, as Go's ``time.Duration`` prints."""
+    ms = int(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms, 60_000)
+    secs = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+def _never_pulled(pod: Obj, node: Obj) -> str | None:
+    """The first image of ``pod`` with pull policy Never the node lacks, if any.
+
+    The node's ``status.images`` say what it has (see :func:`_node_images`).
+    """
+    from k3s_double.ctr import normalize
+
+    present = _node_images(node)
     for group in ("initContainers", "containers"):
         for container in pod["spec"].get(group) or []:
             if container.get("imagePullPolicy") != "Never":
@@ -212,6 +253,9 @@ class Kubelet(Reconciler):
     def __init__(self, api: KubeAPI) -> None:
         super().__init__(api)
         self._next_ip: dict[str, int] = collections.defaultdict(lambda: 2)
+        #: Per pod uid, the images its node lacked when the pod was first seen
+        #: bound to it: the kubelet pulls those (and Always ones).
+        self._absent: dict[str, set[str]] = {}
 
     def reconcile(self) -> None:
         """One pass over every Pod bound to a node."""
@@ -242,12 +286,19 @@ class Kubelet(Reconciler):
                 if is_ready(pod):
                     self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_unready)
                 continue
+            if phase == "Pending" and uid not in self._absent:
+                self._absent[uid] = _pulled_images(pod) - set(_node_images(node))
             if phase == "Pending" and self._since(f"{uid}/bound") >= START_DELAY:
                 missing = _never_pulled(pod, node)
-                if missing is None:
+                if missing is not None:
+                    if self._once(f"{uid}/never-pull", missing):
+                        self._wait_for_image(pod, node, missing)
+                    continue
+                self._pulling(pod, node)
+                if _pulled_images(pod) <= set(_node_images(node)):
                     self._start(pod, node)
-                elif self._once(f"{uid}/never-pull", missing):
-                    self._wait_for_image(pod, node, missing)
+                elif self._once(f"{uid}/creating", "yes"):
+                    self.api.mutate("Pod", ns_of(pod), name_of(pod), _creating)
             elif phase == "Running" and not is_ready(pod):
                 self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
             elif phase == "Running" and self._is_job_pod(pod):  # noqa: SIM102
@@ -260,6 +311,29 @@ class Kubelet(Reconciler):
             ref.get("kind") == "Job" and ref.get("controller")
             for ref in pod["metadata"].get("ownerReferences") or []
         )
+
+    def _pulls(self, pod: Obj) -> list[Obj]:
+        """The containers whose image the kubelet pulls for ``pod``."""
+        from k3s_double.ctr import normalize
+
+        absent = self._absent.get(uid_of(pod), set())
+        return [
+            c
+            for c in _containers(pod)
+            if c.get("imagePullPolicy") == "Always"
+            or (c.get("imagePullPolicy") != "Never" and normalize(c["image"]) in absent)
+        ]
+
+    def _pulling(self, pod: Obj, node: Obj) -> None:
+        """Record the kubelet's ``Pulling`` events, once per container."""
+        uid = uid_of(pod)
+        for container in self._pulls(pod):
+            if self._once(f"{uid}/pulling/{container['name']}", "yes"):
+                self._clock.setdefault(f"{uid}/pulling", time.monotonic())
+                self.event(
+                    pod, "Pulling", f'Pulling image "{container["image"]}"',
+                    "kubelet", host=name_of(node),
+                )  # fmt: skip
 
     def _wait_for_image(self, pod: Obj, node: Obj, image: str) -> None:
         """Hold the pod as the kubelet does: its Never-pull image is absent."""
@@ -289,7 +363,12 @@ class Kubelet(Reconciler):
         )  # fmt: skip
 
     def _start(self, pod: Obj, node: Obj) -> None:
+        from k3s_double.ctr import normalize
+
         spec, node_name = pod["spec"], name_of(node)
+        images = _node_images(node)
+        pulled = {c["name"] for c in self._pulls(pod)}
+        took = go_duration_ms(self._since(f"{uid_of(pod)}/pulling"))
         host_ip = node_ip(node)
         if spec.get("hostNetwork"):
             pod_ip = host_ip
@@ -312,11 +391,12 @@ class Kubelet(Reconciler):
             )
             if spec.get("initContainers"):
                 status["initContainerStatuses"] = [
-                    _container_status(c, started, terminated=True)
+                    _container_status(c, started, images, terminated=True)
                     for c in spec["initContainers"]
                 ]
             status["containerStatuses"] = [
-                _container_status(c, started) for c in spec.get("containers") or []
+                _container_status(c, started, images)
+                for c in spec.get("containers") or []
             ]
             for kind in (
                 "PodReadyToStartContainers",
@@ -342,15 +422,16 @@ class Kubelet(Reconciler):
         # The kubelet records the container events before it reports Running.
         for container in spec.get("initContainers", []) + spec.get("containers", []):
             image, name = container["image"], container["name"]
-            if container.get("imagePullPolicy") == "Always":
-                pulled = (
-                    f'Successfully pulled image "{image}" in 812ms (812ms including '
-                    "waiting)"
+            if name in pulled:
+                size = (images.get(normalize(image)) or {}).get("sizeBytes", 0)
+                done = (
+                    f'Successfully pulled image "{image}" in {took} ({took} including '
+                    f"waiting). Image size: {size} bytes."
                 )
             else:
-                pulled = f'Container image "{image}" already present on machine'
+                done = f'Container image "{image}" already present on machine'
             for reason, message in (
-                ("Pulled", pulled),
+                ("Pulled", done),
                 ("Created", f"Created container: {name}"),
                 ("Started", f"Started container {name}"),
             ):
@@ -360,15 +441,46 @@ class Kubelet(Reconciler):
         self._clock[f"{uid_of(pod)}/running"] = time.monotonic()
 
 
-def _image_id(image: str) -> str:
-    name = image if "/" in image.split(":")[0] else f"library/{image}"
-    if "." not in name.split("/")[0]:
-        name = f"docker.io/{name}"
+def _image_id(image: str, images: dict[str, Obj]) -> str:
+    """``repo@sha256:...`` of the node's copy of ``image``, as CRI reports it."""
+    from k3s_double.ctr import normalize
+    from k3s_double.ctr import repository
+
+    full = normalize(image)
+    for name in (images.get(full) or {}).get("names") or []:
+        if "@" in str(name):
+            return str(name)
     digest = hashlib.sha256(image.encode()).hexdigest()
-    return f"{name.split(':')[0]}@sha256:{digest}"
+    return f"{repository(full)}@sha256:{digest}"
 
 
-def _container_status(container: Obj, started: str, *, terminated: bool = False) -> Obj:
+def _creating(pod: Obj) -> None:
+    """Pending while the kubelet pulls: containers wait in ContainerCreating."""
+
+    def waiting(container: Obj, reason: str) -> Obj:
+        return {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "started": False,
+            "state": {"waiting": {"reason": reason}},
+        }
+
+    spec, status = pod["spec"], pod.setdefault("status", {})
+    init = spec.get("initContainers") or []
+    if init:
+        status["initContainerStatuses"] = [waiting(c, "PodInitializing") for c in init]
+    reason = "PodInitializing" if init else "ContainerCreating"
+    status["containerStatuses"] = [
+        waiting(c, reason) for c in spec.get("containers") or []
+    ]
+
+
+def _container_status(
+    container: Obj, started: str, images: dict[str, Obj], *, terminated: bool = False
+) -> Obj:
     image = container["image"]
     container_id = (
         "containerd://"
@@ -381,7 +493,7 @@ def _container_status(container: Obj, started: str, *, terminated: bool = False)
         "image": image
         if ("/" in image.split(":")[0])
         else f"docker.io/library/{image}",
-        "imageID": _image_id(image),
+        "imageID": _image_id(image, images),
         "containerID": container_id,
         "ready": not terminated,
         "restartCount": 0,

@@ -16,7 +16,9 @@ from kubernetes import client as k8s
 
 from k3s_double.api import KubeAPI
 from k3s_double.api import node_object
+from k3s_double.ctr import Containerd
 from k3s_double.httpd import send_response
+from k3s_double.pulls import ImagePuller
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -38,10 +40,62 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+#: A Node with this label has no kubelet pulling its pods' images.
+NO_KUBELET = "k3s-double.test/no-kubelet"
+
+
+class InProcessKubelets:
+    """Every node's kubelet image pulls, in process, as ``k3s.Kubelet`` runs them.
+
+    The nodes the tests register have no node process behind them; this
+    thread gives each (but those labelled :data:`NO_KUBELET`) a containerd
+    store under ``root`` and an :class:`ImagePuller` against ``kube``.
+    """
+
+    def __init__(self, kube: KubeAPI, root: Path) -> None:
+        self.kube = kube
+        self.root = root
+        self.pullers: dict[str, ImagePuller] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def containerd(self, node: str) -> Containerd:
+        return self.pullers[node].containerd
+
+    def _puller(self, node: str) -> ImagePuller:
+        def pods() -> list[dict[str, Any]]:
+            return [
+                p for p in self.kube.objects("Pod") if p["spec"].get("nodeName") == node
+            ]
+
+        def report(images: list[dict[str, Any]]) -> bool:
+            def change(obj: dict[str, Any]) -> None:
+                obj.setdefault("status", {})["images"] = images
+
+            return self.kube.mutate("Node", "", node, change) is not None
+
+        return ImagePuller(Containerd(str(self.root / node)), pods, report)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            for obj in self.kube.objects("Node"):
+                name = obj["metadata"]["name"]
+                if NO_KUBELET in (obj["metadata"].get("labels") or {}):
+                    continue
+                if name not in self.pullers:
+                    self.pullers[name] = self._puller(name)
+                self.pullers[name].sync()
+
+
 @pytest.fixture
-def api() -> Iterator[KubeAPI]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
     kube = KubeAPI(git_version="v1.35.5+k3s1")
+    kubelets = InProcessKubelets(kube, tmp_path_factory.mktemp("nodes"))
+    kube.kubelets = kubelets  # type: ignore[attr-defined]
     yield kube
+    kubelets.stop.set()
+    kubelets.thread.join(5)
     kube.stop()
 
 

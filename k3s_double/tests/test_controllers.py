@@ -60,7 +60,14 @@ def test_pod_is_scheduled_and_becomes_ready(core: Any, node: str) -> None:
     conditions = {c.type: c.status for c in pod.status.conditions}
     assert conditions["Ready"] == "True"
     assert conditions["PodScheduled"] == "True"
-    assert _reasons(core, "runner") == ["Scheduled", "Pulled", "Created", "Started"]
+    # The node lacked nginx:1.27, so its kubelet pulled it first.
+    assert _reasons(core, "runner") == [
+        "Scheduled",
+        "Pulling",
+        "Pulled",
+        "Created",
+        "Started",
+    ]
     by_phase = core.list_namespaced_pod(
         "default", field_selector="status.phase=Running"
     )

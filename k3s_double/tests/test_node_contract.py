@@ -682,3 +682,114 @@ def test_three_servers_all_answer_and_see_all_nodes(scratch: Cluster) -> None:
         for s in scratch.servers
     ]
     assert ca[0] == ca[1] == ca[2]
+
+
+# ---------------------------------------------------------------------------
+# image pulls and export: what a system image cache relies on
+
+CONTAINERD_LOG = "/var/lib/rancher/k3s/agent/containerd/containerd.log"
+AIRGAP_DIR = "/var/lib/rancher/k3s/agent/images"
+SYSTEM_IMAGES = (
+    "docker.io/rancher/mirrored-pause:3.6",
+    "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
+    "docker.io/rancher/local-path-provisioner:v0.0.32",
+)
+#: Only CoreDNS and local-path-provisioner: fewer images, a quicker test.
+LEAN_SERVER = ["server", "--disable=traefik,metrics-server", "--tls-san=127.0.0.1"]
+
+
+def _system_pods_running(server: Container) -> list[Any]:
+    with api_client(kubeconfig_for(server)) as api:
+        core = k8s.CoreV1Api(api)
+
+        def running() -> list[Any] | None:
+            pods = core.list_namespaced_pod("kube-system").items
+            apps = {p.metadata.labels.get("k8s-app") or p.metadata.labels.get("app")
+                    for p in pods if p.status.phase == "Running"}  # fmt: skip
+            return pods if {"kube-dns", "local-path-provisioner"} <= apps else None
+
+        wait_until(running, 60, f"CoreDNS and local-path Running on {server.name}")
+        return list(core.list_namespaced_event("kube-system").items)
+
+
+def _pull_lines(container: Container) -> list[str]:
+    log = read_file(container, CONTAINERD_LOG).decode()
+    return [line for line in log.splitlines() if "PullImage" in line]
+
+
+def test_nodes_pull_system_images_and_a_seeded_node_pulls_none(
+    scratch: Cluster, docker_client: docker.DockerClient
+) -> None:
+    first = scratch.run("server", LEAN_SERVER, {"K3S_TOKEN": TOKEN}, publish=True)
+    wait_for_log(first, "k3s is up and running")
+    events = _system_pods_running(first)
+    pulling = [e.message for e in events if e.reason == "Pulling"]
+    assert 'Pulling image "rancher/mirrored-coredns-coredns:1.12.3"' in pulling
+    pulled = [e.message for e in events if e.reason == "Pulled"]
+    assert any(
+        m.startswith('Successfully pulled image "rancher/local-path-provisioner')
+        for m in pulled
+    )
+    lines = _pull_lines(first)
+    for image in ("mirrored-pause:3.6", "mirrored-coredns-coredns:1.12.3",
+                  "local-path-provisioner:v0.0.32"):  # fmt: skip
+        assert any(f'rancher/{image}\\" returns image reference' in x for x in lines)
+    listed = first.exec_run(["ctr", "-n", "k8s.io", "images", "ls", "-q"])
+    assert listed.exit_code == 0
+    names = listed.output.decode().split()
+    for image in SYSTEM_IMAGES:
+        assert image in names
+        repo = image.rsplit(":", 1)[0]
+        assert any(n.startswith(f"{repo}@sha256:") for n in names)
+    assert any(n.startswith("sha256:") for n in names)
+
+    arch = first.exec_run(["uname", "-m"]).output.decode().strip()
+    platform = "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
+    archives: dict[str, bytes] = {}
+    for image in SYSTEM_IMAGES:
+        exported = first.exec_run(
+            ["ctr", "-n", "k8s.io", "images", "export", "--platform", platform,
+             "-", image],
+            stdout=True, stderr=False,
+        )  # fmt: skip
+        assert exported.exit_code == 0
+        assert isinstance(exported.output, bytes)
+        with tarfile.open(fileobj=io.BytesIO(exported.output)) as archive:
+            assert {"oci-layout", "index.json"} <= set(archive.getnames())
+        archives[image] = exported.output
+    refused = first.exec_run(
+        ["ctr", "-n", "k8s.io", "images", "export", "--all-platforms", "/tmp/x.tar",
+         SYSTEM_IMAGES[0]]
+    )  # fmt: skip
+    assert refused.exit_code == 1
+    assert b"content digest sha256:" in refused.output
+
+    # A second server, seeded with those archives before it starts.
+    name = f"{scratch.name}-server-seeded"
+    published: Any = {"6443/tcp": ("127.0.0.1", None)}
+    seeded: Container = docker_client.containers.create(
+        scratch.image, LEAN_SERVER, name=name, hostname=name,
+        environment={"K3S_TOKEN": TOKEN}, labels={LABEL: scratch.name},
+        network=scratch.network.name, ports=published,
+        tmpfs={"/run": "", "/var/run": ""}, cap_add=CAP_ADD, cap_drop=CAP_DROP,
+        security_opt=SECURITY_OPT, entrypoint=fallback_entrypoint(),
+    )  # fmt: skip
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for image, data in archives.items():
+            file_name = hashlib.sha256(image.encode()).hexdigest()[:16] + ".tar"
+            info = tarfile.TarInfo(f"{AIRGAP_DIR.lstrip('/')}/{file_name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert seeded.put_archive("/", buffer.getvalue())
+    seeded.start()
+    logs = wait_for_log(seeded, "k3s is up and running")
+    assert logs.count("Importing images from") == len(SYSTEM_IMAGES)
+    events = _system_pods_running(seeded)
+    assert [e.message for e in events if e.reason == "Pulling"] == []
+    pulled = [e.message for e in events if e.reason == "Pulled"]
+    assert pulled
+    assert all(m.endswith("already present on machine") for m in pulled)
+    assert _pull_lines(seeded) == []
+    listed = seeded.exec_run(["ctr", "-n", "k8s.io", "images", "ls", "-q"])
+    assert sorted(listed.output.decode().split()) == sorted(SYSTEM_IMAGES)
