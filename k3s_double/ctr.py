@@ -300,16 +300,22 @@ class Containerd:
         """Whether the store holds ``ref`` (compared normalized)."""
         return normalize(ref) in self.store.list(namespace)
 
-    def pull(self, ref: str, namespace: str = NAMESPACE) -> str:
+    def pull(
+        self, ref: str, namespace: str = NAMESPACE, *, sandbox: bool = False
+    ) -> str:
         """Pull ``ref`` as CRI's PullImage does; return the image ID.
 
         The image is an index over the usual platforms, with content for
         this node's platform only (``--all-platforms`` exports of it fail, as
         in containerd). Three names point at it, as CRI records a pull: the
         tagged name, ``repo@<index digest>`` and ``sha256:<image ID>``. The
-        pull takes :data:`PULL_SECONDS` and is logged as containerd logs it.
+        pull takes :data:`PULL_SECONDS` and is logged as containerd logs it:
+        every pull with a ``Pulled image`` line; the kubelet's requests, not
+        the sandbox image CRI pulls for itself, also with ``PullImage`` lines.
         """
-        self.log(f"PullImage {_logfmt(ref)}")
+        began = time.monotonic()
+        if not sandbox:
+            self.log(f"PullImage {_logfmt(ref)}")
         time.sleep(PULL_SECONDS)
         name = normalize(ref)
         image = oci.synthesize(name)
@@ -327,10 +333,18 @@ class Containerd:
         if "@" not in name:
             names.insert(0, name)
         self.store.add(namespace, [{"name": n, **entry} for n in names])
+        seconds = time.monotonic() - began
         self.log(
-            f"PullImage {_logfmt(ref)} returns image reference "
-            f"{_logfmt(own.config_digest)}"
+            f"Pulled image {_logfmt(name)} with image id "
+            f"{_logfmt(own.config_digest)}, repo tag {_logfmt(name)}, repo digest "
+            f"{_logfmt(names[-2])}, size {_logfmt(str(own.size))} in "
+            f"{seconds * 1000:.6f}ms"
         )
+        if not sandbox:
+            self.log(
+                f"PullImage {_logfmt(ref)} returns image reference "
+                f"{_logfmt(own.config_digest)}"
+            )
         return own.config_digest
 
     def start(self) -> None:

@@ -116,7 +116,7 @@ class ImagePuller:
             uid = str(meta.get("uid", ""))
             live.add(uid)
             if uid not in self._sandboxes:
-                self._ensure(self.pause_image)
+                self._ensure(self.pause_image, sandbox=True)
                 self._sandboxes.add(uid)
             spec = pod.get("spec") or {}
             for container in _containers(spec):
@@ -133,12 +133,12 @@ class ImagePuller:
         self._sandboxes &= live
         self._always = {pair for pair in self._always if pair[0] in live}
 
-    def _ensure(self, image: str) -> None:
+    def _ensure(self, image: str, *, sandbox: bool = False) -> None:
         if not self.containerd.has(image):
-            self._pull(image)
+            self._pull(image, sandbox=sandbox)
 
-    def _pull(self, image: str) -> None:
-        self.containerd.pull(with_default_tag(image))
+    def _pull(self, image: str, *, sandbox: bool = False) -> None:
+        self.containerd.pull(with_default_tag(image), sandbox=sandbox)
         self._report()
 
     def _report(self) -> None:

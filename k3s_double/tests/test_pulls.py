@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -93,6 +94,10 @@ def test_a_pull_records_tag_digest_and_id_and_logs_like_containerd(
         f'msg="PullImage \\"rancher/mirrored-pause:3.6\\" returns image reference '
         f'\\"{image_id}\\""'
     ) in log
+    assert (
+        f'msg="Pulled image \\"{PAUSE}\\" with image id \\"{image_id}\\", repo tag '
+        f'\\"{PAUSE}\\", repo digest \\"docker.io/rancher/mirrored-pause@{digest}\\"'
+    ) in log
     # The kubelet reports one image, by digest and tag (not by ID).
     assert node_images(containerd) == [
         {
@@ -103,6 +108,12 @@ def test_a_pull_records_tag_digest_and_id_and_logs_like_containerd(
     table = run_ctr(containerd, "images", "ls").stdout.decode()
     assert "application/vnd.oci.image.index.v1+json" in table
     assert ",".join(oci.listed_platforms()) in table
+
+
+def finished(containerd: ctr.Containerd) -> list[str]:
+    """The repo tags of containerd's ``Pulled image`` lines, in order."""
+    log = Path(containerd.log_path).read_text()
+    return re.findall(r'msg="Pulled image .*?, repo tag \\"([^"\\]+)\\"', log)
 
 
 def _pod(uid: str, *containers: tuple[str, str], **meta: Any) -> dict[str, Any]:
@@ -144,7 +155,14 @@ def test_the_puller_follows_pull_policies_and_pulls_the_sandbox_first(
         for line in Path(containerd.log_path).read_text().splitlines()
         if "PullImage" in line and "returns" not in line
     ]
-    assert pulls == ["rancher/mirrored-pause:3.6", "nginx:1.27", "busybox:latest"]
+    # CRI pulls the sandbox image for itself: no PullImage lines, only the
+    # "Pulled image" line every pull gets.
+    assert pulls == ["nginx:1.27", "busybox:latest"]
+    assert finished(containerd) == [
+        PAUSE,
+        "docker.io/library/nginx:1.27",
+        "docker.io/library/busybox:latest",
+    ]
     assert len(reports) == 4  # after each pull, at once
     assert {n for e in reports[-1] for n in e["names"]} >= {
         "docker.io/library/nginx:1.27",
@@ -156,7 +174,7 @@ def test_the_puller_follows_pull_policies_and_pulls_the_sandbox_first(
     text = Path(containerd.log_path).read_text()
     assert text.count('PullImage \\"busybox:latest\\" returns') == 2
     assert text.count('PullImage \\"nginx:1.27\\" returns') == 1
-    assert text.count('PullImage \\"rancher/mirrored-pause:3.6\\" returns') == 1
+    assert finished(containerd).count(PAUSE) == 1
 
 
 def test_a_custom_pause_image_and_an_imported_one_are_not_pulled(
@@ -171,8 +189,8 @@ def test_a_custom_pause_image_and_an_imported_one_are_not_pulled(
     )
     puller.sync()
     text = Path(containerd.log_path).read_text()
-    assert text.count("PullImage") == 2
-    assert 'PullImage \\"registry.local/pause:9\\"' in text
+    assert "PullImage" not in text
+    assert finished(containerd) == ["registry.local/pause:9"]
     assert "coredns" not in text
 
 
