@@ -50,6 +50,8 @@ def _engine_error() -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        _private_cache_home(config)
     # The xdist controller exports the image before the workers start, and they
     # inherit it, so the double is built (or found) once per run.
     if os.environ.get("PYTEST_K3S_IMAGE") or hasattr(config, "workerinput"):
@@ -61,6 +63,30 @@ def pytest_configure(config: pytest.Config) -> None:
     from k3s_double.build import ensure_image
 
     os.environ["PYTEST_K3S_IMAGE"] = ensure_image()
+
+
+def _private_cache_home(config: pytest.Config) -> None:
+    """Give this session a user cache of its own (system images, reusable clusters).
+
+    Sessions then never see each other's cache; within one, clusters save
+    and seed system images as a user's do. xdist workers and pytester's
+    subprocesses inherit it.
+    """
+    import shutil
+    import tempfile
+
+    before = os.environ.get("XDG_CACHE_HOME")
+    home = tempfile.mkdtemp(prefix="pytest-k3s-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = home
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
+        shutil.rmtree(home, ignore_errors=True)
+
+    config.add_cleanup(restore)
 
 
 def _real_image_reason() -> str | None:

@@ -437,14 +437,16 @@ def remove_cluster(
     """
     from pytest_k3s import imagecache
 
-    imagecache.save(runtime, name)
     try:
-        runtime.remove_cluster(name)
-    finally:
-        if private_dir is not None:
-            shutil.rmtree(private_dir, ignore_errors=True)
-        else:
-            kubeconfig_path.unlink(missing_ok=True)
+        imagecache.save(runtime, name)
+    finally:  # Ctrl-C while saving still removes the cluster
+        try:
+            runtime.remove_cluster(name)
+        finally:
+            if private_dir is not None:
+                shutil.rmtree(private_dir, ignore_errors=True)
+            else:
+                kubeconfig_path.unlink(missing_ok=True)
 
 
 def _no_docker(name: str) -> DockerRuntime:

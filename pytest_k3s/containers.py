@@ -91,16 +91,30 @@ class ContainerOperations:
         return raw.decode("utf-8", "replace")
 
     def exec(
-        self, container_id: str, command: Sequence[str], stdin: IO[bytes] | None = None
+        self,
+        container_id: str,
+        command: Sequence[str],
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
     ) -> tuple[int, str]:
         """Run ``command`` in the container, feeding it ``stdin``.
 
-        Returns the exit code and the combined output.
+        Returns the exit code and the combined output; with ``stdout``, the
+        standard output goes there as it comes (``ctr images export -``) and
+        only the standard error is returned.
         """
         exec_id = self.api.exec_create(
             container_id, list(command), stdin=stdin is not None, privileged=False
         )["Id"]
-        if stdin is None:
+        if stdout is not None:
+            errors = []
+            for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    stdout.write(out)
+                if err:
+                    errors.append(err)
+            output = b"".join(errors)
+        elif stdin is None:
             output = self.api.exec_start(exec_id)
         else:
             sock: Any = self.api.exec_start(exec_id, socket=True)
@@ -116,25 +130,4 @@ class ContainerOperations:
                 sock.close()
         code = self.api.exec_inspect(exec_id)["ExitCode"]
         text = bytes(output).decode("utf-8", "replace")
-        return int(code if code is not None else -1), text
-
-    def exec_to(
-        self, container_id: str, command: Sequence[str], destination: IO[bytes]
-    ) -> tuple[int, str]:
-        """Run ``command`` in the container, streaming its output to ``destination``.
-
-        Standard output is written as it comes (``ctr images export -``);
-        returns the exit code and the standard error.
-        """
-        exec_id = self.api.exec_create(container_id, list(command), privileged=False)[
-            "Id"
-        ]
-        errors: list[bytes] = []
-        for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
-            if out:
-                destination.write(out)
-            if err:
-                errors.append(err)
-        code = self.api.exec_inspect(exec_id)["ExitCode"]
-        text = b"".join(errors).decode("utf-8", "replace")
         return int(code if code is not None else -1), text

@@ -9,12 +9,13 @@ pulls are rate-limited per IP. k3s imports every archive it finds in
 
 So before a cluster is removed, :func:`save` lists each node's containerd
 images and exports those the cache lacks into the cluster's cache directory,
-one archive per image, for the node's platform. A system image is a tagged
-image whose repository path starts with ``rancher/`` (on any registry, so
-``--system-default-registry`` works): k3s publishes all of them there, and
-images a test loads or pulls from elsewhere are never cached. :func:`archives`
-gives a later cluster of the same k3s image and platform those archives, which
-the start copies into every node before it starts.
+one archive per image, for the node's platform. A system image is one of the
+names k3s publishes in its ``k3s-images.txt``: a tagged ``rancher/mirrored-*``,
+``rancher/klipper-*`` or ``rancher/local-path-provisioner`` image, on any
+registry (so ``--system-default-registry`` works). Images a test loads or
+pulls are not cached (unless they have such a name). :func:`archives` gives
+a later cluster of the same k3s image and platform those archives, which the
+start copies into every node before it starts.
 
 The directory of a cluster is ``<root>/<k3s image>/<platform>`` (both
 percent-encoded), and it travels with the cluster as the label
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tarfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,9 +40,9 @@ from urllib.parse import quote
 from urllib.parse import unquote
 
 from pytest_k3s import labels
-from pytest_k3s.images import NAMESPACE
-from pytest_k3s.images import list_command
-from pytest_k3s.images import normalized_reference
+from pytest_k3s.ctr import export_command
+from pytest_k3s.ctr import list_command
+from pytest_k3s.ctr import normalized_reference
 
 
 if TYPE_CHECKING:
@@ -48,15 +51,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The repository path under which k3s publishes its system images.
-SYSTEM_PATH = "rancher/"
+#: The repository paths of k3s' system images (its ``k3s-images.txt``).
+SYSTEM_PATH = re.compile(r"rancher/(mirrored-|klipper-|local-path-provisioner:)")
 _SUFFIX = ".tar"
+#: A partial export older than this was left by a process that died.
+_STALE = 3600.0
 
 
 def default_root() -> Path:
     """This user's cache root: ``$XDG_CACHE_HOME/pytest-k3s/images`` (or ~/.cache)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "pytest-k3s" / "images"
+    from pytest_k3s.sharing import cache_home
+
+    return cache_home() / "images"
 
 
 def directory(spec: ClusterSpec, platform: str) -> Path | None:
@@ -82,7 +88,7 @@ def is_system_image(ref: str) -> bool:
     if "@" in ref or ref.startswith("sha256:"):
         return False
     _, _, path = normalized_reference(ref).partition("/")
-    return path.startswith(SYSTEM_PATH)
+    return SYSTEM_PATH.match(path) is not None
 
 
 def archive_name(ref: str) -> str:
@@ -91,12 +97,19 @@ def archive_name(ref: str) -> str:
 
 
 def archives(cache: Path | None) -> dict[str, Path]:
-    """The archives in ``cache``, by image reference (none when it is None)."""
+    """The archives in ``cache``, by image reference.
+
+    None when it is None, or cannot be read (it is only a cache: the nodes
+    then pull, and the failure is logged).
+    """
     if cache is None:
         return {}
     try:
         names = sorted(os.listdir(cache))
     except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("cannot read the image cache %s: %s", cache, exc)
         return {}
     return {
         unquote(name.removesuffix(_SUFFIX)): cache / name
@@ -140,6 +153,7 @@ def _save(runtime: DockerRuntime, cluster: str) -> list[str]:
         log.info("another process is saving system images into %s", cache)
         return []
     try:
+        _forget_partials(cache)
         have = archives(cache)
 
         def listing(node_id: str) -> list[str]:
@@ -169,17 +183,27 @@ def _save(runtime: DockerRuntime, cluster: str) -> list[str]:
         lock.release()
 
 
+def _forget_partials(cache: Path) -> None:
+    """Remove partial exports that processes which died left behind."""
+    for partial in cache.glob(".*.partial"):
+        try:
+            if time.time() - partial.stat().st_mtime > _STALE:
+                partial.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove
+
+
 def _export(
     runtime: DockerRuntime, node_id: str, ref: str, platform: str, cache: Path
 ) -> bool:
     """Export one image of a node into ``cache``; whether that worked."""
     final = cache / archive_name(ref)
     partial = cache / f".{final.name}.{os.getpid()}.partial"
-    command = ["ctr", "-n", NAMESPACE, "images", "export"]
-    command += ["--platform", platform, "-", ref]
     try:
         with partial.open("wb") as stream:
-            code, errors = runtime.exec_to(node_id, command, stream)
+            code, errors = runtime.exec(
+                node_id, export_command(platform, ref), stdout=stream
+            )
         if code != 0:
             log.warning("exporting %s failed (exit %s): %s", ref, code, errors.strip())
             return False

@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING
 import docker
 import docker.errors
 
+from pytest_k3s.ctr import NAMESPACE
+from pytest_k3s.ctr import import_command
+from pytest_k3s.ctr import list_command
+from pytest_k3s.ctr import normalized_reference
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import ImageUnavailableError
 
@@ -32,8 +36,6 @@ if TYPE_CHECKING:
     from pytest_k3s.nodes import Node
 
 
-#: The containerd namespace the kubelet's images live in.
-NAMESPACE = "k8s.io"
 #: ``docker info``'s kernel architecture names, as Go (and platforms) spell them.
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
@@ -120,35 +122,6 @@ def explain(exc: BaseException | None) -> str:
     if isinstance(exc, docker.errors.APIError) and exc.explanation:
         return str(exc.explanation)
     return str(exc)
-
-
-def normalized_reference(ref: str) -> str:
-    """Expand a Docker short name the way containerd's reference parser does.
-
-    ``nginx`` is ``docker.io/library/nginx:latest``, ``team/app:1`` is
-    ``docker.io/team/app:1``; a first part with a dot or port, or
-    ``localhost``, is a registry and stays as it is.
-    """
-    name, _, digest = ref.partition("@")
-    first, slash, rest = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, rest
-    else:
-        domain, path = "docker.io", name if slash else f"library/{name}"
-    if ":" not in path.rsplit("/", 1)[-1] and not digest:
-        path += ":latest"
-    full = f"{domain}/{path}"
-    return f"{full}@{digest}" if digest else full
-
-
-def import_command(platform: str) -> list[str]:
-    """``ctr images import`` of a stream, for the node's ``platform`` only."""
-    return ["ctr", "-n", NAMESPACE, "images", "import", "--platform", platform, "-"]
-
-
-def list_command() -> list[str]:
-    """``ctr images ls -q``: the node's image references, one a line."""
-    return ["ctr", "-n", NAMESPACE, "images", "ls", "-q"]
 
 
 def load_image(cluster: K3sCluster, image: str) -> None:

@@ -27,7 +27,6 @@ from pytest_k3s.readiness import READY_LOG
 from pytest_k3s.readiness import Readiness
 from pytest_k3s.startup import forget_seed
 from pytest_k3s.startup import seed_archive
-from pytest_k3s.startup import seed_files
 
 
 if TYPE_CHECKING:
@@ -77,22 +76,23 @@ def add_agent(cluster: K3sCluster, *, timeout: float = 120) -> Node:
     index = max(taken, default=-1) + 1
     tags = runtime.labels_of(server0.container_id)
     tags[labels.ROLE] = "agent"
+    token = runtime.environment(server0.container_id)["K3S_TOKEN"]
     # It starts with the images the others started with (air-gap or cached).
     cache = tags.get(labels.IMAGE_CACHE)
-    seed = seed_archive(seed_files(cluster.spec, Path(cache) if cache else None))
-    description = node_container(
-        cluster.spec,
-        "agent",
-        index,
-        cluster=cluster.name,
-        token=runtime.environment(server0.container_id)["K3S_TOKEN"],
-        api_host="",
-        api_bind="",
-        labels=tags,
-        seed_archive=str(seed) if seed else None,
-    )
-    began = time.time()
+    seed = seed_archive(cluster.spec, Path(cache) if cache else None)
     try:
+        description = node_container(
+            cluster.spec,
+            "agent",
+            index,
+            cluster=cluster.name,
+            token=token,
+            api_host="",
+            api_bind="",
+            labels=tags,
+            seed_archive=str(seed) if seed else None,
+        )
+        began = time.time()
         container_id = runtime.start_node(
             description, privileged=PRIVILEGE_REQUEST[cluster.spec.privileged]
         )

@@ -336,8 +336,10 @@ def k3s_module_cluster(
     yield cluster
     keep = _k3s_pool.run.keep
     failed = request.node.nodeid in request.config.stash[FAILED_MODULES_KEY]
-    if keep == "always" or (keep == "on-failure" and failed):
-        cluster.detach()  # the end of the run reports it
+    # Interrupted, the end of the run removes it at once (saving no images).
+    interrupted = request.session.exitstatus == pytest.ExitCode.INTERRUPTED
+    if interrupted or keep == "always" or (keep == "on-failure" and failed):
+        cluster.detach()  # the end of the run reports or removes it
     else:
         cluster.stop()
 

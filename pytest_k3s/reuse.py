@@ -18,7 +18,6 @@ why. Namespaces left by ``k3s_namespace`` in earlier runs are deleted.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,10 +41,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "pytest-k3s"}
 
 def reuse_dir() -> Path:
     """This user's directory of reusable clusters (created private on first use)."""
+    from pytest_k3s.sharing import cache_home
     from pytest_k3s.sharing import private_directory
 
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return private_directory(Path(cache) / "pytest-k3s" / "reuse")
+    return private_directory(cache_home() / "reuse")
 
 
 def kubeconfig_of(name: str) -> Path:

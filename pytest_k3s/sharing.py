@@ -117,6 +117,12 @@ class RunInfo:
         )
 
 
+def cache_home() -> Path:
+    """This user's pytest-k3s cache: ``$XDG_CACHE_HOME/pytest-k3s`` (or ~/.cache)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "pytest-k3s"
+
+
 def private_directory(path: Path) -> Path:
     """Create ``path`` (mode 0700), or check an existing one is ours alone.
 
@@ -363,8 +369,7 @@ def finish_run(
 
     Runs in the process that owns the run, after every worker has finished.
     Unless the run was interrupted, the system images of the clusters it
-    removes, and of the reusable ones it used, are saved first
-    (:mod:`pytest_k3s.imagecache`).
+    removes are saved first (:mod:`pytest_k3s.imagecache`).
     Docker is contacted whenever some process of the run may have started a
     cluster (the state directory exists), even if it died before recording
     one. Without an engine and with nothing started, there is nothing to do.
@@ -381,7 +386,6 @@ def finish_run(
         else:
             how = f"was ready in {record.seconds:.1f}s"
         report(f"k3s cluster {record.name} ({record.spec}) {how}")
-    reused = [r.name for r in started if r.reused]
     started = [r for r in started if not r.reused]  # reusable ones stay
     if keep and started:
         hours = run.keep_for / 3600
@@ -393,6 +397,7 @@ def finish_run(
         names = " ".join(record.name for record in started)
         report(f"remove kept clusters with: python -m pytest_k3s rm {names}")
         return
+    from pytest_k3s import imagecache
     from pytest_k3s.docker_runtime import DockerRuntime
 
     try:
@@ -404,18 +409,17 @@ def finish_run(
         raise
     try:
         clusters = labels.run_clusters(runtime.labelled(), run.run_id)
-        if not interrupted:
-            from pytest_k3s import imagecache
-
-            for name in [*clusters, *reused]:
+        try:
+            for name in [] if interrupted else clusters:
                 saved = imagecache.save(runtime, name)
                 if saved:
                     report(
                         f"k3s cluster {name}: saved {len(saved)} system image(s) "
                         "for later clusters (--k3s-image-cache)"
                     )
-        for name in clusters:
-            runtime.remove_cluster(name)
+        finally:  # a second Ctrl-C while saving still removes them
+            for name in clusters:
+                runtime.remove_cluster(name)
     finally:
         runtime.close()
     shutil.rmtree(run.state_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ Ctrl-C), everything it created is removed before the error propagates.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import tempfile
@@ -21,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_k3s import imagecache
 from pytest_k3s import kubeconfig
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from pytest_k3s.docker_runtime import DockerRuntime
 
 Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 #: How long server-0's kubeconfig may be missing after its ready line: k3s
 #: writes it a moment later on a slow host.
@@ -101,29 +102,40 @@ def start_cluster(
         forget_seed(starter.seed)
 
 
-def seed_files(spec: ClusterSpec, cache: Path | None) -> list[Path]:
-    """The image archives a node of ``spec`` starts with: air-gap, or cached."""
-    return [Path(p) for p in spec.airgap_images] + list(
-        imagecache.archives(cache).values()
-    )
+def seed_archive(
+    spec: ClusterSpec, cache: Path | None, progress: Progress | None = None
+) -> Path | None:
+    """One tar of the image archives a node of ``spec`` starts with (None if none).
 
-
-def seed_archive(archives: list[Path]) -> Path | None:
-    """One tar holding ``archives`` at their place in a node (None if none).
-
-    Built once per start and unpacked into every node before it starts;
-    k3s imports what it finds there instead of pulling. The caller removes
-    its directory (:func:`forget_seed`).
+    Those are the air-gap archives, or the cached system images
+    (:mod:`pytest_k3s.imagecache`), at their place in a node. Built once per
+    start and unpacked into every node before it starts; k3s imports what it
+    finds there instead of pulling. A cache that cannot be packed is left
+    out (the nodes pull, as without it); an air-gap archive that cannot be
+    is an error. The caller removes the tar (:func:`forget_seed`).
     """
-    if not archives:
-        return None
     import tarfile
 
+    from pytest_k3s import imagecache
+
+    airgap = [Path(p) for p in spec.airgap_images]
+    cached = list(imagecache.archives(cache).values())
+    if not (airgap or cached):
+        return None
+    if cached and progress is not None:
+        progress(f"  seeding {len(cached)} cached system image(s) from {cache}")
     directory = Path(tempfile.mkdtemp(prefix="pytest-k3s-seed-"))
     seed = directory / "seed.tar"
-    with tarfile.open(seed, "w") as tar:
-        for archive in archives:
-            tar.add(archive, arcname=f"{AIRGAP_DIR.lstrip('/')}/{archive.name}")
+    try:
+        with tarfile.open(seed, "w") as tar:
+            for archive in airgap + cached:
+                tar.add(archive, arcname=f"{AIRGAP_DIR.lstrip('/')}/{archive.name}")
+    except BaseException as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        if airgap or not isinstance(exc, OSError):
+            raise
+        log.warning("seeding the cached system images failed: %s", exc)
+        return None
     return seed
 
 
@@ -196,15 +208,10 @@ class _Starter:
         if not self.runtime.has_image(spec.image):
             self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
             self.runtime.pull_image(spec.image)
+        from pytest_k3s import imagecache
+
         self.cache = imagecache.directory(spec, self.runtime.image_platform(spec.image))
-        cached = imagecache.archives(self.cache)
-        if cached:
-            size = sum(path.stat().st_size for path in cached.values()) / 1e6
-            self.progress(
-                f"  seeding {len(cached)} cached system image(s) ({size:.0f} MB) "
-                f"from {self.cache}"
-            )
-        self.seed = seed_archive(seed_files(spec, self.cache))
+        self.seed = seed_archive(spec, self.cache, self.progress)
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
         self.runtime.check_free([self.name, node_name(self.name, "server", 0)])

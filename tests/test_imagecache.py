@@ -5,11 +5,13 @@ trip through nodes: a cluster pulls, saves, and the next one pulls nothing.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from kubernetes.client import CoreV1Api
 
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
@@ -39,8 +41,10 @@ _PULLED = re.compile(
         # containerd lists every pulled image by digest and by id too.
         ("docker.io/rancher/mirrored-pause@sha256:" + "a" * 64, False),
         ("sha256:" + "b" * 64, False),
-        # What a test loads or pulls is not k3s's.
+        # What a test loads or pulls is not k3s's, even from rancher/.
         ("docker.io/library/nginx:1.27", False),
+        ("docker.io/rancher/hello-world:latest", False),
+        ("docker.io/rancher/local-path-provisioner-test:1", False),
         ("docker.io/rancherlabs/tool:1", False),
         ("ghcr.io/example/rancher/x:1", False),
         ("docker.io/pytest-k3s/app:v1", False),
@@ -137,7 +141,8 @@ def pulls(cluster: K3sCluster) -> dict[str, list[str]]:
     found = {}
     for node in cluster.nodes:
         code, log = cluster.runtime.exec(node.container_id, ["cat", CONTAINERD_LOG])
-        found[node.name] = _PULLED.findall(log) if code == 0 else []
+        assert code == 0, f"{node.name}: {log}"
+        found[node.name] = _PULLED.findall(log)
     return found
 
 
@@ -147,6 +152,24 @@ def pulling_events(cluster: K3sCluster) -> list[str]:
         "get", "events", "-A", "--field-selector=reason=Pulling", "-o", "name"
     )
     return events.split()
+
+
+def wait_for_system_pods(cluster: K3sCluster) -> None:
+    """Until every kube-system pod runs (or is done): no pull is under way."""
+    core = CoreV1Api(cluster.api_client)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod("kube-system").items
+        phases = [str(p.status.phase) for p in pods]
+        if phases and all(phase in ("Running", "Succeeded") for phase in phases):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"kube-system pods not all running: {pods}")
+
+
+def stamps(cache: Path | None) -> dict[str, int]:
+    """Each archive of the cache by reference, with when it was written."""
+    return {ref: p.stat().st_mtime_ns for ref, p in imagecache.archives(cache).items()}
 
 
 def pod(name: str, image: str, *command: str) -> dict[str, Any]:
@@ -162,22 +185,20 @@ def pod(name: str, image: str, *command: str) -> dict[str, Any]:
     }
 
 
+def platform_of(docker_client: docker.DockerClient, image: str) -> str:
+    return f"linux/{docker_client.images.get(image).attrs['Architecture']}"
+
+
 def test_a_cluster_saves_what_its_nodes_pulled_and_the_next_one_pulls_nothing(
     double_image: str, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     spec = ClusterSpec(image=double_image, agents=1, image_cache=str(tmp_path))
-    platform = "linux/" + docker_client.images.get(double_image).attrs["Architecture"]
-    cache = imagecache.directory(spec, platform)
+    cache = imagecache.directory(spec, platform_of(docker_client, double_image))
     with K3sCluster.start(spec) as first:
-        first.wait_for(
-            "deploy",
-            "local-path-provisioner",
-            namespace="kube-system",
-            condition="Available",
-        )
         # A test's own image is pulled, and never cached.
         first.apply(pod("app", "busybox:1.36", "sleep", "3600"))
         first.wait_for("pod", "app", namespace="default", condition="Ready")
+        wait_for_system_pods(first)
         pulled = {ref for refs in pulls(first).values() for ref in refs}
         assert pulling_events(first)
     system = {ref for ref in pulled if imagecache.is_system_image(ref)}
@@ -187,17 +208,12 @@ def test_a_cluster_saves_what_its_nodes_pulled_and_the_next_one_pulls_nothing(
         "docker.io/rancher/local-path-provisioner",
     }
     assert "docker.io/library/busybox:1.36" in pulled
-    saved = imagecache.archives(cache)
+    saved = stamps(cache)
     assert set(saved) == system
 
     with K3sCluster.start(spec) as second:
-        second.wait_for(
-            "deploy",
-            "local-path-provisioner",
-            namespace="kube-system",
-            condition="Available",
-        )
         added = second.add_agent()
+        assert len(second.nodes) == 3
         # On every node a pod of a system image: each node needs it locally.
         pause = next(ref for ref in system if "/mirrored-pause:" in ref)
         for node in second.nodes:
@@ -206,17 +222,45 @@ def test_a_cluster_saves_what_its_nodes_pulled_and_the_next_one_pulls_nothing(
             second.apply(on_node)
         for node in second.nodes:
             second.wait_for("pod", node.name, namespace="default", condition="Ready")
+        wait_for_system_pods(second)
         for node in second.nodes:
             assert f"Importing images from {AIRGAP_DIR}" in second.logs(node), node.name
-        assert pulls(second) == {node.name: [] for node in second.nodes}
-        assert added.name in pulls(second)
+        assert pulls(second) == {node.name: [] for node in second.nodes}, added.name
         assert pulling_events(second) == []
-    assert imagecache.archives(cache) == saved  # nothing new to save
+    assert stamps(cache) == saved  # nothing new to save, nothing written again
 
 
-def test_the_run_saves_at_its_end_and_says_so(
-    pytester: pytest.Pytester, double_image: str
+def test_a_cache_in_use_or_unusable_never_fails_a_cluster(
+    double_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
 ) -> None:
+    from filelock import FileLock
+
+    spec = ClusterSpec(image=double_image, image_cache=str(tmp_path))
+    cache = imagecache.directory(spec, platform_of(docker_client, double_image))
+    assert cache is not None
+    cache.mkdir(parents=True)
+    # Another process saving into the directory: this one leaves it be.
+    with FileLock(str(cache / ".lock")), K3sCluster.start(spec) as cluster:
+        wait_for_system_pods(cluster)
+        name = cluster.name
+    assert stamps(cache) == {}
+    assert docker_client.containers.list(all=True, filters={"name": name}) == []
+    # A cache path that is a file: no seeding, no saving, no error.
+    blocked = ClusterSpec(image=double_image, image_cache=str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a directory")
+    with K3sCluster.start(blocked) as cluster:
+        wait_for_system_pods(cluster)
+        assert pulls(cluster)[cluster.servers[0].name]
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
+def test_the_run_saves_at_its_end_seeds_the_next_and_can_be_off(
+    pytester: pytest.Pytester, double_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = pytester.path / "home-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
     pytester.makepyfile(
         """
         def test_uses_a_cluster(k3s_cluster):
@@ -232,12 +276,17 @@ def test_the_run_saves_at_its_end_and_says_so(
         ["*k3s cluster k3s-*: saved * system image(s) for later clusters*"]
     )
     (directory,) = cache.glob("*/*")
-    saved = imagecache.archives(directory)
+    saved = stamps(directory)
     assert saved
     again = pytester.runpytest_subprocess(f"--k3s-image-cache={cache}")
     again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(
+        [f"*seeding {len(saved)} cached system image(s) from {directory}*"]
+    )
     assert "system image(s) for later clusters" not in again.stdout.str()
-    assert imagecache.archives(directory) == saved
+    assert stamps(directory) == saved
+    # Off: nothing seeded, nothing saved, not even in the default place.
     off = pytester.runpytest_subprocess("--k3s-image-cache=off")
     off.assert_outcomes(passed=1)
     assert "system image(s)" not in off.stdout.str()
+    assert not (home / "pytest-k3s" / "images").exists()

@@ -7,8 +7,8 @@ import io
 import pytest
 
 from k3s_double import ctr
-from pytest_k3s.images import import_command
-from pytest_k3s.images import normalized_reference
+from pytest_k3s.ctr import import_command
+from pytest_k3s.ctr import normalized_reference
 from tests.oci import multi_platform_archive
 
 
