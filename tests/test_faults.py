@@ -139,7 +139,9 @@ def test_a_signal_ends_the_run_like_ctrl_c_and_removes_its_clusters(
     pytester.makepyfile(
         test_hold="import pytest\npytestmark = pytest.mark.k3s(agents=1)\n" + HOLD_TEST
     )
-    args = ["-p", "no:randomly"] + (["-n", str(workers)] if workers else [])
+    cache = inner / "image-cache"
+    args = ["-p", "no:randomly", f"--k3s-image-cache={cache}"]
+    args += ["-n", str(workers)] if workers else []
     result = pytester.runpytest_subprocess(*args, timeout=300)
     assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
     text = result.stdout.str()
@@ -148,6 +150,30 @@ def test_a_signal_ends_the_run_like_ctrl_c_and_removes_its_clusters(
     name = (inner / ("fault-once" if phase == "start-up" else "ready")).read_text()
     assert name.startswith("k3s-"), text
     assert run_objects(docker_client, name.removesuffix("-server-0")) == []
+    # Interrupted, the run goes at once: it saves no system images (mid-test,
+    # the nodes had pulled some).
+    assert "system image(s)" not in text
+    assert list(cache.rglob("*.tar")) == []
+
+
+def test_an_interrupted_modules_cluster_goes_without_saving_images(
+    pytester: pytest.Pytester,
+    inner: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_client: docker.DockerClient,
+) -> None:
+    monkeypatch.setenv("TEST_SIGNAL", "SIGINT")
+    pytester.makepyfile(
+        test_hold=HOLD_TEST.replace("k3s_cluster", "k3s_module_cluster")
+    )
+    cache = inner / "image-cache"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", f"--k3s-image-cache={cache}", timeout=300
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    name = (inner / "ready").read_text()
+    assert run_objects(docker_client, name) == []
+    assert list(cache.rglob("*.tar")) == []
 
 
 def test_sigkill_of_pytest_leaves_a_leftover_that_the_next_run_sweeps(
