@@ -177,6 +177,9 @@ class K3sCluster:
     def stop(self) -> None:
         """Remove the cluster's containers, volumes and network (safe to repeat).
 
+        The system images its nodes pulled are saved first, for later
+        clusters (``ClusterSpec.image_cache``).
+
         A handle from :meth:`attach` only lets go of its connections; a shared
         handle (what the ``k3s_cluster`` fixtures give) does nothing but warn,
         since other tests use the cluster: the run removes it when it ends.

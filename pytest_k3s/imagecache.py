@@ -99,8 +99,8 @@ def archive_name(ref: str) -> str:
 def archives(cache: Path | None) -> dict[str, Path]:
     """The archives in ``cache``, by image reference.
 
-    None when it is None, or cannot be read (it is only a cache: the nodes
-    then pull, and the failure is logged).
+    Empty when ``cache`` is None, or cannot be read (it is only a cache: the
+    nodes then pull, and the failure is logged).
     """
     if cache is None:
         return {}
@@ -208,7 +208,7 @@ def _export(
             log.warning("exporting %s failed (exit %s): %s", ref, code, errors.strip())
             return False
         with tarfile.open(partial) as archive:
-            archive.getmember("index.json")  # an OCI archive, whole
+            archive.getmember("index.json")  # an OCI archive (ctr exited 0)
         os.replace(partial, final)
         return True
     except Exception as exc:  # the engine's or the file's: the image is skipped
