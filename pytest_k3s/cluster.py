@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import cast
 
+from pytest_k3s import imagecache
 from pytest_k3s import kubeconfig
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterCommandError
@@ -438,8 +439,6 @@ def remove_cluster(
     Its system images are saved first, for later clusters
     (:mod:`pytest_k3s.imagecache`).
     """
-    from pytest_k3s import imagecache
-
     try:
         imagecache.save(runtime, name)
     finally:  # Ctrl-C while saving still removes the cluster

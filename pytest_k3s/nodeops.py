@@ -90,7 +90,7 @@ def add_agent(cluster: K3sCluster, *, timeout: float = 120) -> Node:
             api_host="",
             api_bind="",
             labels=tags,
-            seed_archive=str(seed) if seed else None,
+            seed_archive=seed,
         )
         began = time.time()
         container_id = runtime.start_node(

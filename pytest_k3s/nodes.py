@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from typing import Literal
 
 from pytest_k3s.spec import ClusterSpec
@@ -71,7 +72,7 @@ class NodeContainer:
     files: Mapping[str, bytes] = field(default_factory=dict)
     #: A tar file on this machine to unpack at ``/`` before the start (the
     #: air-gap or cached image archives, see :data:`AIRGAP_DIR`).
-    seed_archive: str | None = None
+    seed_archive: Path | None = None
 
 
 #: What the runtime is asked for, by privilege setting: privileged mode,
@@ -104,7 +105,7 @@ def node_container(
     api_host: str,
     api_bind: str,
     labels: Mapping[str, str],
-    seed_archive: str | None = None,
+    seed_archive: Path | None = None,
 ) -> NodeContainer:
     """Describe node ``index`` of ``role`` in ``cluster``.
 

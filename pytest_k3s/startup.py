@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_k3s import imagecache
 from pytest_k3s import kubeconfig
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
@@ -116,8 +117,6 @@ def seed_archive(
     """
     import tarfile
 
-    from pytest_k3s import imagecache
-
     airgap = [Path(p) for p in spec.airgap_images]
     cached = list(imagecache.archives(cache).values())
     if not (airgap or cached):
@@ -208,8 +207,6 @@ class _Starter:
         if not self.runtime.has_image(spec.image):
             self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
             self.runtime.pull_image(spec.image)
-        from pytest_k3s import imagecache
-
         self.cache = imagecache.directory(spec, self.runtime.image_platform(spec.image))
         self.seed = seed_archive(spec, self.cache, self.progress)
         # A first run's pull is not start-up time: the deadline starts now.
@@ -311,7 +308,7 @@ class _Starter:
             api_host=self.api_host,
             api_bind=self.api_bind,
             labels=self._labels(role),
-            seed_archive=str(self.seed) if self.seed else None,
+            seed_archive=self.seed,
         )
         privileged = PRIVILEGE_REQUEST[self.spec.privileged]
         container_id = self.runtime.start_node(node, privileged=privileged)
