@@ -1,9 +1,12 @@
 """Test setup for pytest-k3s' own suite (not shipped with the plugin).
 
 It enables ``pytester``, decides what happens without a Docker engine (skip,
-or fail under ``PYTEST_K3S_REQUIRE_DOCKER=1`` as CI sets it), points the
-plugin at the k3s node double unless ``PYTEST_K3S_IMAGE`` names an image, and
-checks after every Docker test that it left nothing labelled behind.
+or fail under ``PYTEST_K3S_REQUIRE_DOCKER=1`` as CI sets it, where no Docker
+test may skip at all), points the plugin at the k3s node double unless
+``PYTEST_K3S_IMAGE`` names an image, and checks that nothing labelled is
+left behind: after every test that touches the engine (marked ``docker``, or
+using an engine fixture), after every such module, and after the whole run
+(so the example suite, whose clusters live for the run, is checked too).
 """
 
 from __future__ import annotations
@@ -21,15 +24,27 @@ import pytest
 if TYPE_CHECKING:
     import docker
 
+    from pytest_k3s.engine.docker_engine import DockerEngine
+
 pytest_plugins = ["pytester"]
 
 LABEL = "io.pytest-k3s.cluster"
 REQUIRE_DOCKER = "PYTEST_K3S_REQUIRE_DOCKER"
 REAL_SKIPPED = pytest.StashKey[str]()
+#: The run's labelled objects and volumes when it began (see the end check).
+AT_START = pytest.StashKey[set[str]]()
+#: Fixtures that talk to the engine: a test using one is a Docker test.
+ENGINE_FIXTURES = {"docker_client", "docker_engine", "double_image"}
+
+
+def _on(variable: str) -> bool:
+    """Whether an environment variable is set to something that means yes."""
+    value = os.environ.get(variable, "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
 
 
 def _docker_required() -> bool:
-    return os.environ.get(REQUIRE_DOCKER, "") not in ("", "0", "false", "no")
+    return _on(REQUIRE_DOCKER)
 
 
 @functools.cache
@@ -93,7 +108,7 @@ def _real_image_reason() -> str | None:
     """Return why the real rancher/k3s tests cannot run here, or None if they can."""
     from pytest_k3s import DEFAULT_IMAGE
 
-    if os.environ.get("PYTEST_K3S_REAL", "") not in ("", "0"):
+    if _on("PYTEST_K3S_REAL"):
         return None  # asked for: the tests pull the image themselves
     if _engine_error() is not None:
         return "no Docker engine"
@@ -126,6 +141,9 @@ def pytest_collection_modifyitems(
             config.stash[REAL_SKIPPED] = (
                 f"{len(real)} real rancher/k3s tests deselected: {reason}"
             )
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
     if not any(item.get_closest_marker("docker") for item in items):
         return
     reason = _engine_error()
@@ -146,6 +164,61 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
     return config.stash.get(REAL_SKIPPED, None)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    # Under PYTEST_K3S_REQUIRE_DOCKER a Docker test that skips (for whatever
+    # reason: an engine it cannot use, an interpreter it cannot mount) has
+    # not tested what CI is there to test: it fails, saying why.
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and _docker_required() and item.get_closest_marker("docker"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{REQUIRE_DOCKER} is set, so this Docker test may not skip: {reason}"
+        )
+
+
+def _engine_objects() -> set[str] | None:
+    """Every labelled object and volume on the engine now (None: no engine)."""
+    if _engine_error() is not None:
+        return None
+    import docker
+
+    client = docker.from_env(timeout=60)
+    try:
+        return all_objects(client)
+    finally:
+        client.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Iterator[None]:
+    yield
+    if not hasattr(session.config, "workerinput"):
+        found = _engine_objects()
+        if found is not None:
+            session.config.stash[AT_START] = found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
+    # Wraps the plugin's own end of the run (which removes the run's
+    # clusters), so this sees what the run left for good.
+    yield
+    before = session.config.stash.get(AT_START, None)
+    if before is None or hasattr(session.config, "workerinput"):
+        return
+    left = sorted((_engine_objects() or set()) - before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"LEAK: the run left behind: {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A Docker SDK client for the local engine, closed after the session."""
@@ -154,6 +227,21 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env(timeout=120)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """The session's engine, as the plugin makes one: connected once, passed down.
+
+    Tests that start clusters with ``K3sCluster.start`` pass it as
+    ``engine=``, so what it learns (privileged mode refused, what the host
+    can grant) is learnt once, as in a plugin run.
+    """
+    from pytest_k3s.engine.docker_engine import DockerEngine
+
+    engine = DockerEngine.connect()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="session")
@@ -201,15 +289,17 @@ def _listing(client: docker.DockerClient) -> list[tuple[str, str, str | None]]:
 def foreign(labels: dict[str, str]) -> bool:
     """Whether an object belongs to a live process outside this test session."""
     from pytest_k3s import labels as k3s_labels
+    from pytest_k3s.owner import Owner
+    from pytest_k3s.owner import owner_alive
 
-    owner = k3s_labels.Owner.from_labels(labels)
+    owner = k3s_labels.owner_of(labels)
     if owner is None:
         return False
     # Sessions sharing this engine share this PID namespace too (older
     # releases did not label it): check the PID alone.
-    here = k3s_labels.Owner.current()
+    here = Owner.current()
     owner = dataclasses.replace(owner, pidns=here.pidns, boot=here.boot)
-    if k3s_labels.owner_alive(owner) is not True:
+    if owner_alive(owner) is not True:
         return False
     pid = owner.pid
     while pid > 1:

@@ -21,7 +21,10 @@ from pytest_k3s.errors import DockerUnavailableError
 from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
+from pytest_k3s.errors import NoEngineError
 from pytest_k3s.errors import SpecError
+from pytest_k3s.errors import UnsuitableClusterError
+from pytest_k3s.errors import WaitTimeoutError
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import PortMapping
@@ -29,7 +32,7 @@ from pytest_k3s.spec import PortMapping
 
 if TYPE_CHECKING:
     from pytest_k3s.cluster import K3sCluster
-    from pytest_k3s.nodes import Node
+    from pytest_k3s.engine.node_container import Node
 
 __version__ = "0.2.0"
 
@@ -44,16 +47,19 @@ __all__ = [
     "K3sCluster",
     "K3sError",
     "NameConflictError",
+    "NoEngineError",
     "Node",
     "PortMapping",
     "SpecError",
+    "UnsuitableClusterError",
+    "WaitTimeoutError",
     "__version__",
 ]
 
 #: Names imported on first use: the cluster machinery pulls in the Docker and
 #: Kubernetes layers' dependencies, which a pytest run that uses no k3s
 #: fixture (the plugin loads with every run) should not pay for.
-_LAZY = {"K3sCluster": "pytest_k3s.cluster", "Node": "pytest_k3s.nodes"}
+_LAZY = {"K3sCluster": "pytest_k3s.cluster", "Node": "pytest_k3s.engine.node_container"}
 
 
 def __getattr__(name: str) -> object:

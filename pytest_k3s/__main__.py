@@ -3,11 +3,13 @@
 ``python -m pytest_k3s list`` shows every labelled cluster and its state;
 ``python -m pytest_k3s sweep`` removes those whose run has ended (add
 ``--include-kept`` for clusters kept with ``--k3s-keep``, ``--older-than 2h``
-for anything older, whoever owns it, ``--reusable`` for clusters kept with
-``--k3s-reuse`` that no run uses); ``python -m pytest_k3s rm NAME...``
-removes the named clusters. A sweep never touches clusters of runs that are
-still alive, or whose owner it cannot check (another host or container),
-unless ``--older-than`` says so.
+for every cluster created more than two hours ago whatever its owner's
+state (kept ones still only with ``--include-kept``), ``--reusable`` for
+clusters kept with ``--k3s-reuse`` that no run leases);
+``python -m pytest_k3s rm NAME...`` removes the named clusters. A sweep
+never touches clusters of runs that are still alive, or whose owner it
+cannot check (another host or container), unless ``--older-than`` says so,
+and never a reusable cluster without ``--reusable``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 from pytest_k3s import labels
+from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.errors import K3sError
+from pytest_k3s.lifecycle.removal import remove_clusters
+from pytest_k3s.owner import owner_alive
+from pytest_k3s.run import reuse
+from pytest_k3s.run.leftovers import kept
+from pytest_k3s.run.leftovers import sweep_leftovers
+from pytest_k3s.settings import parse_duration
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    from pytest_k3s.settings import parse_duration
 
     def duration(text: str) -> float:
         try:
@@ -55,16 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     remove.add_argument("names", nargs="+", metavar="NAME")
     options = parser.parse_args(argv)
 
-    from pytest_k3s.docker_runtime import DockerRuntime
-    from pytest_k3s.sweep import sweep_leftovers
-
     try:
-        runtime = DockerRuntime.connect()
+        engine = DockerEngine.connect()
     except K3sError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        found = runtime.labelled()
+        found = engine.labelled()
         if options.command == "list":
             for name, tags in sorted(found.items()):
                 print(
@@ -73,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         elif options.command == "sweep":
             for name in sweep_leftovers(
-                runtime,
+                engine,
                 include_kept=options.include_kept,
                 older=options.older_than,
                 reusable=options.reusable,
@@ -83,36 +88,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = [name for name in options.names if name not in found]
             for name in options.names:
                 if name in found:
-                    runtime.remove_cluster(name)
+                    remove_clusters(engine, [name], save_images=False)
                     if found[name].get(labels.REUSE) == "true":
-                        from pytest_k3s import reuse
-
                         reuse.forget(name)
                     print(f"removed {name}")
             if unknown:
                 print(f"error: no cluster named {', '.join(unknown)}", file=sys.stderr)
                 return 1
     finally:
-        runtime.close()
+        engine.close()
     return 0
 
 
 def _state(name: str, tags: Mapping[str, str]) -> str:
-    from pytest_k3s import reuse
-
     if tags.get(labels.REUSE) == "true":
         used = reuse.last_used(name)
         state = "reusable, " + ("leased" if reuse.leased(name) else "free")
         if used is not None:
             state += f", last used {(time.time() - used) / 3600:.1f}h ago"
     else:
-        owner = labels.Owner.from_labels(tags)
-        alive = labels.owner_alive(owner) if owner else None
+        owner = labels.owner_of(tags)
+        alive = owner_alive(owner) if owner else None
         state = {True: "run alive", False: "run ended", None: "owner unknown"}[alive]
     created = tags.get(labels.CREATED, "")
     if created.isdigit():
         state += f", created {(time.time() - int(created)) / 3600:.1f}h ago"
-    if labels.kept(tags):
+    if kept(tags):
         state += ", kept"
         until = tags.get(labels.KEEP_UNTIL, "")
         if until.isdigit():

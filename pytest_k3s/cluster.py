@@ -1,51 +1,59 @@
 """The handle on a running cluster: :class:`K3sCluster`.
 
 A handle gives access to the cluster (its kubeconfig, an API client, kubectl,
-node logs, published ports), loads images into its nodes, and removes the
-cluster when the handle that started it is stopped. How a cluster is started
-and waited for lives in :mod:`pytest_k3s.startup` and
-:mod:`pytest_k3s.readiness`.
+node logs, published ports), loads images into its nodes, stops and starts
+them, and removes the cluster when the handle that started it is stopped.
+What happens to a cluster lives in :mod:`pytest_k3s.lifecycle` (start,
+readiness, node operations, removal); the handle holds the engine it runs on
+(:class:`~pytest_k3s.engine.protocol.Engine`) and passes it down.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 from typing import Any
-from typing import cast
 
-from pytest_k3s import imagecache
-from pytest_k3s import kubeconfig
+from kubernetes.client import ApiClient
+
 from pytest_k3s import labels
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.engine.no_engine import NoEngine
+from pytest_k3s.engine.node_container import Node
+from pytest_k3s.engine.node_container import Role
+from pytest_k3s.engine.node_container import node_order
+from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import K3sError
-from pytest_k3s.nodes import Node
-from pytest_k3s.nodes import Role
-from pytest_k3s.nodes import node_order
-from pytest_k3s.readiness import Timings
+from pytest_k3s.kube import client as kube
+from pytest_k3s.kube import kubeconfig
+from pytest_k3s.kube import objects
+from pytest_k3s.kube.objects import Manifests
+from pytest_k3s.lifecycle import node_operations
+from pytest_k3s.lifecycle.load_image import load_image
+from pytest_k3s.lifecycle.readiness import Timings
+from pytest_k3s.lifecycle.removal import remove_clusters
+from pytest_k3s.lifecycle.start import Progress
+from pytest_k3s.lifecycle.start import Started
+from pytest_k3s.lifecycle.start import StartOptions
+from pytest_k3s.lifecycle.start import start_cluster
+from pytest_k3s.owner import Owner
 from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import PortMapping
-from pytest_k3s.startup import Progress
-
-
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
-
-    from pytest_k3s.docker_runtime import DockerRuntime
-    from pytest_k3s.objects import Manifests
 
 
 class K3sCluster:
     """A handle on a running k3s-in-Docker cluster.
 
     Use :meth:`start` to make one (or :meth:`attach` to use one another process
-    started); it is a context manager that stops the cluster on exit.
+    started, :meth:`existing` for one pytest-k3s did not start); it is a
+    context manager that stops the cluster on exit.
 
     :ivar name: the cluster name; containers are ``<name>-server-N`` and
         ``<name>-agent-N``, the network is ``<name>``
@@ -53,6 +61,8 @@ class K3sCluster:
     :ivar kubeconfig_path: a kubeconfig of this cluster only (mode 0600)
     :ivar nodes: the cluster's nodes, servers first
     :ivar timings: where start-up time went
+    :ivar in_docker: whether the nodes are containers pytest-k3s started
+        (else it is an existing cluster)
     """
 
     def __init__(
@@ -60,10 +70,11 @@ class K3sCluster:
         *,
         name: str,
         spec: ClusterSpec,
-        runtime: DockerRuntime | None,
+        engine: Engine,
         nodes: Sequence[Node],
         kubeconfig_path: Path,
         owned: bool,
+        owns_engine: bool = False,
         private_dir: Path | None = None,
         timings: Timings | None = None,
     ) -> None:
@@ -72,10 +83,9 @@ class K3sCluster:
         self.nodes = tuple(nodes)
         self.kubeconfig_path = kubeconfig_path
         self.timings = timings or Timings()
-        #: Whether the cluster runs in Docker containers pytest-k3s started
-        #: (else it is an existing cluster: see :meth:`existing`).
-        self.in_docker = runtime is not None
-        self._runtime = runtime or _no_docker(name)
+        self.in_docker = not isinstance(engine, NoEngine)
+        self._engine = engine
+        self._owns_engine = owns_engine
         self._owned = owned
         self._private_dir = private_dir
         self._api_client: ApiClient | None = None
@@ -92,10 +102,11 @@ class K3sCluster:
         name: str | None = None,
         kubeconfig_dir: Path | None = None,
         run_id: str | None = None,
-        owner: labels.Owner | None = None,
+        owner: Owner | None = None,
         keep: bool = False,
         keep_for: float = DEFAULT_KEEP_FOR,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> K3sCluster:
         """Start a cluster and return once it is usable.
 
@@ -110,70 +121,144 @@ class K3sCluster:
             dead runs' leftovers spares it for ``keep_for`` seconds
         :param keep_for: how long a kept cluster is spared (default 24 hours)
         :param progress: called with a line of text at each step
+        :param engine: the engine to start it on (default: connect to the
+            Docker engine ``DOCKER_HOST`` names; the handle closes that
+            connection when it stops, and never one it was given)
+        :raises DockerUnavailableError: no Docker engine answers
         :raises ClusterStartError: a node crashed or the deadline passed
         """
-        from pytest_k3s.startup import start_cluster
-
-        return start_cluster(
-            spec or ClusterSpec(),
+        options = StartOptions(
             name=name,
             kubeconfig_dir=kubeconfig_dir,
             run_id=run_id,
             owner=owner,
-            keep=keep,
-            keep_for=keep_for,
+            keep_until=time.time() + keep_for if keep else None,
             progress=progress,
+        )
+        return cls.start_with(spec or ClusterSpec(), options, engine=engine)
+
+    @classmethod
+    def start_with(
+        cls, spec: ClusterSpec, options: StartOptions, *, engine: Engine | None = None
+    ) -> K3sCluster:
+        """:meth:`start` with the options as one object (as the test run gives them)."""
+        owns_engine = engine is None
+        used = DockerEngine.connect() if engine is None else engine
+        try:
+            started = start_cluster(used, spec, options)
+        except BaseException:
+            if owns_engine:
+                used.close()
+            raise
+        return cls.from_started(started, used, owns_engine=owns_engine)
+
+    @classmethod
+    def from_started(
+        cls, started: Started, engine: Engine, *, owns_engine: bool = False
+    ) -> K3sCluster:
+        """The handle of a cluster this process started (and stopping removes)."""
+        return cls(
+            name=started.name,
+            spec=started.spec,
+            engine=engine,
+            nodes=started.nodes,
+            kubeconfig_path=started.kubeconfig_path,
+            owned=True,
+            owns_engine=owns_engine,
+            private_dir=started.private_dir,
+            timings=started.timings,
         )
 
     @classmethod
     def attach(
-        cls, *, name: str, spec: ClusterSpec, kubeconfig_path: Path
+        cls,
+        *,
+        name: str,
+        spec: ClusterSpec,
+        kubeconfig_path: Path,
+        engine: Engine | None = None,
     ) -> K3sCluster:
-        """Use a cluster another process started; :meth:`stop` will not remove it."""
-        from pytest_k3s.docker_runtime import DockerRuntime
+        """Use a cluster another process started; :meth:`stop` will not remove it.
 
-        runtime = DockerRuntime.connect()
-        containers = runtime.containers({labels.CLUSTER: name})
-        if not containers:
-            runtime.close()
-            raise K3sError(
-                f"cluster {name} has no containers on the Docker engine at "
-                f"{runtime.address}; it was removed, or belongs to another engine"
+        :param engine: the engine it runs on (default: connect to the one
+            ``DOCKER_HOST`` names, closed when the handle stops)
+        """
+        owns_engine = engine is None
+        used = DockerEngine.connect() if engine is None else engine
+        try:
+            containers = used.containers({labels.CLUSTER: name})
+            if not containers:
+                raise K3sError(
+                    f"cluster {name} has no containers on the Docker engine at "
+                    f"{used.address}; it was removed, or belongs to another engine"
+                )
+            nodes = sorted(
+                (
+                    Node(c.name, _role(c.labels.get(labels.ROLE)), c.id)
+                    for c in containers
+                ),
+                key=node_order,
             )
-        nodes = sorted(
-            (Node(c.name, _role(c.labels.get(labels.ROLE)), c.id) for c in containers),
-            key=node_order,
-        )
-        if spec.api_host is None and runtime.api_host() is None:
-            runtime.join_network(name)  # in a container: as start_cluster did
+            if spec.api_host is None and used.api_host() is None:
+                used.join_network(name)  # in a container: as the start did
+        except BaseException:
+            if owns_engine:
+                used.close()
+            raise
         return cls(
             name=name,
             spec=spec,
-            runtime=runtime,
+            engine=used,
             nodes=nodes,
             kubeconfig_path=kubeconfig_path,
             owned=False,
+            owns_engine=owns_engine,
         )
 
     @classmethod
     def existing(
-        cls, kubeconfig: Path | str, *, context: str | None = None
+        cls, kubeconfig_file: Path | str, *, context: str | None = None
     ) -> K3sCluster:
         """Use a cluster pytest-k3s did not start, through a kubeconfig context.
 
         Nothing talks to Docker: :attr:`api_client`, :meth:`kubectl` and
-        :attr:`kubeconfig_path` (a private copy holding only that context)
-        work; :meth:`logs`, :meth:`load_image` and :meth:`host_port` raise
-        an error saying so. :meth:`stop` leaves the cluster running.
+        :attr:`kubeconfig_path` (a private copy holding only that context,
+        relative file paths made absolute) work; :meth:`logs`,
+        :meth:`load_image`, :meth:`host_port` and the node operations raise
+        :class:`~pytest_k3s.errors.NoEngineError` saying so. :meth:`stop`
+        leaves the cluster running.
 
-        :param kubeconfig: the kubeconfig file
+        :param kubeconfig_file: the kubeconfig file
         :param context: its context to use (default: the current one)
         :raises K3sError: the kubeconfig or context is unusable, or the
             cluster does not answer (the message names its URL)
         """
-        from pytest_k3s import existing
-
-        return existing.open_cluster(cls, Path(kubeconfig), context)
+        path = Path(kubeconfig_file)
+        config, name = kubeconfig.read_context(path, context)
+        server = str(config["clusters"][0].get("cluster", {}).get("server", "?"))
+        directory, copy = kubeconfig.private_copy(config, name)
+        try:
+            api = kube.api_client(config)
+            try:
+                found = kube.list_nodes(api)
+            finally:
+                api.close()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise K3sError(
+                f"the existing cluster at {server} (context {name!r} of {path}) "
+                f"does not answer: {kube.failure(exc)}"
+            ) from exc
+        nodes = [Node(n, "server" if control else "agent", "") for n, control in found]
+        return cls(
+            name=name,
+            spec=ClusterSpec(),
+            engine=NoEngine(name),
+            nodes=nodes,
+            kubeconfig_path=copy,
+            owned=False,
+            private_dir=directory,
+        )
 
     def stop(self) -> None:
         """Remove the cluster's containers, volumes and network (safe to repeat).
@@ -181,9 +266,10 @@ class K3sCluster:
         The system images its nodes pulled are saved first, for later
         clusters (``ClusterSpec.image_cache``).
 
-        A handle from :meth:`attach` only lets go of its connections; a shared
-        handle (what the ``k3s_cluster`` fixtures give) does nothing but warn,
-        since other tests use the cluster: the run removes it when it ends.
+        A handle from :meth:`attach` or :meth:`existing` only lets go of its
+        connections; a shared handle (what the ``k3s_cluster`` and
+        ``k3s_session_cluster`` fixtures give) does nothing but warn, since
+        other tests use the cluster: the run removes it when it ends.
         """
         if self._shared:
             warnings.warn(
@@ -205,41 +291,9 @@ class K3sCluster:
         return self._shared
 
     @property
-    def runtime(self) -> DockerRuntime:
-        """The Docker engine the nodes run on (for pytest-k3s' own modules)."""
-        return self._runtime
-
-    # node operations (see pytest_k3s.nodeops) --------------------------------
-
-    def stop_node(self, name: str) -> Node:
-        """Stop a node's container, as if its machine went away."""
-        from pytest_k3s import nodeops
-
-        return nodeops.stop_node(self, name)
-
-    def start_node(self, name: str, *, timeout: float = 120) -> Node:
-        """Start a stopped node and wait until it is Ready again."""
-        from pytest_k3s import nodeops
-
-        return nodeops.start_node(self, name, timeout=timeout)
-
-    def restart_node(self, name: str, *, timeout: float = 120) -> Node:
-        """Stop and start a node, then wait until it is Ready."""
-        from pytest_k3s import nodeops
-
-        return nodeops.restart_node(self, name, timeout=timeout)
-
-    def add_agent(self, *, timeout: float = 120) -> Node:
-        """Join a new agent; return it once it is Ready."""
-        from pytest_k3s import nodeops
-
-        return nodeops.add_agent(self, timeout=timeout)
-
-    def remove_node(self, name: str) -> None:
-        """Remove an agent: its Node object, its container and volumes."""
-        from pytest_k3s import nodeops
-
-        nodeops.remove_node(self, name)
+    def engine(self) -> Engine:
+        """The engine the nodes run on (:class:`NoEngine` for an existing cluster)."""
+        return self._engine
 
     def detach(self) -> None:
         """Let go of this handle's connections and leave the cluster running."""
@@ -253,13 +307,69 @@ class K3sCluster:
             self._api_client.close()  # type: ignore[no-untyped-call]
         try:
             if remove:
-                remove_cluster(
-                    self._runtime, self.name, self._private_dir, self.kubeconfig_path
-                )
-            elif not self.in_docker and self._private_dir is not None:
-                shutil.rmtree(self._private_dir, ignore_errors=True)
+                remove_clusters(self._engine, [self.name], save_images=True)
         finally:
-            self._runtime.close()
+            # The files we wrote for it: our temporary directory, or the
+            # kubeconfig alone where the caller chose the directory.
+            if self._private_dir is not None and (remove or not self.in_docker):
+                shutil.rmtree(self._private_dir, ignore_errors=True)
+            elif remove:
+                self.kubeconfig_path.unlink(missing_ok=True)
+            if self._owns_engine:
+                self._engine.close()
+
+    # node operations (see pytest_k3s.lifecycle.node_operations) ------------------
+
+    def stop_node(self, name: str) -> Node:
+        """Stop a node's container, as if its machine went away."""
+        node = self.node(name)
+        self._warn_if_shared(f"stopping node {node.name}")
+        node_operations.stop_node(self._engine, node)
+        return node
+
+    def start_node(self, name: str, *, timeout: float = 120) -> Node:
+        """Start a stopped node and wait until it is Ready again."""
+        node = self.node(name)
+        self._warn_if_shared(f"starting node {node.name}")
+        node_operations.start_node(
+            self._engine, self.api_client, self.name, node, timeout=timeout
+        )
+        return node
+
+    def restart_node(self, name: str, *, timeout: float = 120) -> Node:
+        """Stop and start a node, then wait until it is Ready."""
+        self.stop_node(name)
+        return self.start_node(name, timeout=timeout)
+
+    def add_agent(self, *, timeout: float = 120) -> Node:
+        """Join a new agent; return it once it is Ready."""
+        self._warn_if_shared("adding an agent")
+        node = node_operations.add_agent(
+            self._engine,
+            self.api_client,
+            self.name,
+            self.spec,
+            self.nodes,
+            timeout=timeout,
+        )
+        self.nodes = tuple(sorted((*self.nodes, node), key=node_order))
+        return node
+
+    def remove_node(self, name: str) -> None:
+        """Remove an agent: its Node object, its container and volumes."""
+        node = self.node(name)
+        self._warn_if_shared(f"removing node {node.name}")
+        node_operations.remove_node(self._engine, self.api_client, node)
+        self.nodes = tuple(n for n in self.nodes if n.name != node.name)
+
+    def _warn_if_shared(self, what: str) -> None:
+        if self._shared:
+            warnings.warn(
+                f"{what} on k3s cluster {self.name}, which other tests of this run "
+                "share: they will see it too. Use k3s_module_cluster for node "
+                "failures",
+                stacklevel=3,
+            )
 
     def __enter__(self) -> K3sCluster:
         return self
@@ -281,8 +391,6 @@ class K3sCluster:
     def api_client(self) -> ApiClient:
         """A ``kubernetes.client.ApiClient`` for this cluster (and only this one)."""
         if self._api_client is None:
-            from pytest_k3s import kube
-
             config = kubeconfig.parse(self.kubeconfig_path.read_bytes())
             self._api_client = kube.api_client(config)
         return self._api_client
@@ -314,7 +422,7 @@ class K3sCluster:
     def host_port(self, port: int | str) -> int:
         """Return the host port where server-0's ``port`` (e.g. 30080) is published."""
         mapping = PortMapping.parse(port)
-        return self._runtime.published_port(
+        return self._engine.published_port(
             self.servers[0].container_id, f"{mapping.container_port}/{mapping.protocol}"
         )
 
@@ -327,7 +435,7 @@ class K3sCluster:
             return lines
         for node in self.nodes:
             try:
-                state = self._runtime.state(node.container_id)
+                state = self._engine.state(node.container_id)
             except Exception as exc:  # gone, or the engine is: report, don't fail
                 lines.append(f"container {node.name}: unknown ({exc})")
                 continue
@@ -340,7 +448,7 @@ class K3sCluster:
     def logs(self, node: Node | str, *, tail: int | None = None) -> str:
         """Return a node's container log (all of it, or the last ``tail`` lines)."""
         target = node if isinstance(node, Node) else self.node(node)
-        return self._runtime.logs(target.container_id, tail=tail)
+        return self._engine.logs(target.container_id, tail=tail)
 
     def apply(
         self, manifests: Manifests, *, namespace: str | None = None
@@ -354,8 +462,6 @@ class K3sCluster:
         :param namespace: for namespaced objects that name none
         :raises K3sError: invalid manifests, or the server refused one
         """
-        from pytest_k3s import objects
-
         return objects.apply(self.api_client, manifests, namespace=namespace)
 
     def wait_for(
@@ -380,8 +486,6 @@ class K3sCluster:
         :raises WaitTimeoutError: not in time; the message carries the
             object's last status and recent events
         """
-        from pytest_k3s import objects
-
         return objects.wait_for(
             self.api_client,
             kind,
@@ -426,35 +530,7 @@ class K3sCluster:
         :raises ClusterCommandError: a node's import failed, or the node does
             not list the image afterwards (the error names the node)
         """
-        from pytest_k3s import images
-
-        images.load_image(self, image)
-
-
-def remove_cluster(
-    runtime: DockerRuntime, name: str, private_dir: Path | None, kubeconfig_path: Path
-) -> None:
-    """Remove a cluster's Docker objects (by label) and the files we wrote for it.
-
-    Its system images are saved first, for later clusters
-    (:mod:`pytest_k3s.imagecache`).
-    """
-    try:
-        imagecache.save(runtime, name)
-    finally:  # Ctrl-C while saving still removes the cluster
-        try:
-            runtime.remove_cluster(name)
-        finally:
-            if private_dir is not None:
-                shutil.rmtree(private_dir, ignore_errors=True)
-            else:
-                kubeconfig_path.unlink(missing_ok=True)
-
-
-def _no_docker(name: str) -> DockerRuntime:
-    from pytest_k3s.existing import NoDocker
-
-    return cast("DockerRuntime", NoDocker(name))
+        load_image(self._engine, image, self.nodes, node_image=self.spec.image)
 
 
 def _role(value: str | None) -> Role:

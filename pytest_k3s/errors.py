@@ -55,3 +55,15 @@ class ClusterTimeoutError(ClusterStartError):
 
 class ClusterCommandError(K3sError):
     """A command run against the cluster (kubectl, ctr) failed."""
+
+
+class NoEngineError(K3sError):
+    """An operation needs the cluster's containers, and it has none (it is existing)."""
+
+
+class UnsuitableClusterError(K3sError):
+    """An existing cluster cannot give what a test asks for (the test is skipped)."""
+
+
+class WaitTimeoutError(K3sError):
+    """An object did not reach the state waited for in time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from collections.abc import Generator
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -19,9 +20,11 @@ from typing import Any
 import pytest
 
 from pytest_k3s.errors import K3sError
+from pytest_k3s.errors import UnsuitableClusterError
 from pytest_k3s.marker import MARKER
 from pytest_k3s.marker import MARKER_HELP
 from pytest_k3s.marker import spec_for_markers
+from pytest_k3s.run.state import RunInfo
 from pytest_k3s.settings import Settings
 from pytest_k3s.settings import add_options
 from pytest_k3s.spec import ClusterSpec
@@ -31,15 +34,15 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from pytest_k3s.cluster import K3sCluster
-    from pytest_k3s.existing import ExistingPool
-    from pytest_k3s.sharing import ClusterPool
-    from pytest_k3s.sharing import RunInfo
+    from pytest_k3s.engine.protocol import Engine
+    from pytest_k3s.run.pool import Pool
 
 log = logging.getLogger("pytest_k3s")
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
-RUN_KEY = pytest.StashKey["RunInfo"]()
-POOL_KEY = pytest.StashKey["ClusterPool | ExistingPool"]()
+RUN_KEY = pytest.StashKey[RunInfo]()
+POOL_KEY = pytest.StashKey["Pool"]()
+ENGINE_KEY = pytest.StashKey["Engine"]()
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
@@ -69,6 +72,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     for signum, handler in config.stash.get(SIGNALS_KEY, {}).items():
         signal.signal(signum, handler)
+    engine = config.stash.get(ENGINE_KEY, None)
+    if engine is not None:
+        engine.close()
+
+
+def _engine(config: pytest.Config) -> Engine:
+    """This process's engine: connected on first need, then passed down."""
+    engine = config.stash.get(ENGINE_KEY, None)
+    if engine is None:
+        from pytest_k3s.engine.docker_engine import DockerEngine
+
+        engine = config.stash[ENGINE_KEY] = DockerEngine.connect()
+    return engine
 
 
 def _interrupt_on_termination() -> dict[int, Any]:
@@ -92,14 +108,12 @@ def _interrupt_on_termination() -> dict[int, Any]:
 
 
 def _run_info(config: pytest.Config) -> RunInfo:
-    from pytest_k3s.sharing import RunInfo
-
     workerinput = getattr(config, "workerinput", {})
     if WORKER_INPUT in workerinput:
         return RunInfo.from_json(workerinput[WORKER_INPUT])
     settings = config.stash[SETTINGS_KEY]
     return RunInfo.new(
-        keep=settings.keep,
+        keep_mode=settings.keep_mode,
         keep_for=settings.keep_for,
         reuse=settings.reuse,
         reuse_for=settings.reuse_for,
@@ -115,10 +129,17 @@ def pytest_configure_node(node: Any) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     if settings.kubeconfig is not None:
-        return [settings.header()]
-    from pytest_k3s.incontainer import header_line
+        from pytest_k3s.kube.kubeconfig import read_context
 
-    return [settings.header(), header_line(settings.spec.api_host)]
+        try:
+            existing, _ = read_context(settings.kubeconfig, settings.context)
+        except K3sError:
+            return [settings.header()]
+        server = existing["clusters"][0].get("cluster", {}).get("server", "?")
+        return [settings.header(server=str(server))]
+    from pytest_k3s.engine.docker_engine import describe_access
+
+    return [settings.header(), describe_access(settings.spec.api_host)]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -175,7 +196,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         pool.close()
     if _is_worker(config):
         return
-    from pytest_k3s.sharing import finish_run
+    from pytest_k3s.run.finish import finish_run
 
     summary: list[str] = []
     config.stash[SUMMARY_KEY] = summary
@@ -185,6 +206,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         finish_run(
             run,
             summary.append,
+            lambda: _engine(config),
             failed=failed,
             interrupted=exitstatus == pytest.ExitCode.INTERRUPTED,
         )
@@ -232,11 +254,11 @@ def _module_id(node: pytest.Item) -> str:
 def _add_diagnostics(
     report: pytest.TestReport, cluster: K3sCluster, namespace: str | None
 ) -> None:
-    from pytest_k3s import kube
+    from pytest_k3s.kube.client import diagnostics
 
     lines = [
         *cluster.container_states(),
-        kube.diagnostics(cluster.api_client, namespace),
+        diagnostics(cluster.api_client, namespace),
     ]
     report.sections.append((f"k3s cluster {cluster.name}", "\n".join(lines)))
 
@@ -247,7 +269,7 @@ def _add_diagnostics(
 
 
 @pytest.fixture(scope="session")
-def _k3s_pool(pytestconfig: pytest.Config) -> ClusterPool | ExistingPool:
+def _k3s_pool(pytestconfig: pytest.Config) -> Pool:
     """The run's clusters, one per spec, shared with the other xdist workers.
 
     With --k3s-kubeconfig, the existing cluster instead (nothing in Docker).
@@ -257,84 +279,78 @@ def _k3s_pool(pytestconfig: pytest.Config) -> ClusterPool | ExistingPool:
         return pool
     settings = pytestconfig.stash[SETTINGS_KEY]
     if settings.kubeconfig is not None:
-        from pytest_k3s.existing import ExistingPool
+        from pytest_k3s.run.existing import ExistingPool
 
         pool = ExistingPool(settings.kubeconfig, settings.context, settings.spec)
     else:
-        from pytest_k3s.sharing import ClusterPool
-        from pytest_k3s.sharing import private_directory
+        from pytest_k3s.run.pool import DockerPool
+        from pytest_k3s.userdirs import private_directory
 
         run = pytestconfig.stash[RUN_KEY]
         private_directory(run.state_dir)
-        pool = ClusterPool(run, _progress(pytestconfig))
+        pool = DockerPool(run, _engine(pytestconfig), _progress(pytestconfig))
     pytestconfig.stash[POOL_KEY] = pool
     return pool
 
 
-def _acquire(pool: ClusterPool | ExistingPool, spec: ClusterSpec) -> K3sCluster:
-    """Get the cluster for ``spec``; skip the test if an existing one cannot serve."""
-    from pytest_k3s.existing import UnsuitableCluster
-
+def _skip_unsuitable(
+    get: Callable[[ClusterSpec], K3sCluster], spec: ClusterSpec
+) -> K3sCluster:
+    """Get a cluster for ``spec``; skip the test if the pool cannot give one."""
     try:
-        return pool.acquire(spec)
-    except UnsuitableCluster as exc:
+        return get(spec)
+    except UnsuitableClusterError as exc:
         pytest.skip(str(exc))
 
 
 @pytest.fixture
-def k3s_cluster(request: pytest.FixtureRequest, _k3s_pool: ClusterPool) -> K3sCluster:
+def k3s_cluster(request: pytest.FixtureRequest, _k3s_pool: Pool) -> K3sCluster:
     """The k3s cluster for this test (``pytest_k3s.K3sCluster``).
 
     Its topology and image come from the nearest ``@pytest.mark.k3s`` marker
     (test, class, module), else from the ``--k3s-*`` settings. Every test that
     asks for the same spec gets the same cluster, for the whole run and across
-    xdist workers; it is removed once, when the run ends. Don't change it in
-    ways other tests would notice: use ``k3s_namespace``.
+    xdist workers; it is removed once, when the run ends. Its handle is
+    shared: ``stop()`` warns and leaves it running. Don't change it in ways
+    other tests would notice: use ``k3s_namespace``.
     """
     spec = request.node.stash.get(SPEC_KEY, None)
     if spec is None:
         spec = request.config.stash[SETTINGS_KEY].spec
-    return _acquire(_k3s_pool, spec)
+    return _skip_unsuitable(_k3s_pool.acquire, spec)
 
 
 @pytest.fixture(scope="session")
-def k3s_session_cluster(
-    pytestconfig: pytest.Config, _k3s_pool: ClusterPool
-) -> K3sCluster:
+def k3s_session_cluster(pytestconfig: pytest.Config, _k3s_pool: Pool) -> K3sCluster:
     """The run's default cluster (session scope), from the ``--k3s-*`` settings.
 
-    It is the same cluster that ``k3s_cluster`` gives unmarked tests. Use it in
-    your own session- or module-scoped fixtures.
+    It is the same cluster that ``k3s_cluster`` gives unmarked tests, and
+    its handle is shared too. Use it in your own session- or module-scoped
+    fixtures.
     """
-    return _acquire(_k3s_pool, pytestconfig.stash[SETTINGS_KEY].spec)
+    return _skip_unsuitable(_k3s_pool.acquire, pytestconfig.stash[SETTINGS_KEY].spec)
 
 
 @pytest.fixture(scope="module")
 def k3s_module_cluster(
-    request: pytest.FixtureRequest, _k3s_pool: ClusterPool
+    request: pytest.FixtureRequest, _k3s_pool: Pool
 ) -> Iterator[K3sCluster]:
     """A cluster of this module's own (module scope), removed when the module ends.
 
     It honours the module's ``pytestmark = pytest.mark.k3s(...)``; it is never
     shared with other modules (under xdist, each worker running tests of the
-    module has its own). With ``--k3s-keep`` it is kept; with
-    ``--k3s-keep-on-failure``, only if a test of this module failed. This is
-    the place for tests that stop nodes or otherwise change the cluster.
+    module has its own), and its handle is the module's: ``stop()`` removes
+    it. With ``--k3s-keep`` it is kept; with ``--k3s-keep-on-failure``, only
+    if a test of this module failed. This is the place for tests that stop
+    nodes or otherwise change the cluster.
     """
-    from pytest_k3s.existing import ExistingPool
-
-    if isinstance(_k3s_pool, ExistingPool):
-        pytest.skip(
-            "k3s_module_cluster needs a cluster of its own, but this run uses an "
-            "existing cluster (--k3s-kubeconfig)"
-        )
     base = request.config.stash[SETTINGS_KEY].spec
     spec = spec_for_markers(
         base, request.node.iter_markers(MARKER), request.node.nodeid
     )
-    cluster = _k3s_pool.start_private(spec)
+    cluster = _skip_unsuitable(_k3s_pool.start_private, spec)
     yield cluster
-    keep = _k3s_pool.run.keep
+    keep = request.config.stash[RUN_KEY].keep_mode
     failed = request.node.nodeid in request.config.stash[FAILED_MODULES_KEY]
     # Interrupted, the end of the run removes it at once (saving no images).
     interrupted = request.session.exitstatus == pytest.ExitCode.INTERRUPTED
@@ -371,10 +387,10 @@ def k3s_namespace(
     """
     import secrets
 
-    from pytest_k3s import kube
+    from pytest_k3s.kube import client as kube
 
     name = kube.namespace_name(request.node.name, suffix=secrets.token_hex(3))
     api = k3s_cluster.api_client
-    kube.create_namespace(api, name, {"app.kubernetes.io/managed-by": "pytest-k3s"})
+    kube.create_namespace(api, name, kube.MANAGED_BY)
     yield name
     kube.delete_namespace(api, name)

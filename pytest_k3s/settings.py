@@ -22,21 +22,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from typing import Literal
 
 import pytest
 
 from pytest_k3s.errors import SpecError
+from pytest_k3s.run.state import KeepMode
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import DEFAULT_REUSE_FOR
 from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
-
-
-#: When clusters outlive the session: never, always, or when it fails.
-KeepMode = Literal["never", "always", "on-failure"]
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -152,10 +148,20 @@ class Knob:
 
 KNOBS = (
     Knob("image", f"Node image (default {DEFAULT_IMAGE})", str, "IMAGE"),
-    Knob("version", "k3s version, shorthand for the rancher/k3s image", _version),
+    Knob(
+        "version",
+        "k3s version, shorthand for the rancher/k3s image",
+        _version,
+        "VERSION",
+    ),
     Knob("servers", "Server nodes of the default cluster (default 1)", _count(1), "N"),
     Knob("agents", "Agent nodes of the default cluster (default 0)", _count(0), "N"),
-    Knob("timeout", "Seconds a cluster may take to start (default 180)", _seconds),
+    Knob(
+        "timeout",
+        "Seconds a cluster may take to start (default 180)",
+        _seconds,
+        "SECONDS",
+    ),
     Knob(
         "privileged",
         "Node privileges: auto, privileged or capabilities (default auto: "
@@ -259,7 +265,7 @@ class Settings:
     """The resolved knobs: the default spec, and where each value came from."""
 
     spec: ClusterSpec
-    keep: KeepMode
+    keep_mode: KeepMode
     sources: Mapping[str, str]
     keep_for: float = DEFAULT_KEEP_FOR
     reuse: bool = False
@@ -305,11 +311,11 @@ class Settings:
                 if name not in values:
                     values[name] = value
                     sources[name] = level
-        keep: KeepMode = "never"
+        keep_mode: KeepMode = "never"
         if values.pop("keep-on-failure", False):
-            keep = "on-failure"
+            keep_mode = "on-failure"
         if values.pop("keep", False):
-            keep = "always"
+            keep_mode = "always"
         keep_for = values.pop("keep-for", DEFAULT_KEEP_FOR)
         reuse = bool(values.pop("reuse", False))
         reuse_for = values.pop("reuse-for", DEFAULT_REUSE_FOR)
@@ -329,7 +335,7 @@ class Settings:
             raise pytest.UsageError(str(exc)) from exc
         return cls(
             spec=spec,
-            keep=keep,
+            keep_mode=keep_mode,
             sources=sources,
             keep_for=keep_for,
             reuse=reuse,
@@ -338,14 +344,18 @@ class Settings:
             context=context,
         )
 
-    def header(self) -> str:
-        """The report header line."""
+    def header(self, server: str | None = None) -> str:
+        """The report header line.
+
+        :param server: an existing cluster's API URL, when it could be read
+        """
         spec = self.spec
         if self.kubeconfig is not None:
-            server = _server(self.kubeconfig, self.context)
             return (
                 f"k3s: existing cluster from {self.kubeconfig} (context "
-                f"{self.context or 'current'}{server}); nothing runs in Docker"
+                f"{self.context or 'current'}"
+                + (f", server {server}" if server else "")
+                + "); nothing runs in Docker"
             )
         origin = self.sources.get("image") or self.sources.get("version") or "default"
         return (
@@ -354,23 +364,12 @@ class Settings:
             f"timeout {spec.timeout:.0f}s, privileged {spec.privileged}"
             + (
                 ""
-                if self.keep == "never"
-                else f", keep clusters: {self.keep} (for {self.keep_for / 3600:g}h)"
+                if self.keep_mode == "never"
+                else f", keep clusters: {self.keep_mode} "
+                f"(for {self.keep_for / 3600:g}h)"
             )
             + (", reuse clusters" if self.reuse else "")
         )
-
-
-def _server(path: Path, context: str | None) -> str:
-    """``, server URL`` of the context, or nothing when it cannot be read."""
-    from pytest_k3s.errors import K3sError
-    from pytest_k3s.existing import read_context
-
-    try:
-        config, _ = read_context(path, context)
-    except K3sError:
-        return ""
-    return f", server {config['clusters'][0].get('cluster', {}).get('server', '?')}"
 
 
 def _raw(

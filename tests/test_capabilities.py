@@ -1,4 +1,4 @@
-"""Issue 9 item 2: what the capability fallback drops comes from the engine.
+"""What the capability fallback drops comes from the engine, never from us.
 
 The fallback used to compute ``cap_drop`` from this process's bounding set.
 Inside a container (a devcontainer, a CI job container) that set is a
@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import pathlib
 import uuid
-from collections.abc import Iterator
 
 import docker
 import pytest
 
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
-from pytest_k3s import host
-from pytest_k3s.docker_runtime import DockerRuntime
-from pytest_k3s.host import CAPABILITIES
-from pytest_k3s.nodes import NodeContainer
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.engine.host_policy import CAPABILITIES
+from pytest_k3s.engine.host_policy import without_unknown_names
+from pytest_k3s.engine.node_container import NodeContainer
 
-
-pytestmark = pytest.mark.docker
 
 #: /proc/self/status of a process in a container with Docker's default
 #: capabilities: no PERFMON, BPF, CHECKPOINT_RESTORE, SYS_ADMIN, NET_ADMIN...
@@ -37,8 +34,8 @@ CONTAINER_STATUS = (
 
 
 @pytest.fixture
-def client_in_a_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Make this process read a container's capabilities; forget what engines said."""
+def client_in_a_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process read a container's capabilities, as in a devcontainer."""
     real = pathlib.Path.read_text
 
     def read_text(self: pathlib.Path, *args: object, **kwargs: object) -> str:
@@ -47,11 +44,6 @@ def client_in_a_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return real(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pathlib.Path, "read_text", read_text)
-    saved = dict(getattr(host, "_ENGINE_MISSING", {}))
-    getattr(host, "_ENGINE_MISSING", {}).clear()
-    yield
-    getattr(host, "_ENGINE_MISSING", {}).clear()
-    getattr(host, "_ENGINE_MISSING", {}).update(saved)
 
 
 def _effective(client: docker.DockerClient, container_id: str) -> set[str]:
@@ -62,6 +54,7 @@ def _effective(client: docker.DockerClient, container_id: str) -> set[str]:
     return {name for bit, name in enumerate(CAPABILITIES) if bits >> bit & 1}
 
 
+@pytest.mark.docker
 @pytest.mark.usefixtures("client_in_a_container")
 def test_fallback_nodes_get_what_the_engine_grants_not_what_we_have(
     double_image: str, docker_client: docker.DockerClient
@@ -79,31 +72,78 @@ def test_fallback_nodes_get_what_the_engine_grants_not_what_we_have(
     assert not set(config["CapDrop"] or []) & effective
 
 
-def test_names_the_engine_does_not_know_are_not_sent(double_image: str) -> None:
-    runtime = DockerRuntime.connect()
-    saved = host.engine_missing(runtime.address)
+class OlderEngine:
+    """Creates containers as an engine that knows only some capability names does."""
+
+    def __init__(self, unknown: set[str]) -> None:
+        self.unknown = unknown
+        self.asked: list[list[str]] = []
+
+    def create(self, cap_drop: list[str]) -> str:
+        self.asked.append(cap_drop)
+        for name in cap_drop:
+            if name in self.unknown:
+                # Docker 20.10's answer to a name it does not know.
+                raise RuntimeError(f'invalid CapDrop: unknown capability: "CAP_{name}"')
+        return "created"
+
+
+def test_names_an_engine_does_not_know_are_left_out_one_by_one() -> None:
+    engine = OlderEngine(unknown={"PERFMON", "BPF"})
+    cap_drop = ["SYS_RESOURCE", "PERFMON", "BPF"]
+    created = without_unknown_names(engine.create, cap_drop, str)
+    assert created == "created"
+    assert engine.asked == [
+        ["SYS_RESOURCE", "PERFMON", "BPF"],
+        ["SYS_RESOURCE", "BPF"],
+        ["SYS_RESOURCE"],
+    ]
+    assert cap_drop == ["SYS_RESOURCE"], "what the engine accepted is remembered"
+
+
+def test_an_engine_that_knows_every_name_gets_them_all_at_once() -> None:
+    engine = OlderEngine(unknown=set())
+    cap_drop = ["SYS_RESOURCE", "PERFMON", "BPF"]
+    without_unknown_names(engine.create, cap_drop, str)
+    assert engine.asked == [["SYS_RESOURCE", "PERFMON", "BPF"]]
+    assert cap_drop == ["SYS_RESOURCE", "PERFMON", "BPF"]
+
+
+def test_other_create_errors_are_not_retried() -> None:
+    def create(cap_drop: list[str]) -> str:
+        raise RuntimeError("no such image")
+
+    with pytest.raises(RuntimeError, match="no such image"):
+        without_unknown_names(create, ["SYS_RESOURCE"], str)
+
+
+@pytest.mark.docker
+def test_a_real_engine_drops_exactly_what_it_was_asked_to(
+    double_image: str, docker_engine: DockerEngine
+) -> None:
+    """Names the engine knows are dropped; names it rejects are left out, and noted.
+
+    Docker 20.10 (Debian's) rejects PERFMON and BPF as unknown, Docker 23
+    and later know them: either way the node is created, and drops exactly
+    what the engine accepted, which the engine remembers for later nodes.
+    """
+    node = NodeContainer(
+        name=f"caps-{uuid.uuid4().hex[:8]}",
+        image=double_image,
+        command=["server"],
+        environment={},
+        labels={"io.pytest-k3s.cluster": "caps-probe-test"},
+        network="bridge",
+    )
+    answer = docker_engine.missing_capabilities(node)
+    asked = sorted({*answer, "PERFMON", "BPF"})
+    docker_engine._missing = list(asked)
+    container_id = docker_engine.create_node(node, privileged=False)
     try:
-        answer = runtime.missing_capabilities(double_image)
-        # A kernel name every engine may not know, as a container's set lacks it.
-        host.note_engine_missing(runtime.address, [*answer, "PERFMON", "BPF"])
-        node = NodeContainer(
-            name=f"caps-{uuid.uuid4().hex[:8]}",
-            image=double_image,
-            command=["server"],
-            environment={},
-            labels={"io.pytest-k3s.cluster": "caps-probe-test"},
-            network="bridge",
-        )
-        container_id = runtime.create_node(node, privileged=False)
-        try:
-            dropped = runtime.api.inspect_container(container_id)["HostConfig"][
-                "CapDrop"
-            ]
-        finally:
-            runtime.remove_container(container_id)
-        assert set(answer) <= set(dropped or [])
+        config = docker_engine.api.inspect_container(container_id)["HostConfig"]
     finally:
-        host.note_engine_missing(runtime.address, saved or [])
-        if saved is None:
-            getattr(host, "_ENGINE_MISSING", {}).pop(runtime.address, None)
-        runtime.close()
+        docker_engine.remove_container(container_id)
+    dropped = sorted(config["CapDrop"] or [])
+    assert dropped == sorted(docker_engine._missing or [])
+    assert set(answer) <= set(dropped) <= set(asked)
+    assert config["CapAdd"] == ["ALL"]

@@ -31,8 +31,9 @@ from pytest_k3s import K3sError
 from pytest_k3s import NameConflictError
 from pytest_k3s import PortMapping
 from pytest_k3s import labels
-from pytest_k3s.docker_runtime import DockerRuntime
-from pytest_k3s.sweep import sweep_leftovers
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.owner import Owner
+from pytest_k3s.run.leftovers import sweep_leftovers
 
 
 pytestmark = pytest.mark.docker
@@ -42,7 +43,7 @@ REGISTRIES = {"mirrors": {"docker.io": {"endpoint": ["http://mirror.invalid:5000
 
 def ready_nodes(cluster: K3sCluster) -> dict[str, tuple[str, ...]]:
     """Map each Ready node's name to its roles."""
-    from pytest_k3s.kube import node_roles
+    from pytest_k3s.kube.client import node_roles
 
     result: dict[str, tuple[str, ...]] = {}
     items: list[Any] = CoreV1Api(cluster.api_client).list_node().items
@@ -101,7 +102,7 @@ def test_topology_gives_a_working_client_and_leaves_nothing(
         for obj_labels in (network.attrs["Labels"], server0.labels):
             assert obj_labels[labels.CLUSTER] == cluster.name
             assert obj_labels[labels.SPEC] == spec.digest()
-            assert labels.Owner.from_labels(obj_labels) == labels.Owner.current()
+            assert labels.owner_of(obj_labels) == Owner.current()
         assert server0.attrs["Config"]["Hostname"] == server0.name
         binding = server0.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
         assert binding["HostIp"] == "127.0.0.1"
@@ -440,13 +441,13 @@ def test_sweep_removes_dead_runs_only(
 ) -> None:
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_child.wait()
-    dead = dataclasses.replace(labels.Owner.current(), pid=dead_child.pid, started="1")
+    dead = dataclasses.replace(Owner.current(), pid=dead_child.pid, started="1")
     spec = ClusterSpec(image=double_image, timeout=60, wait_for_coredns=False)
     leftover = K3sCluster.start(spec, owner=dead)
     kept = K3sCluster.start(spec, owner=dead, keep=True)
     live = K3sCluster.start(spec)
     try:
-        runtime = DockerRuntime.connect()
+        runtime = DockerEngine.connect()
         try:
             assert sweep_leftovers(runtime) == [leftover.name]
             assert cluster_objects(docker_client, leftover.name) == []
@@ -482,7 +483,7 @@ def test_remote_docker_host_is_used_for_the_api_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "tcp://docker.example:2376")
-    runtime = DockerRuntime.__new__(DockerRuntime)
+    runtime = DockerEngine.__new__(DockerEngine)
     assert runtime.api_host() == "docker.example"
     monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
     assert runtime.api_host() is None

@@ -25,9 +25,9 @@ from conftest import SHARED_CLUSTERS
 from pytest_k3s import ClusterCommandError
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
-from pytest_k3s.docker_runtime import DockerRuntime
-from pytest_k3s.host import fallback_entrypoint
-from pytest_k3s.nodes import KUBECONFIG_OUTPUT
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.engine.host_policy import fallback_entrypoint
+from pytest_k3s.engine.node_container import KUBECONFIG_OUTPUT
 from tests.oci import multi_platform_archive
 
 
@@ -104,10 +104,10 @@ def test_load_image_of_a_multi_platform_index_imports_the_nodes_platform(
     name = f"docker.io/library/multi-{uuid.uuid4().hex[:6]}:1"
     archive = multi_platform_archive(name, f"linux/{arch}", f"linux/{other}")
 
-    def save(self: DockerRuntime, image: str, destination: IO[bytes]) -> None:
+    def save(self: DockerEngine, image: str, destination: IO[bytes]) -> None:
         destination.write(archive)
 
-    monkeypatch.setattr(DockerRuntime, "save_image", save)
+    monkeypatch.setattr(DockerEngine, "save_image", save)
     late_cluster.load_image(name.removeprefix("docker.io/library/"))
     for node in late_cluster.nodes:
         assert name in node_images(docker_client, node.container_id), node.name
@@ -121,11 +121,11 @@ def test_load_image_names_the_node_that_does_not_list_it(
         "docker.io/library/other:1", "linux/amd64", "linux/arm64"
     )
 
-    def save(self: DockerRuntime, image: str, destination: IO[bytes]) -> None:
+    def save(self: DockerEngine, image: str, destination: IO[bytes]) -> None:
         destination.write(archive)
 
-    monkeypatch.setattr(DockerRuntime, "save_image", save)
-    if late_cluster._runtime.image_platform(late_cluster.spec.image) != "linux/amd64":
+    monkeypatch.setattr(DockerEngine, "save_image", save)
+    if late_cluster.engine.image_platform(late_cluster.spec.image) != "linux/amd64":
         pytest.skip("the hand-made archive is for linux/amd64")
     with pytest.raises(ClusterCommandError, match=r"node k3s-\w+-server-0 does not"):
         late_cluster.load_image("wanted:1")

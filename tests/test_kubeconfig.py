@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pytest_k3s import K3sError
-from pytest_k3s import kubeconfig
+from pytest_k3s.kube import kubeconfig
 
 
 K3S_KUBECONFIG = """\

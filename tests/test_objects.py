@@ -11,9 +11,9 @@ from conftest import SHARED_CLUSTERS
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import K3sError
-from pytest_k3s.objects import WaitTimeoutError
-from pytest_k3s.objects import _check
-from pytest_k3s.objects import load
+from pytest_k3s.errors import WaitTimeoutError
+from pytest_k3s.kube.objects import _check
+from pytest_k3s.kube.objects import load
 
 
 CONFIG_MAP = """\

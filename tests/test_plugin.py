@@ -136,7 +136,8 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
 
         HEAVY = (
             "docker", "kubernetes", "filelock", "yaml", "concurrent.futures",
-            "pytest_k3s.cluster", "pytest_k3s.docker_runtime",
+            "pytest_k3s.cluster", "pytest_k3s.engine.docker_engine",
+            "pytest_k3s.run.pool", "pytest_k3s.kube.client",
         )
 
         def pytest_sessionfinish(session):
@@ -613,10 +614,10 @@ def test_any_start_failure_is_recorded_and_the_sweep_is_best_effort(
     pytester.makeconftest(
         """
         import os
-        import pytest_k3s.startup as startup
-        import pytest_k3s.sweep as sweep
+        import pytest_k3s.cluster as cluster
+        import pytest_k3s.run.pool as pool
 
-        def broken_sweep(runtime, **options):
+        def broken_sweep(engine, **options):
             raise RuntimeError("another run's sweep got there first")
 
         def failing_start(*args, **kwargs):
@@ -624,8 +625,8 @@ def test_any_start_failure_is_recorded_and_the_sweep_is_best_effort(
                 pass
             raise RuntimeError("not a K3sError")
 
-        sweep.sweep_leftovers = broken_sweep
-        startup.start_cluster = failing_start
+        pool.sweep_leftovers = broken_sweep
+        cluster.start_cluster = failing_start
         """
     )
     pytester.makepyfile(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_k3s.containers import LogCursor
-from pytest_k3s.nodes import Node
-from pytest_k3s.readiness import INIT_READY_LOG
-from pytest_k3s.readiness import READY_LOG
-from pytest_k3s.readiness import Readiness
+from pytest_k3s.engine.node_container import Node
+from pytest_k3s.engine.protocol import LogCursor
+from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
+from pytest_k3s.lifecycle.readiness import READY_LOG
+from pytest_k3s.lifecycle.readiness import Readiness
 
 
 class BurstyLogs:

@@ -14,7 +14,7 @@ from kubernetes.client import CoreV1Api
 
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
-from pytest_k3s.kube import node_roles
+from pytest_k3s.kube.client import node_roles
 
 
 pytestmark = [pytest.mark.docker, pytest.mark.real_k3s]

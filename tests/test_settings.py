@@ -23,7 +23,7 @@ def settings(pytester: pytest.Pytester, *args: str) -> Settings:
 def test_defaults(pytester: pytest.Pytester) -> None:
     resolved = settings(pytester)
     assert resolved.spec == ClusterSpec()
-    assert resolved.keep == "never"
+    assert resolved.keep_mode == "never"
     assert resolved.sources == {}
 
 
@@ -61,14 +61,14 @@ def test_image_and_version_are_one_knob_across_levels(
 def test_keep_from_env_and_flag(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert settings(pytester, "--k3s-keep").keep == "always"
-    assert settings(pytester, "--k3s-keep-on-failure").keep == "on-failure"
+    assert settings(pytester, "--k3s-keep").keep_mode == "always"
+    assert settings(pytester, "--k3s-keep-on-failure").keep_mode == "on-failure"
     both = settings(pytester, "--k3s-keep", "--k3s-keep-on-failure")
-    assert both.keep == "always"
+    assert both.keep_mode == "always"
     monkeypatch.setenv("PYTEST_K3S_KEEP_ON_FAILURE", "true")
-    assert settings(pytester).keep == "on-failure"
+    assert settings(pytester).keep_mode == "on-failure"
     monkeypatch.setenv("PYTEST_K3S_KEEP", "1")
-    assert settings(pytester).keep == "always"
+    assert settings(pytester).keep_mode == "always"
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from docker.models.containers import Container
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from pytest_k3s.host import fallback_entrypoint
+from pytest_k3s.engine.host_policy import fallback_entrypoint
 
 
 pytestmark = pytest.mark.docker

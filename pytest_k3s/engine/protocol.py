@@ -1,0 +1,156 @@
+"""What pytest-k3s asks of a container engine: the :class:`Engine` Protocol.
+
+Everything above this package (the start sequence, readiness, node
+operations, the run's pools and its clean-up) talks to the engine through
+this Protocol alone. :class:`~pytest_k3s.engine.docker_engine.DockerEngine`
+is the implementation, :class:`~pytest_k3s.engine.no_engine.NoEngine` the
+one an existing cluster has (none), and the tests' fake engine a third: mypy
+checks each against it. One engine object is created per process and engine
+and passed down; it holds what it learnt about its engine (privileged mode
+refused, what its host can grant, how this process reaches its containers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import IO
+from typing import Any
+from typing import Protocol
+
+from pytest_k3s.engine.access import Access
+from pytest_k3s.engine.node_container import NodeContainer
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A container, network or volume as a listing shows it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass
+class LogCursor:
+    """Where we are in a container's log, plus the lines seen so far (bounded)."""
+
+    since: int = 0
+    last: tuple[int, int] = (0, 0)
+    lines: list[str] = field(default_factory=list)
+    keep: int = 200
+
+
+class Engine(Protocol):
+    """A connection to one container engine, with the operations clusters need."""
+
+    @property
+    def address(self) -> str:
+        """The engine's address, for messages."""
+
+    def close(self) -> None:
+        """Let go of the connection."""
+
+    # the engine and its host ------------------------------------------------
+
+    def api_host(self) -> str | None:
+        """The remote engine's host name (where ports are published), or None."""
+
+    def access(self) -> Access:
+        """How this process reaches cluster APIs on this engine."""
+
+    def join_network(self, network: str) -> None:
+        """Connect our own container to ``network`` if we reach APIs through it."""
+
+    def host_warnings(self) -> list[str]:
+        """Advice about the engine host's limits (once per engine)."""
+
+    @property
+    def privileged_refused(self) -> bool:
+        """Whether this engine refused privileged mode (and nodes fell back)."""
+
+    # images ---------------------------------------------------------------
+
+    def has_image(self, image: str) -> bool:
+        """Whether ``image`` is present on the engine."""
+
+    def pull_image(self, image: str) -> None:
+        """Pull ``image``, or raise ImageUnavailableError saying how to get it."""
+
+    def save_image(self, image: str, destination: IO[bytes]) -> None:
+        """Write ``docker save image`` to ``destination``, under that reference."""
+
+    def image_platform(self, image: str) -> str:
+        """The platform (``linux/<arch>``) of a local image."""
+
+    # creating, starting and stopping ---------------------------------------
+
+    def check_free(self, names: Iterable[str]) -> None:
+        """Raise NameConflictError if a container or network has one of ``names``."""
+
+    def create_network(self, name: str, network_labels: Mapping[str, str]) -> None:
+        """Create a cluster's bridge network."""
+
+    def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
+        """Create and start a node container; return its id.
+
+        ``privileged`` None asks for privileged mode with the capability
+        fallback where the engine refuses it.
+        """
+
+    def stop_container(self, container_id: str, *, timeout: int = 10) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+
+    def start_container(self, container_id: str) -> None:
+        """Start a stopped container again."""
+
+    # inspection -------------------------------------------------------------
+
+    def environment(self, container_id: str) -> dict[str, str]:
+        """The container's environment, as it was created."""
+
+    def labels_of(self, container_id: str) -> dict[str, str]:
+        """The container's labels."""
+
+    def state(self, container_id: str) -> Mapping[str, Any]:
+        """The container's state (Status, ExitCode, Restarting, ...)."""
+
+    def published_port(self, container_id: str, port: str = "6443/tcp") -> int:
+        """The host port the engine published the container's ``port`` on."""
+
+    def containers(self, selector: Mapping[str, str]) -> list[Listed]:
+        """Every container whose labels match ``selector`` ("" matches any value)."""
+
+    def labelled(self) -> dict[str, dict[str, str]]:
+        """Every cluster that has objects here, with one object's labels."""
+
+    # inside containers -------------------------------------------------------
+
+    def read_file(self, container_id: str, path: str) -> bytes:
+        """The contents of ``path`` inside the container."""
+
+    def new_log_lines(self, container_id: str, cursor: LogCursor) -> list[str]:
+        """The log lines written since ``cursor``; advances it."""
+
+    def logs(self, container_id: str, *, tail: int | None = None) -> str:
+        """The container's log (all of it, or the last ``tail`` lines)."""
+
+    def exec(
+        self,
+        container_id: str,
+        command: Sequence[str],
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+    ) -> tuple[int, str]:
+        """Run ``command`` in the container; return its exit code and output."""
+
+    # removal ----------------------------------------------------------------
+
+    def remove_container(self, container_id: str) -> None:
+        """Remove a container with its anonymous volumes; gone already is fine."""
+
+    def remove_cluster(self, name: str, *, run: str | None = None) -> list[str]:
+        """Remove a cluster's containers, network and volumes (of ``run`` only)."""

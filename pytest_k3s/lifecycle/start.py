@@ -1,0 +1,312 @@
+"""How a cluster is started: creation order, the hand-over, and clean-up on failure.
+
+:func:`start_cluster` turns a :class:`~pytest_k3s.spec.ClusterSpec` into
+labelled containers on their own network: the image first (its pull does not
+count against the deadline), then the network and server-0, then agents in
+parallel with the joining servers (one at a time, each once the one before it
+runs), then the readiness layers (:mod:`~pytest_k3s.lifecycle.readiness`) and
+the kubeconfig. Whatever happens during the start (a crashing node, a
+timeout, Ctrl-C), everything it created is removed before the error
+propagates. What the spec does not say (the cluster's name, where its
+kubeconfig goes, whose run it belongs to) travels as one
+:class:`StartOptions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_k3s import labels
+from pytest_k3s.engine.node_container import API_PORT
+from pytest_k3s.engine.node_container import KUBECONFIG_OUTPUT
+from pytest_k3s.engine.node_container import PRIVILEGE_REQUEST
+from pytest_k3s.engine.node_container import Node
+from pytest_k3s.engine.node_container import Role
+from pytest_k3s.engine.node_container import node_container
+from pytest_k3s.engine.node_container import node_name
+from pytest_k3s.engine.node_container import node_order
+from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.errors import ClusterStartError
+from pytest_k3s.errors import K3sError
+from pytest_k3s.kube import kubeconfig
+from pytest_k3s.lifecycle import image_cache
+from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
+from pytest_k3s.lifecycle.readiness import READY_LOG
+from pytest_k3s.lifecycle.readiness import Readiness
+from pytest_k3s.lifecycle.readiness import Timings
+from pytest_k3s.lifecycle.readiness import start_timeout
+from pytest_k3s.lifecycle.seeding import forget_seed
+from pytest_k3s.lifecycle.seeding import seed_archive
+from pytest_k3s.owner import Owner
+from pytest_k3s.spec import ClusterSpec
+
+
+Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+#: How long server-0's kubeconfig may be missing after its ready line: k3s
+#: writes it a moment later on a slow host.
+KUBECONFIG_WAIT = 15.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartOptions:
+    """Everything about a start that is not the cluster itself (that is the spec).
+
+    :param name: the cluster name (default: a fresh random one)
+    :param kubeconfig_dir: where to write the kubeconfig (default: a new
+        private temporary directory, removed with the cluster)
+    :param state_dir: a test run's state directory to write the kubeconfig
+        into instead, named in a label so that a sweep of the cluster
+        removes the kubeconfig too
+    :param run_id: the test run the cluster belongs to (default: its own)
+    :param owner: the process whose death makes the cluster a leftover
+        (default: this one)
+    :param keep_until: label the cluster as kept until then (epoch seconds),
+        so the sweep of dead runs' leftovers spares it
+    :param reusable: label the cluster as kept between runs (``--k3s-reuse``)
+    :param progress: called with a line of text at each step
+    """
+
+    name: str | None = None
+    kubeconfig_dir: Path | None = None
+    state_dir: Path | None = None
+    run_id: str | None = None
+    owner: Owner | None = None
+    keep_until: float | None = None
+    reusable: bool = False
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """A cluster that became usable: what its handle is made of."""
+
+    name: str
+    spec: ClusterSpec
+    nodes: tuple[Node, ...]
+    kubeconfig_path: Path
+    #: The temporary directory holding the kubeconfig, removed with the
+    #: cluster (None when the kubeconfig went where the options said).
+    private_dir: Path | None
+    timings: Timings
+
+
+def new_cluster_name() -> str:
+    """A fresh cluster name: short, valid as a DNS label and a container name."""
+    return f"k3s-{secrets.token_hex(4)}"
+
+
+def start_cluster(
+    engine: Engine, spec: ClusterSpec, options: StartOptions | None = None
+) -> Started:
+    """Start a cluster on ``engine`` and return once it is usable.
+
+    :raises ClusterStartError: a node crashed or the deadline passed (the
+        error names the node and carries its last log lines)
+    """
+    starter = _Starter(engine, spec, options or StartOptions())
+    try:
+        return starter.run()
+    except BaseException:
+        starter.clean_up()
+        raise
+    finally:
+        forget_seed(starter.seed)
+
+
+class _Starter:
+    """The steps of one start, sharing their state."""
+
+    def __init__(self, engine: Engine, spec: ClusterSpec, options: StartOptions):
+        name = options.name or new_cluster_name()
+        self.spec = spec
+        self.engine = engine
+        self.name = name
+        self.run_id = options.run_id or secrets.token_hex(8)
+        self.owner = options.owner or Owner.current()
+        self.keep_until = options.keep_until
+        self.reusable = options.reusable
+        self.progress = options.progress or (lambda line: None)
+        #: Set when the start fails: agents not yet created are not created.
+        self.cancelled = threading.Event()
+        self.wrote_kubeconfig = False
+        self.began = time.monotonic()
+        self.private_dir: Path | None = None
+        self.state_dir = options.state_dir
+        directory = options.state_dir or options.kubeconfig_dir
+        if directory is None:
+            self.private_dir = Path(tempfile.mkdtemp(prefix=f"pytest-k3s-{name}-"))
+            directory = self.private_dir
+        self.kubeconfig_path = directory / f"{name}.kubeconfig.yaml"
+        self.nodes: list[Node] = []
+        self.seed: Path | None = None
+        self.cache: Path | None = None
+        self.ready = Readiness(engine, name, start_timeout(spec), self.nodes)
+        self.token = secrets.token_hex(16)
+        remote = engine.api_host()
+        #: In a container of the engine, we join the cluster network and use
+        #: server-0's name and port (:mod:`pytest_k3s.engine.access`); an
+        #: explicit api_host means the user knows better.
+        self.via_network = (
+            spec.api_host is None and not remote and engine.access().mode == "network"
+        )
+        server0 = node_name(name, "server", 0)
+        self.api_host = (
+            spec.api_host or remote or (server0 if self.via_network else "127.0.0.1")
+        )
+        self.api_bind = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
+
+    def run(self) -> Started:
+        spec = self.spec
+        self.progress(f"starting k3s cluster {self.name}: {spec.describe()}")
+        for warning in self.engine.host_warnings():
+            self.progress(f"  {warning}")
+        if not self.engine.has_image(spec.image):
+            self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
+            self.engine.pull_image(spec.image)
+        self.cache = image_cache.directory(spec, self.engine.image_platform(spec.image))
+        self.seed = seed_archive(spec, self.cache, self.progress)
+        # A first run's pull is not start-up time: the deadline starts now.
+        self.ready.begin()
+        self.engine.check_free([self.name, node_name(self.name, "server", 0)])
+        self.engine.create_network(self.name, self._labels("network"))
+        if self.via_network:
+            self.engine.join_network(self.name)
+        refused_before = self.engine.privileged_refused
+        self._start_node("server", 0)
+        if self.engine.privileged_refused and not refused_before:
+            self.progress(
+                "  the Docker engine refused privileged mode (unable to apply caps); "
+                "running nodes with an explicit capability set instead"
+            )
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            agents = [
+                pool.submit(self._start_node, "agent", index)
+                for index in range(spec.agents)
+            ]
+            try:
+                # Joining servers go one at a time, each once the one before
+                # it runs (etcd admits one new member at a time); agents are
+                # added to self.nodes meanwhile, so look servers up by name.
+                for index in range(1, spec.servers):
+                    previous = self._node(node_name(self.name, "server", index - 1))
+                    needle = INIT_READY_LOG if index == 1 else READY_LOG["server"]
+                    self.ready.wait_for_log(previous, needle)
+                    self._start_node("server", index)
+                for agent in agents:
+                    agent.result()
+            except BaseException:
+                self.cancelled.set()
+                for agent in agents:
+                    agent.cancel()
+                raise
+        self.ready.wait_for_nodes_started()
+        config = self._write_kubeconfig()
+        self.ready.wait_for_api(
+            config, coredns=spec.wait_for_coredns and spec.coredns_enabled
+        )
+        timings = self.ready.timings
+        timings.total = time.monotonic() - self.began
+        self.progress(
+            f"k3s cluster {self.name} ready in {timings.total:.1f}s "
+            f"(kubeconfig: {self.kubeconfig_path})"
+        )
+        return Started(
+            name=self.name,
+            spec=spec,
+            nodes=tuple(sorted(self.nodes, key=node_order)),
+            kubeconfig_path=self.kubeconfig_path,
+            private_dir=self.private_dir,
+            timings=timings,
+        )
+
+    def clean_up(self) -> None:
+        """Remove whatever this start created, and nothing else.
+
+        Objects are found by label (so half-made ones too), but only those of
+        this start's run: a start that failed because the name was taken must
+        not remove the cluster that has it, nor its kubeconfig.
+        """
+        try:
+            self.engine.remove_cluster(self.name, run=self.run_id)
+        finally:
+            if self.private_dir is not None:
+                shutil.rmtree(self.private_dir, ignore_errors=True)
+            elif self.wrote_kubeconfig:
+                self.kubeconfig_path.unlink(missing_ok=True)
+
+    def _node(self, name: str) -> Node:
+        return next(node for node in list(self.nodes) if node.name == name)
+
+    def _labels(self, role: str) -> dict[str, str]:
+        return labels.labels_for(
+            self.name,
+            role,
+            run=self.run_id,
+            spec_hash=self.spec.digest(),
+            owner=self.owner,
+            keep_until=self.keep_until,
+            state_dir=str(self.state_dir) if self.state_dir else None,
+            reusable=self.reusable,
+            image_cache=str(self.cache) if self.cache else None,
+        )
+
+    def _start_node(self, role: Role, index: int) -> None:
+        if self.cancelled.is_set():
+            raise K3sError(f"start of cluster {self.name} cancelled")
+        node = node_container(
+            self.spec,
+            role,
+            index,
+            cluster=self.name,
+            token=self.token,
+            api_host=self.api_host,
+            api_bind=self.api_bind,
+            labels=self._labels(role),
+            seed_archive=self.seed,
+        )
+        privileged = PRIVILEGE_REQUEST[self.spec.privileged]
+        container_id = self.engine.start_node(node, privileged=privileged)
+        self.nodes.append(Node(node.name, role, container_id))
+        self.progress(f"  started {role} {node.name}")
+
+    def _write_kubeconfig(self) -> kubeconfig.Kubeconfig:
+        server0 = self.nodes[0]
+        give_up = min(time.monotonic() + KUBECONFIG_WAIT, self.ready.deadline)
+        while True:
+            try:
+                raw = self.engine.read_file(server0.container_id, KUBECONFIG_OUTPUT)
+                break
+            except Exception as exc:  # not written yet, or the node is gone
+                if time.monotonic() >= give_up:
+                    raise ClusterStartError(
+                        f"could not read {KUBECONFIG_OUTPUT} from {server0.name} "
+                        f"(retried for {KUBECONFIG_WAIT:.0f}s after its ready "
+                        f"line): {exc}",
+                        node=server0.name,
+                        logs=self.ready.tail(server0),
+                    ) from exc
+                time.sleep(0.25)
+        port = (
+            API_PORT
+            if self.via_network
+            else self.engine.published_port(server0.container_id, f"{API_PORT}/tcp")
+        )
+        config = kubeconfig.rewrite(
+            kubeconfig.parse(raw),
+            server=kubeconfig.server_url(self.api_host, port),
+            name=self.name,
+        )
+        self.wrote_kubeconfig = True
+        kubeconfig.write(config, self.kubeconfig_path)
+        return config

@@ -1,0 +1,134 @@
+"""The example suite, run from inside a container of the engine.
+
+This is how a devcontainer, a GitHub Actions ``container:`` job or a CI job
+with the host's Docker socket mounted runs pytest-k3s: the engine's socket
+is mounted, and 127.0.0.1 is the container's own loopback. The test starts
+such a container from the k3s node double's image (Debian bookworm) with
+this interpreter (its installation and its virtual environment, at the same
+paths), this checkout and kubectl mounted read-only, and runs ``pytest
+examples`` in it: so every Python tox runs tests the in-container path.
+Its nodes start in whatever privilege mode the engine allows, from a process
+whose own capabilities are a container's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import docker
+import pytest
+
+from conftest import LABEL
+
+
+pytestmark = pytest.mark.docker
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+#: Long enough for 2 workers starting a 1+2 cluster in the capability fallback.
+TIMEOUT = 600
+
+
+def _socket() -> Path | None:
+    """The local engine's socket, or None when the engine is not reached by one."""
+    address = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    parts = urlsplit(address)
+    return Path(parts.path) if parts.scheme == "unix" else None
+
+
+def _labelled(client: docker.DockerClient) -> set[str]:
+    api = client.api
+    return {c["Id"] for c in api.containers(all=True, filters={"label": LABEL})} | {
+        n["Id"] for n in api.networks(filters={"label": LABEL})
+    }
+
+
+def test_examples_pass_inside_a_container_of_the_engine(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    socket = _socket()
+    if socket is None or not socket.exists():
+        pytest.skip("the engine is not reached through a local unix socket")
+    site = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    volumes = {
+        str(socket): {"bind": "/var/run/docker.sock", "mode": "rw"},
+        str(CHECKOUT): {"bind": str(CHECKOUT), "mode": "ro"},
+        **{path: {"bind": path, "mode": "ro"} for path in site},
+        **_interpreter(),
+    }
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        volumes[kubectl] = {"bind": "/usr/local/bin/kubectl", "mode": "ro"}
+    workers = ["-n", "2"] if _has_xdist() else []
+    command = ["-m", "pytest", "examples", "-p", "no:randomly"]
+    command += ["-p", "no:cacheprovider"]
+    before = _labelled(docker_client)
+    container = docker_client.containers.create(
+        double_image,
+        [*command, *workers],
+        entrypoint=[_python()],
+        name=f"pytest-k3s-incontainer-{uuid.uuid4().hex[:8]}",
+        working_dir=str(CHECKOUT),
+        environment={
+            "PYTHONPATH": os.pathsep.join([str(CHECKOUT), *sorted(site)]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTEST_DEBUG_TEMPROOT": "/tmp",
+            "PYTEST_K3S_IMAGE": double_image,
+            "PYTEST_K3S_REQUIRE_DOCKER": "1",
+            "DOCKER_HOST": "unix:///var/run/docker.sock",
+        },
+        volumes=volumes,
+        labels={"io.pytest-k3s.test": "in-container"},
+    )
+    try:
+        container.start()
+        code = container.wait(timeout=TIMEOUT)["StatusCode"]
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True, v=True)  # the image declares VOLUMEs
+    assert code == 0, f"pytest in the container failed:\n{output[-6000:]}"
+    assert "passed" in output
+    assert "k3s API: via the cluster network" in output, output[:3000]
+    left = _labelled(docker_client) - before
+    assert not left, f"the run in the container left labelled objects: {left}"
+
+
+def _interpreter() -> dict[str, dict[str, str]]:
+    """Mounts that make this interpreter run in the container, at the same paths.
+
+    The node double's image is Debian bookworm, as are the machines that
+    build Python for tox here (pyenv, python.org builds): their shared
+    libraries are there. The image's own /usr is left alone: a Debian
+    system Python is used as the image's python3, which must then be the
+    same version.
+    """
+    if _in_usr() and sys.version_info[:2] != (3, 11):
+        pytest.skip(
+            f"this is the system's Python {sys.version_info[0]}.{sys.version_info[1]}"
+            " in /usr, and the double's image has 3.11 there"
+        )
+    return {
+        prefix: {"bind": prefix, "mode": "ro"}
+        for prefix in {sys.base_prefix, sys.prefix}
+        if not Path(prefix).resolve().is_relative_to("/usr")
+    }
+
+
+def _in_usr() -> bool:
+    return Path(sys.base_prefix).resolve().is_relative_to("/usr")
+
+
+def _python() -> str:
+    """The interpreter the container runs: this one, unless it is /usr's."""
+    return "python3" if _in_usr() and sys.prefix == sys.base_prefix else sys.executable
+
+
+def _has_xdist() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xdist") is not None
