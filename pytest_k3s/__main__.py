@@ -6,10 +6,12 @@
 for every cluster created more than two hours ago whatever its owner's
 state (kept ones still only with ``--include-kept``), ``--reusable`` for
 clusters kept with ``--k3s-reuse`` that no run leases);
-``python -m pytest_k3s rm NAME...`` removes the named clusters. A sweep
-never touches clusters of runs that are still alive, or whose owner it
-cannot check (another host or container), unless ``--older-than`` says so,
-and never a reusable cluster without ``--reusable``.
+``python -m pytest_k3s rm NAME...`` removes the named clusters and their
+kubeconfigs. A sweep never touches clusters of runs that are still alive,
+or whose owner it cannot check (another host or container), unless
+``--older-than`` says so; it removes a reusable cluster only with
+``--reusable`` or once it went unused for 7 days, and never while a run
+leases it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from collections.abc import Sequence
 from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.errors import K3sError
-from pytest_k3s.lifecycle.removal import remove_clusters
 from pytest_k3s.owner import owner_alive
 from pytest_k3s.run import reuse
 from pytest_k3s.run.leftovers import kept
+from pytest_k3s.run.leftovers import remove_named
 from pytest_k3s.run.leftovers import sweep_leftovers
 from pytest_k3s.settings import parse_duration
 
@@ -43,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_k3s", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the clusters pytest-k3s created")
-    sweep = commands.add_parser("sweep", help="remove clusters of ended runs")
+    sweep = commands.add_parser(
+        "sweep",
+        help="remove clusters of ended runs, and reusable ones unused for 7 days "
+        "that no run leases",
+    )
     sweep.add_argument(
         "--include-kept", action="store_true", help="also remove kept clusters"
     )
@@ -52,14 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=duration,
         metavar="AGE",
         help="remove every cluster created more than AGE ago (e.g. 2h), whatever "
-        "its owner's state",
+        "its owner's state; kept clusters only with --include-kept, reusable "
+        "ones only with --reusable",
     )
     sweep.add_argument(
         "--reusable",
         action="store_true",
         help="also remove clusters kept for reuse (--k3s-reuse) that no run uses",
     )
-    remove = commands.add_parser("rm", help="remove the named clusters")
+    remove = commands.add_parser(
+        "rm",
+        help="remove the named clusters and their kubeconfigs (a reusable one "
+        "only when no run leases it)",
+    )
     remove.add_argument("names", nargs="+", metavar="NAME")
     options = parser.parse_args(argv)
 
@@ -85,15 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             ):
                 print(f"removed {name}")
         else:
-            unknown = [name for name in options.names if name not in found]
-            for name in options.names:
-                if name in found:
-                    remove_clusters(engine, [name], save_images=False)
-                    if found[name].get(labels.REUSE) == "true":
-                        reuse.forget(name)
+            outcome = remove_named(engine, options.names)
+            for name, what in outcome.items():
+                if what == "removed":
                     print(f"removed {name}")
+            unknown = [name for name, what in outcome.items() if what == "unknown"]
+            busy = [name for name, what in outcome.items() if what == "in use"]
             if unknown:
                 print(f"error: no cluster named {', '.join(unknown)}", file=sys.stderr)
+            if busy:
+                print(
+                    f"error: {', '.join(busy)} in use by a run (--k3s-reuse); "
+                    "remove it once that run has ended",
+                    file=sys.stderr,
+                )
+            if unknown or busy:
                 return 1
     finally:
         engine.close()

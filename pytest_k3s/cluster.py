@@ -261,7 +261,9 @@ class K3sCluster:
         )
 
     def stop(self) -> None:
-        """Remove the cluster's containers, volumes and network (safe to repeat).
+        """Remove the cluster's containers (with their volumes) and network.
+
+        Safe to repeat.
 
         The system images its nodes pulled are saved first, for later
         clusters (``ClusterSpec.image_cache``).

@@ -1,8 +1,10 @@
 """Docker labels: the keys every object we create carries, and their values.
 
 Labels are the source of truth about our objects: a cluster is the set of
-containers, networks and volumes labelled with its name, and a run owns what
-carries its run id and owner. Which labelled clusters a run's end or a sweep
+containers and networks labelled with its name (pytest-k3s creates no
+volume; the anonymous volumes the k3s image declares cannot carry labels and
+are removed with their containers), and a run owns what carries its run id
+and owner. Which labelled clusters a run's end or a sweep
 removes is decided in :mod:`pytest_k3s.run.leftovers`.
 """
 

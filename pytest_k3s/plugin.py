@@ -354,10 +354,8 @@ def k3s_module_cluster(
     failed = request.node.nodeid in request.config.stash[FAILED_MODULES_KEY]
     # Interrupted, the end of the run removes it at once (saving no images).
     interrupted = request.session.exitstatus == pytest.ExitCode.INTERRUPTED
-    if interrupted or keep == "always" or (keep == "on-failure" and failed):
-        cluster.detach()  # the end of the run reports or removes it
-    else:
-        cluster.stop()
+    keep_it = interrupted or keep == "always" or (keep == "on-failure" and failed)
+    _k3s_pool.release_private(cluster, keep=keep_it)  # kept: the run's end has it
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
+from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.engine.host_policy import CAPABILITIES
 from pytest_k3s.engine.host_policy import without_unknown_names
@@ -147,3 +148,34 @@ def test_a_real_engine_drops_exactly_what_it_was_asked_to(
     assert dropped == sorted(docker_engine._missing or [])
     assert set(answer) <= set(dropped) <= set(asked)
     assert config["CapAdd"] == ["ALL"]
+
+
+@pytest.mark.docker
+def test_the_probe_container_carries_its_clusters_labels(
+    double_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed while the engine is asked leaves a probe a sweep can find."""
+    node = NodeContainer(
+        name=f"caps-{uuid.uuid4().hex[:8]}",
+        image=double_image,
+        command=["server"],
+        environment={},
+        labels={labels.CLUSTER: "caps-probe-test", labels.RUN: "run-x"},
+        network="bridge",
+    )
+    engine = DockerEngine.connect()  # one that has not asked yet
+    seen: dict[str, str] = {}
+    remove = engine.remove_container
+
+    def look_then_remove(container_id: str) -> None:
+        seen.update(engine.labels_of(container_id))
+        remove(container_id)
+
+    monkeypatch.setattr(engine, "remove_container", look_then_remove)
+    try:
+        engine.missing_capabilities(node)
+    finally:
+        engine.close()
+    assert seen[labels.CLUSTER] == "caps-probe-test"
+    assert seen[labels.RUN] == "run-x"
+    assert seen[labels.PROBE] == "capabilities"

@@ -10,13 +10,24 @@ from pytest_k3s.engine.node_container import API_PORT
 from pytest_k3s.engine.node_container import HA_RESTART_RETRIES
 from pytest_k3s.engine.node_container import KUBECONFIG_OUTPUT
 from pytest_k3s.engine.node_container import REGISTRIES_PATH
-from pytest_k3s.engine.node_container import TEST_KUBELET_ARGS
 from pytest_k3s.engine.node_container import Node
 from pytest_k3s.engine.node_container import NodeContainer
 from pytest_k3s.engine.node_container import Role
 from pytest_k3s.engine.node_container import node_container
 from pytest_k3s.engine.node_container import node_order
 from pytest_k3s.lifecycle.readiness import start_timeout
+
+
+#: What every node's kubelet is given, spelt out rather than read from the
+#: code: the kubelet's eviction thresholds are ``<signal><<quantity>`` and
+#: minimum reclaims ``<signal>=<quantity>``, comma-separated
+#: (kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction:
+#: the defaults are nodefs.available<10%, imagefs.available<15%), and k3s
+#: hands ``--kubelet-arg=<flag>=<value>`` to the kubelet as ``--<flag>=<value>``.
+KUBELET_ARGS = [
+    "--kubelet-arg=eviction-hard=imagefs.available<1%,nodefs.available<1%",
+    "--kubelet-arg=eviction-minimum-reclaim=imagefs.available=1%,nodefs.available=1%",
+]
 
 
 def node(spec: ClusterSpec, role: Role, index: int = 0) -> NodeContainer:
@@ -40,7 +51,7 @@ def test_server_zero_of_one_server() -> None:
         "server",
         "--tls-san",
         "10.0.0.9",
-        *TEST_KUBELET_ARGS,
+        *KUBELET_ARGS,
         "--disable=traefik,metrics-server",
     ]
     assert server.environment == {
@@ -71,7 +82,7 @@ def test_agents_join_server_zero_and_never_publish() -> None:
     )
     agent = node(spec, "agent", 1)
     assert agent.name == "k3s-test-agent-1"
-    assert list(agent.command) == ["agent", *TEST_KUBELET_ARGS, "--node-label=a=b"]
+    assert list(agent.command) == ["agent", *KUBELET_ARGS, "--node-label=a=b"]
     assert "--tls-san" not in agent.command
     assert agent.environment["K3S_URL"] == f"https://k3s-test-server-0:{API_PORT}"
     assert agent.environment["K3S_TOKEN"] == "s3cret"
@@ -84,7 +95,7 @@ def test_user_arguments_follow_ours_so_theirs_win() -> None:
     server = node(ClusterSpec(server_args=(own, "--disable=traefik")), "server")
     command = list(server.command)
     assert command[-2:] == [own, "--disable=traefik"]
-    assert command.index(TEST_KUBELET_ARGS[0]) < command.index(own)
+    assert command.index(KUBELET_ARGS[0]) < command.index(own)
 
 
 def test_user_environment_is_added_per_role() -> None:

@@ -11,7 +11,7 @@ from pytest_k3s import K3sError
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.owner import Owner
 from pytest_k3s.run.finish import finish_run
-from pytest_k3s.run.leftovers import _remove_state
+from pytest_k3s.run.leftovers import remove_state
 from pytest_k3s.run.state import STATE_PREFIX
 from pytest_k3s.run.state import Record
 from pytest_k3s.run.state import RunInfo
@@ -55,18 +55,18 @@ def test_a_sweep_removes_only_our_state(tmp_path: Path) -> None:
     state = private_directory(tmp_path / f"{STATE_PREFIX}abc")
     (state / "k3s-a.kubeconfig.yaml").write_text("a")
     (state / "k3s-b.kubeconfig.yaml").write_text("b")
-    _remove_state(str(state), "k3s-a")
+    remove_state(str(state), "k3s-a")
     assert sorted(p.name for p in state.iterdir()) == ["k3s-b.kubeconfig.yaml"]
-    _remove_state(str(state), "k3s-b")
+    remove_state(str(state), "k3s-b")
     assert not state.exists(), "the emptied state directory goes"
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
     (elsewhere / "k3s-c.kubeconfig.yaml").write_text("c")
-    _remove_state(str(elsewhere), "k3s-c")
+    remove_state(str(elsewhere), "k3s-c")
     assert (elsewhere / "k3s-c.kubeconfig.yaml").exists(), "not a state directory"
     link = tmp_path / f"{STATE_PREFIX}link"
     link.symlink_to(elsewhere)
-    _remove_state(str(link), "k3s-c")
+    remove_state(str(link), "k3s-c")
     assert (elsewhere / "k3s-c.kubeconfig.yaml").exists(), "never through a link"
 
 

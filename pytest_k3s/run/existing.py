@@ -96,6 +96,10 @@ class ExistingPool:
             "existing cluster (--k3s-kubeconfig)"
         )
 
+    def release_private(self, cluster: K3sCluster, *, keep: bool) -> None:
+        """Nothing to release: :meth:`start_private` never gives a cluster."""
+        cluster.detach()
+
     def _connect(self) -> K3sCluster:
         if self._error is not None:
             raise self._error

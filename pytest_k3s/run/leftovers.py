@@ -16,6 +16,7 @@ import stat
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_k3s import labels
@@ -127,7 +128,7 @@ def sweep_leftovers(
     names = sweepable_clusters(found, include_kept=include_kept, older=older)
     for name in names:
         remove_clusters(engine, [name], save_images=False)
-        _remove_state(found[name].get(labels.STATE_DIR), name)
+        remove_state(found[name].get(labels.STATE_DIR), name)
     for name in reuse.reusable_clusters(engine):
         if not (reusable or reuse.expired(name, reuse_for)):
             continue
@@ -143,7 +144,41 @@ def sweep_leftovers(
     return names
 
 
-def _remove_state(state_dir: str | None, name: str) -> None:
+def remove_named(engine: Engine, names: Sequence[str]) -> dict[str, str]:
+    """Remove the named clusters, as ``python -m pytest_k3s rm`` does.
+
+    Each goes with its kubeconfig (and its run's state directory once
+    empty) or, for a reusable cluster, what the reuse directory holds about
+    it. A reusable cluster that a run leases right now is left alone.
+
+    :returns: for each name, what happened: ``removed``, ``unknown`` (no
+        such cluster here) or ``in use`` (a run leases it)
+    """
+    found = engine.labelled()
+    outcome: dict[str, str] = {}
+    for name in names:
+        tags = found.get(name)
+        if tags is None:
+            outcome[name] = "unknown"
+        elif tags.get(labels.REUSE) == "true":
+            lease = reuse.try_lease(name)
+            if lease is None:
+                outcome[name] = "in use"
+                continue
+            try:
+                remove_clusters(engine, [name], save_images=False)
+                reuse.forget(name)
+            finally:
+                lease.release()
+            outcome[name] = "removed"
+        else:
+            remove_clusters(engine, [name], save_images=False)
+            remove_state(tags.get(labels.STATE_DIR), name)
+            outcome[name] = "removed"
+    return outcome
+
+
+def remove_state(state_dir: str | None, name: str) -> None:
     """Remove a swept cluster's kubeconfig, and its run's state dir once empty.
 
     Only a directory that is ours is touched: named like a state directory,

@@ -62,6 +62,12 @@ class Pool(Protocol):
         :raises UnsuitableClusterError: this pool cannot give one
         """
 
+    def release_private(self, cluster: K3sCluster, *, keep: bool) -> None:
+        """Remove a cluster :meth:`start_private` gave, or with ``keep`` leave it.
+
+        A kept one is left to the run's end, which reports or removes it.
+        """
+
     def close(self) -> None:
         """Let go of this process's handles (the run's end removes clusters)."""
 
@@ -116,6 +122,20 @@ class DockerPool:
         Its handle is the caller's: its ``stop()`` removes it.
         """
         return self._start(spec, None)
+
+    def release_private(self, cluster: K3sCluster, *, keep: bool) -> None:
+        """Remove a private cluster now, or with ``keep`` leave it to the run's end.
+
+        A removed one's record goes too, so the run's end does not list it
+        among the kept.
+        """
+        if keep:
+            cluster.detach()
+            return
+        try:
+            cluster.stop()
+        finally:
+            _private_record(self.run, cluster.name).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Let go of this process's connections (the run's owner removes clusters)."""
@@ -214,7 +234,7 @@ class DockerPool:
             cluster.timings.total,
             pid=os.getpid(),
         )
-        record.write(record_path or self.run.state_dir / f"private-{cluster.name}.json")
+        record.write(record_path or _private_record(self.run, cluster.name))
         return cluster
 
     def _sweep_once(self) -> None:
@@ -231,6 +251,10 @@ class DockerPool:
                 self.progress(f"removed k3s cluster {name}, left over by a dead run")
         except Exception as exc:
             log.warning("sweeping dead runs' k3s clusters failed: %s", exc)
+
+
+def _private_record(run: RunInfo, name: str) -> Path:
+    return run.state_dir / f"private-{name}.json"
 
 
 def _record_failure(
