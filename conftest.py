@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -31,7 +32,7 @@ pytest_plugins = ["pytester"]
 LABEL = "io.pytest-k3s.cluster"
 REQUIRE_DOCKER = "PYTEST_K3S_REQUIRE_DOCKER"
 REAL_SKIPPED = pytest.StashKey[str]()
-#: The run's labelled objects and volumes when it began (see the end check).
+#: The engine's volumes when the run began (see the end check).
 AT_START = pytest.StashKey[set[str]]()
 #: Fixtures that talk to the engine: a test using one is a Docker test.
 ENGINE_FIXTURES = {"docker_client", "docker_engine", "double_image"}
@@ -181,15 +182,58 @@ def pytest_runtest_makereport(
         )
 
 
-def _engine_objects() -> set[str] | None:
-    """Every labelled object and volume on the engine now (None: no engine)."""
+def _run_leftovers(run_id: str, volumes_before: set[str]) -> list[str]:
+    """What this session's run left on the engine (empty when it left nothing).
+
+    That is every container and network labelled with the run's id or owned
+    by this very process (reusable clusters, kept on purpose, aside), and
+    every volume made since the run began that no container mounts: an
+    anonymous volume whose container went without it. Objects of other
+    sessions on the same engine are never counted, so runs may share it.
+    """
+    import docker
+
+    from pytest_k3s import labels as k3s_labels
+    from pytest_k3s.owner import Owner
+
+    me = str(Owner.current())
+
+    def ours(tags: dict[str, str]) -> bool:
+        if tags.get(k3s_labels.REUSE) == "true":
+            return False
+        return tags.get(k3s_labels.RUN) == run_id or tags.get(k3s_labels.OWNER) == me
+
+    client = docker.from_env(timeout=60)
+    try:
+        api = client.api
+        volumes = {v["Name"] for v in api.volumes().get("Volumes") or []}
+        containers = api.containers(all=True)
+        mounted = {m.get("Name", "") for c in containers for m in c.get("Mounts") or []}
+        left = [
+            f"container {c['Names'][0].lstrip('/')}"
+            for c in containers
+            if ours(c.get("Labels") or {})
+        ]
+        left += [
+            f"network {n['Name']}"
+            for n in api.networks(filters={"label": LABEL})
+            if ours(n.get("Labels") or {})
+        ]
+        left += [f"volume {v}" for v in sorted(volumes - volumes_before - mounted)]
+    finally:
+        client.close()
+    return left
+
+
+def _volumes() -> set[str] | None:
+    """Every volume on the engine now (None: no engine answers)."""
     if _engine_error() is not None:
         return None
     import docker
 
     client = docker.from_env(timeout=60)
     try:
-        return all_objects(client)
+        return {v["Name"] for v in client.api.volumes().get("Volumes") or []}
     finally:
         client.close()
 
@@ -198,7 +242,7 @@ def _engine_objects() -> set[str] | None:
 def pytest_sessionstart(session: pytest.Session) -> Iterator[None]:
     yield
     if not hasattr(session.config, "workerinput"):
-        found = _engine_objects()
+        found = _volumes()
         if found is not None:
             session.config.stash[AT_START] = found
 
@@ -211,7 +255,13 @@ def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
     before = session.config.stash.get(AT_START, None)
     if before is None or hasattr(session.config, "workerinput"):
         return
-    left = sorted((_engine_objects() or set()) - before)
+    from pytest_k3s.plugin import RUN_KEY
+
+    run_id = session.config.stash[RUN_KEY].run_id
+    left = _run_leftovers(run_id, before)
+    if left:  # another session's objects may be on their way: ask again
+        time.sleep(2)
+        left = _run_leftovers(run_id, before)
     if left:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

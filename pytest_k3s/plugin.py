@@ -137,9 +137,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             return [settings.header()]
         server = existing["clusters"][0].get("cluster", {}).get("server", "?")
         return [settings.header(server=str(server))]
-    from pytest_k3s.engine.docker_engine import describe_access
+    from pytest_k3s.engine.access import Surroundings
 
-    return [settings.header(), describe_access(settings.spec.api_host)]
+    if settings.spec.api_host:
+        access = (
+            f"k3s API: {settings.spec.api_host} (--k3s-api-host), the published port"
+        )
+    elif not Surroundings.read().candidates():
+        # Not in a container: no need to load the Docker SDK (or ask the
+        # engine) in a run that may use no cluster at all.
+        access = "k3s API: the published port; the tests do not run in a container"
+    else:
+        from pytest_k3s.engine.docker_engine import describe_access
+
+        access = describe_access()
+    return [settings.header(), access]
 
 
 @pytest.hookimpl(wrapper=True)

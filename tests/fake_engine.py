@@ -21,12 +21,17 @@ from typing import Any
 
 from pytest_k3s import labels
 from pytest_k3s.engine.access import Access
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.engine.no_engine import NoEngine
 from pytest_k3s.engine.node_container import KUBECONFIG_OUTPUT
 from pytest_k3s.engine.node_container import NodeContainer
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import Listed
 from pytest_k3s.engine.protocol import LogCursor
 from pytest_k3s.errors import NameConflictError
+from pytest_k3s.run.existing import ExistingPool
+from pytest_k3s.run.pool import DockerPool
+from pytest_k3s.run.pool import Pool
 
 
 #: What k3s writes to ``--write-kubeconfig`` (the data need only be present).
@@ -273,8 +278,9 @@ def _matches(found: Mapping[str, str], selector: Mapping[str, str]) -> bool:
     )
 
 
-#: mypy checks the fake against the Protocol here.
-_: type[Engine] = FakeEngine
+#: mypy checks every engine and pool against its Protocol here.
+_ENGINES: tuple[type[Engine], ...] = (FakeEngine, DockerEngine, NoEngine)
+_POOLS: tuple[type[Pool], ...] = (DockerPool, ExistingPool)
 
 
 class FakeApi:

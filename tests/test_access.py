@@ -1,4 +1,4 @@
-"""Detecting a test process in one of the engine's containers (issue 9 item 2)."""
+"""Detecting a test process in one of the engine's containers, from its files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 9: what real k3s and Docker need of the plugin, with a strict double.
+"""What real k3s and Docker need of the plugin, checked against a strict double.
 
 Each test here failed before its fix: the double now behaves as k3s/Docker do
 in these places (read-only cgroups without privileges, ready lines in

@@ -262,7 +262,6 @@ def test_one_cluster_per_topology_for_the_whole_run(
     monkeypatch.setenv("RECORD_DIR", str(records))
     pytester.makeconftest(RECORDING_CONFTEST)
     pytester.makepyfile(test_topologies=TOPOLOGY_TESTS)
-    before = set(clusters_of(docker_client))
     args = ["-p", "no:randomly", "-p", "no:cacheprovider"]
     if workers:
         args += ["-n", str(workers)]
@@ -277,7 +276,7 @@ def test_one_cluster_per_topology_for_the_whole_run(
     assert labelled_clusters(records) == names, "Docker labels show the same 3"
     for name in names:
         result.stdout.fnmatch_lines([f"k3s cluster {name} (*) was ready in *"])
-    assert set(clusters_of(docker_client)) == before, "the run removed its clusters"
+    assert not set(clusters_of(docker_client)) & names, "the run removed its clusters"
 
 
 @pytest.mark.docker

@@ -465,15 +465,11 @@ def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:
     return buffer.getvalue()
 
 
-def describe_access(api_host: str | None) -> str:
-    """The report header's line on how cluster APIs are reached.
+def describe_access() -> str:
+    """The report header's line on how cluster APIs are reached, asking the engine.
 
-    The engine is asked only when we may be in one of its containers.
+    For a process that may be in one of the engine's containers.
     """
-    if api_host:
-        return f"k3s API: {api_host} (--k3s-api-host), the published port"
-    if not Surroundings.read().candidates():
-        return "k3s API: the published port; the tests do not run in a container"
     try:
         engine = DockerEngine.connect()
     except DockerUnavailableError:
