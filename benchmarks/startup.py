@@ -3,12 +3,24 @@
 Run from the repository root::
 
     python -m benchmarks.startup [--image IMAGE] [--rounds N]
+        [--image-cache seeded|empty|off]
 
 Without ``--image`` it uses ``PYTEST_K3S_IMAGE``, or builds the k3s node
 double. All topologies are measured in one run, round-robin, so the ratios
 compare like with like. "waiting" is time spent polling the nodes (log lines,
 /readyz, Ready nodes, ServiceAccount, CoreDNS); "own" is everything else:
 pytest-k3s itself and the Docker calls it makes.
+
+The system image cache never is this user's: what earlier runs left there
+would decide what the nodes pull. ``--image-cache`` says which state every
+measured cluster sees, the same in every round:
+
+- ``seeded`` (the default, what a user's runs see after their first): a
+  private cache directory for this run, filled by one unmeasured 1+0 start
+  and stop before the rounds;
+- ``empty`` (a user's first run): a new private directory per cluster, so
+  its nodes pull every system image and its stop saves them;
+- ``off``: no cache, the nodes pull and the stop saves nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 
 from kubernetes.client import CoreV1Api
 
@@ -27,6 +43,7 @@ from pytest_k3s import K3sCluster
 
 
 TOPOLOGIES = ((1, 0), (1, 2), (3, 1))
+CACHE_MODES = ("seeded", "empty", "off")
 
 
 @dataclass
@@ -39,15 +56,14 @@ class Samples:
     stop: list[float] = field(default_factory=list)
 
 
-def measure(image: str, servers: int, agents: int, samples: Samples) -> None:
+def measure(spec: ClusterSpec, samples: Samples) -> None:
     """Start, use and stop one cluster, recording the times."""
-    spec = ClusterSpec(image=image, servers=servers, agents=agents, timeout=300)
     began = time.monotonic()
     cluster = K3sCluster.start(spec)
     try:
         nodes = CoreV1Api(cluster.api_client).list_node().items
         usable = time.monotonic() - began
-        assert len(nodes) == servers + agents
+        assert len(nodes) == spec.servers + spec.agents
     finally:
         stopping = time.monotonic()
         cluster.stop()
@@ -57,11 +73,31 @@ def measure(image: str, servers: int, agents: int, samples: Samples) -> None:
     samples.own.append(usable - cluster.timings.waiting)
 
 
+@contextmanager
+def image_cache(mode: str, seeded: str | None) -> Iterator[bool | str]:
+    """The ``image_cache`` of one measured cluster in ``mode``."""
+    if mode == "off":
+        yield False
+    elif mode == "seeded":
+        assert seeded is not None
+        yield seeded
+    else:
+        with tempfile.TemporaryDirectory(prefix="pytest-k3s-bench-cache-") as empty:
+            yield empty
+
+
+def archives(directory: str) -> tuple[int, float]:
+    """How many image archives a cache directory holds, and their megabytes."""
+    found = list(Path(directory).rglob("*.tar"))
+    return len(found), sum(p.stat().st_size for p in found) / 1e6
+
+
 def main() -> None:
     """Run the benchmark and print the table and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=os.environ.get("PYTEST_K3S_IMAGE"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--image-cache", choices=CACHE_MODES, default="seeded")
     options = parser.parse_args()
     image = options.image
     if not image:
@@ -69,13 +105,40 @@ def main() -> None:
 
         image = ensure_image()
 
+    def spec(servers: int, agents: int, cache: bool | str) -> ClusterSpec:
+        return ClusterSpec(
+            image=image, servers=servers, agents=agents, timeout=300, image_cache=cache
+        )
+
+    mode = options.image_cache
     results = {topology: Samples() for topology in TOPOLOGIES}
-    for _ in range(options.rounds):
-        for (servers, agents), samples in results.items():
-            measure(image, servers, agents, samples)
+    with tempfile.TemporaryDirectory(prefix="pytest-k3s-bench-cache-") as private:
+        if mode == "seeded":
+            K3sCluster.start(spec(1, 0, private)).stop()  # its stop fills the cache
+            count, megabytes = archives(private)
+            if not count:
+                raise SystemExit(f"the unmeasured start saved no image in {private}")
+            how = (
+                f"seeded: private, {count} archive(s), {megabytes:.1f} MB, filled "
+                "by an unmeasured 1+0 start and stop before round 1"
+            )
+        elif mode == "empty":
+            how = "empty: a new private directory for each cluster (pulls, saves)"
+        else:
+            how = "off (nodes pull every system image, stops save none)"
+        for _ in range(options.rounds):
+            for (servers, agents), samples in results.items():
+                with image_cache(mode, private) as cache:
+                    measure(spec(servers, agents, cache), samples)
+        if mode == "seeded" and archives(private)[0] != count:
+            how += (
+                f"; the measured clusters saved {archives(private)[0] - count} "
+                "more, so some were not fully seeded"
+            )
 
     median = statistics.median
     print(f"image {image}, {options.rounds} round(s), medians in seconds")
+    print(f"image cache: {how}")
     print(
         f"{'topology':>9} {'usable':>8} {'waiting':>8} {'own':>8} {'own %':>6} "
         f"{'stop':>6}"
