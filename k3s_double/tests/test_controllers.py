@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
-from k3s_double.api import KubeAPI
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.controllers import Controllers
+from k3s_double.controllers import start_controllers
 from k3s_double.tests.conftest import wait_for
 
 from .test_kubeapi import _deployment
@@ -30,7 +32,7 @@ def _reasons(core: Any, name: str) -> list[str]:
 def test_new_namespace_gets_default_service_account_shortly_after(
     api: KubeAPI, core: Any
 ) -> None:
-    api.start_controllers()
+    start_controllers(api)
     core.create_namespace({"metadata": {"name": "fresh"}})
     assert api.find("ServiceAccount", "fresh", "default") is None
     with pytest.raises(ApiException) as info:
@@ -192,11 +194,11 @@ def test_deployment_scales_and_rolls_out(core: Any, apps: Any, node: str) -> Non
 def test_coredns_becomes_available_once_a_node_is_ready(
     api: KubeAPI, apps: Any, core: Any
 ) -> None:
-    api.start_controllers()
+    start_controllers(api)
     wait_for(lambda: api.find("ServiceAccount", "default", "default"), 3)
     coredns = apps.read_namespaced_deployment("coredns", "kube-system")
     assert not coredns.status.available_replicas
-    from k3s_double.api import node_object
+    from k3s_double.node.nodeinfo import node_object
 
     core.create_node(node_object("late-node", internal_ip="172.18.0.9", labels={}))
 
@@ -271,9 +273,9 @@ def test_job_pods_succeed_and_job_completes(client: Any, node: str) -> None:
 
 
 def test_node_turns_unknown_without_heartbeats(
-    api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
+    core: Any, node: str, control_loop: Controllers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "node_grace", 0.5)
+    monkeypatch.setattr(control_loop.settings, "node_grace", 0.5)
 
     def ready_status() -> str:
         read = core.read_node(node)
@@ -293,7 +295,7 @@ def test_node_turns_unknown_without_heartbeats(
 
 
 def test_pods_on_an_unreachable_node_are_evicted_after_their_toleration(
-    api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
+    core: Any, node: str, control_loop: Controllers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The taint manager deletes pods of a NoExecute-tainted node once their
     tolerationSeconds run out (at once without a matching toleration), and a
@@ -324,7 +326,7 @@ def test_pods_on_an_unreachable_node_are_evicted_after_their_toleration(
     assert {(t.key, t.toleration_seconds) for t in tolerations.tolerations} >= {
         ("node.kubernetes.io/unreachable", 300)
     }
-    monkeypatch.setattr(api, "node_grace", 0.3)
+    monkeypatch.setattr(control_loop.settings, "node_grace", 0.3)
     wait_for(
         lambda: (
             core.read_namespaced_pod("brief", "default").metadata.deletion_timestamp

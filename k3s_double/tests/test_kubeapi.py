@@ -12,8 +12,8 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client import ApiException
 
-from k3s_double.api import KubeAPI
-from k3s_double.api import node_object
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.node.nodeinfo import node_object
 
 
 def _status(info: pytest.ExceptionInfo[ApiException]) -> dict[str, Any]:

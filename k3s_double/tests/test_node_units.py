@@ -8,15 +8,15 @@ import tarfile
 
 import pytest
 
-from k3s_double import ctr
-from k3s_double import flags
-from k3s_double.k3s import cgroup_mounts
-from k3s_double.k3s import parse_faults
-from k3s_double.k3s import parse_label
-from k3s_double.k3s import parse_taint
-from k3s_double.pki import Token
-from k3s_double.pki import ca_hash
-from k3s_double.pki import serving_sans
+from k3s_double.node import ctr
+from k3s_double.node import flags
+from k3s_double.node.identity import parse_label
+from k3s_double.node.identity import parse_taint
+from k3s_double.node.pki import Token
+from k3s_double.node.pki import ca_hash
+from k3s_double.node.pki import serving_sans
+from k3s_double.node.runtime import cgroup_mounts
+from k3s_double.node.runtime import parse_faults
 
 
 def parse_server(*args: str, **env: str) -> flags.Options:
@@ -192,8 +192,8 @@ def test_read_only_cgroup_mounts_are_found() -> None:
 
 
 def test_node_monitor_grace_period_reads_go_durations() -> None:
-    from k3s_double.k3s import NODE_MONITOR_GRACE
-    from k3s_double.k3s import node_monitor_grace
+    from k3s_double.controllers.base import NODE_MONITOR_GRACE
+    from k3s_double.node.server import node_monitor_grace
 
     assert node_monitor_grace([]) == NODE_MONITOR_GRACE
     assert node_monitor_grace(["node-monitor-grace-period=10s"]) == 10

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 
-from k3s_double import ctr
-from k3s_double import oci
-from k3s_double.api import KubeAPI
-from k3s_double.api import node_object
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.controllers import start_controllers
 from k3s_double.controllers.nodes import go_duration_ms
-from k3s_double.pulls import ImagePuller
-from k3s_double.pulls import node_images
+from k3s_double.node import ctr
+from k3s_double.node import oci
+from k3s_double.node.nodeinfo import node_object
+from k3s_double.node.pulls import ImagePuller
+from k3s_double.node.pulls import node_images
 from k3s_double.tests.conftest import NO_KUBELET
 from k3s_double.tests.conftest import wait_for
 
@@ -50,7 +51,7 @@ def run_ctr(
     daemon: ctr.Containerd, *args: str, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "CONTAINERD_ADDRESS": daemon.socket_path}
-    code = "import sys; from k3s_double import ctr; sys.exit(ctr.main(sys.argv))"
+    code = "import sys; from k3s_double.node import ctr; sys.exit(ctr.main(sys.argv))"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         input=stdin,
@@ -359,7 +360,7 @@ def test_a_pod_waits_in_container_creating_until_its_node_has_the_image(
         {"names": ["docker.io/library/busybox:1.36"], "sizeBytes": 4000}
     ]
     core.create_node(body)
-    api.start_controllers()
+    start_controllers(api)
     wait_for(lambda: api.find("ServiceAccount", "default", "default"))
     containers = [
         {"name": "web", "image": "nginx:1.27"},

@@ -13,7 +13,9 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .constants import GO_TRUE
+from k3s_double.constants import GO_TRUE
+
+from .bodies import decode_body
 from .customresources import scale_of as custom_scale_of
 from .customresources import set_replicas
 from .errors import STALE
@@ -21,17 +23,17 @@ from .errors import bad_request
 from .errors import conflict
 from .errors import method_not_allowed
 from .errors import unsupported_media
+from .kinds import BY_KIND
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import now
 from .patches import PatchError
-from .resources import BY_KIND
-from .resources import Kind
-from .resources import Obj
-from .resources import now
 from .response import Response
 from .response import json_response
 
 
 if TYPE_CHECKING:
-    from .routing import Router
+    from .storage import Storage
 
 #: The patch formats a Scale accepts (it is a built-in type: strategic too).
 SCALE_PATCH_TYPES = (
@@ -42,7 +44,7 @@ SCALE_PATCH_TYPES = (
 
 
 def pod_log(
-    api: Router, namespace: str, name: str, query: Mapping[str, str]
+    api: Storage, namespace: str, name: str, query: Mapping[str, str]
 ) -> Response:
     """``GET pods/<name>/log``."""
     pod = api.get(BY_KIND["Pod"], namespace, name)
@@ -83,7 +85,7 @@ def pod_log(
 
 
 def scale(
-    api: Router,
+    api: Storage,
     method: str,
     kind: Kind,
     namespace: str,
@@ -98,7 +100,7 @@ def scale(
         if method == "GET":
             return json_response(200, current)
         if method == "PUT":
-            wanted = api.decode_body(body, headers)
+            wanted = decode_body(body, headers)
         elif method == "PATCH":
             ctype = headers.get("content-type", "").split(";")[0].strip()
             if ctype not in SCALE_PATCH_TYPES:

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Mapping
 from collections.abc import Sequence
 
-from .constants import K3S_VERSION
-from .constants import go_arch
-from .resources import Obj
-from .resources import now
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import now
+from k3s_double.constants import K3S_VERSION
+from k3s_double.constants import go_arch
 
 
 def _read(path: str, fallback: str) -> str:
