@@ -51,6 +51,12 @@ from .storage import Storage
 from .watch import start_watch
 
 
+#: Post-start hooks that write through the storage: not ready before it is.
+STORAGE_HOOKS = (
+    "poststarthook/rbac/bootstrap-roles",
+    "poststarthook/scheduling/bootstrap-system-priority-classes",
+    "poststarthook/bootstrap-controller",
+)
 PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -288,20 +294,34 @@ class Router:
             "platform": f"linux/{arch}",
         }
 
-    @staticmethod
-    def _health(check: str, verbose: bool) -> Response:
-        if not verbose:
-            return Response(200, b"ok", "text/plain; charset=utf-8")
-        names = [
-            "ping",
-            "log",
-            "etcd",
-            "poststarthook/start-apiserver-admission-initializer",
-        ]
+    def _health(self, check: str, verbose: bool) -> Response:
+        """``/healthz``, ``/livez``, ``/readyz`` as the API server answers them.
+
+        Until the storage is ready, ``/readyz`` fails with HTTP 500 and every
+        check listed, the failing ones as ``[-]<name> failed: reason
+        withheld``, as kube-apiserver does whether or not ``verbose`` is set.
+        """
+        names = ["ping", "log", "etcd"]
         if check == "readyz":
-            names += ["informer-sync", "shutdown"]
-        lines = [f"[+]{name} ok" for name in names] + [f"{check} check passed", ""]
-        return Response(200, "\n".join(lines).encode(), "text/plain; charset=utf-8")
+            names.append("etcd-readiness")
+        names.append("poststarthook/start-apiserver-admission-initializer")
+        if check == "readyz":
+            names += [*STORAGE_HOOKS, "informer-sync", "shutdown"]
+        failing = set()
+        if check == "readyz" and not self.storage.ready.is_set():
+            failing = {"etcd", "etcd-readiness", *STORAGE_HOOKS}
+        if not verbose and not failing:
+            return Response(200, b"ok", "text/plain; charset=utf-8")
+        lines = [
+            f"[-]{name} failed: reason withheld" if name in failing else f"[+]{name} ok"
+            for name in names
+        ]
+        lines += [f"{check} check {'failed' if failing else 'passed'}", ""]
+        return Response(
+            500 if failing else 200,
+            "\n".join(lines).encode(),
+            "text/plain; charset=utf-8",
+        )
 
     def _patch(
         self,

@@ -18,13 +18,15 @@ how to stop it with :meth:`KubeAPI.on_stop`.
 
 Contract with the node half::
 
-    KubeAPI(*, git_version=K3S_VERSION, disable=frozenset(), ca_pem="")
+    KubeAPI(*, git_version=K3S_VERSION, disable=frozenset(), ca_pem="",
+            storage_start=0.0)   # seconds until the storage is ready
     KubeAPI.handle(method, target, headers, body, *, user) -> Response
     KubeAPI.on_stop(callback); KubeAPI.stop()
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from collections.abc import Mapping
 
@@ -57,11 +59,19 @@ class KubeAPI:
         git_version: str = K3S_VERSION,
         disable: frozenset[str] = frozenset(),
         ca_pem: str = "",
+        storage_start: float = 0.0,
     ) -> None:
         self.storage = Storage(disable=disable, ca_pem=ca_pem)
         self.router = Router(self.storage, git_version=git_version)
         self._on_stop: list[Callable[[], None]] = []
         bootstrap(self.storage)
+        if storage_start > 0:
+            timer = threading.Timer(storage_start, self.storage.ready.set)
+            timer.daemon = True
+            timer.start()
+            self.on_stop(timer.cancel)
+        else:
+            self.storage.ready.set()
 
     def handle(
         self,

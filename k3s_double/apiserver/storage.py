@@ -16,6 +16,7 @@ which holds the database lock for the whole read-modify-write.
 from __future__ import annotations
 
 import copy
+import threading
 import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -95,6 +96,9 @@ class Storage:
         self.store = Database()
         self.kinds = ServedKinds()
         self.deletion = Deletion(self.store)
+        #: Set once the storage backend (k3s' kine/etcd) and the post-start
+        #: hooks that write through it are done; ``/readyz`` fails until then.
+        self.ready = threading.Event()
 
     def get(self, kind: Kind, namespace: str, name: str) -> Obj:
         """Return one object or raise NotFound."""

@@ -9,7 +9,9 @@ CustomResourceDefinition declares for its custom resources
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ from .bodies import decode_body
 from .customresources import scale_of as custom_scale_of
 from .customresources import set_replicas
 from .errors import STALE
+from .errors import ApiError
 from .errors import bad_request
 from .errors import conflict
 from .errors import method_not_allowed
@@ -73,6 +76,7 @@ def pod_log(
         (started, f"{container}: configuration loaded"),
         (started, f"{container}: ready"),
     ]
+    _say_logs_are_canned(api, pod, container)
     tail = query.get("tailLines")
     if tail and tail.isdigit():
         lines = lines[len(lines) - int(tail) :] if int(tail) else []
@@ -82,6 +86,44 @@ def pod_log(
         for stamp, line in lines
     )
     return Response(200, text.encode(), "text/plain")
+
+
+def _say_logs_are_canned(api: Storage, pod: Obj, container: str) -> None:
+    """Record, once per container, a ``DoubleSimulated`` Event: logs are canned."""
+    meta = pod["metadata"]
+    message = (
+        f"log lines are canned: container {container} never ran, the k3s "
+        "double answers its log with made-up lines"
+    )
+    for event in api.objects("Event", meta["namespace"]):
+        involved = event.get("involvedObject") or {}
+        if involved.get("uid") == meta["uid"] and event.get("message") == message:
+            return
+    stamp = now()
+    body: Obj = {
+        "metadata": {
+            "name": f"{meta['name']}.{time.time_ns():x}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "kind": "Pod",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": "v1",
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": "DoubleSimulated",
+        "message": message,
+        "source": {"component": "k3s-double"},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "type": "Normal",
+        "reportingComponent": "k3s-double",
+    }
+    with contextlib.suppress(ApiError):
+        api.create(BY_KIND["Event"], meta["namespace"], body)
 
 
 def scale(

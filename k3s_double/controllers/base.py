@@ -29,8 +29,17 @@ if TYPE_CHECKING:
     from k3s_double.apiserver.storage import Storage
 
 
-#: kube-controller-manager's ``--node-monitor-grace-period`` default.
-NODE_MONITOR_GRACE = 40.0
+#: kube-controller-manager's ``--node-monitor-grace-period`` default for the
+#: Kubernetes the double claims (v1.35): 50 s since Kubernetes 1.32
+#: (kubernetes/kubernetes PR #126287, "The default value for
+#: node-monitor-grace-period has been increased to 50s (earlier 40s)"); 40 s
+#: before.
+NODE_MONITOR_GRACE = 50.0
+
+
+#: The reason and source of the Events that say the double simulated something.
+SIMULATED = "DoubleSimulated"
+SIMULATED_BY = "k3s-double"
 
 
 @dataclass
@@ -158,6 +167,15 @@ class Reconciler:
         # Events into a terminating namespace are dropped, as in Kubernetes.
         with contextlib.suppress(ApiError):
             self.storage.create(BY_KIND["Event"], namespace, body)
+
+    def simulated(self, obj: Obj, message: str, host: str | None = None) -> None:
+        """Say, in a ``DoubleSimulated`` Event, that the double faked something.
+
+        Every canned path (containers that do not run, canned exit codes and
+        logs, pulls without a registry) records one, so that no test can
+        take the double's answer for what real k3s did.
+        """
+        self.event(obj, SIMULATED, message, SIMULATED_BY, host=host)
 
     def _once(self, key: str, message: str) -> bool:
         """Tell whether ``message`` is new for ``key`` (to avoid repeated events)."""

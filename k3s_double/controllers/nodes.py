@@ -303,7 +303,16 @@ class PodLifecycle(Reconciler):
                 self.storage.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
             elif phase == "Running" and self._is_job_pod(pod):  # noqa: SIM102
                 if self._since(f"{uid}/running") >= JOB_RUN_TIME:
-                    self.storage.mutate("Pod", ns_of(pod), name_of(pod), _complete_pod)
+                    done = self.storage.mutate(
+                        "Pod", ns_of(pod), name_of(pod), _complete_pod
+                    )
+                    if done is not None:
+                        self.simulated(
+                            done,
+                            "exit simulated: the k3s double reports exit code 0 "
+                            "for every container of a Job pod without running it",
+                            name_of(node),
+                        )
 
     @staticmethod
     def _is_job_pod(pod: Obj) -> bool:
@@ -433,6 +442,20 @@ class PodLifecycle(Reconciler):
                 ("Started", f"Started container {name}"),
             ):
                 self.event(pod, reason, message, "kubelet", host=node_name)
+            if name in pulled:
+                self.simulated(
+                    pod,
+                    f'pull simulated: image "{image}" was not fetched from a '
+                    "registry; the k3s double synthesized its content",
+                    node_name,
+                )
+            self.simulated(
+                pod,
+                f"container not run: the k3s double simulates a running container "
+                f"{name}; its command and probes are ignored and it turns Ready "
+                f"{START_DELAY}s after binding",
+                node_name,
+            )
         if self.storage.mutate("Pod", ns_of(pod), name_of(pod), start) is None:
             return
         self._clock[f"{uid_of(pod)}/running"] = time.monotonic()

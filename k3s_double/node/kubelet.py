@@ -24,6 +24,9 @@ from .runtime import Runtime
 
 
 HEARTBEAT_SECONDS = 5.0
+#: Seconds from registration to the first Ready status (a k3s kubelet takes
+#: about this long for its first runtime check and PLEG relist).
+READY_DELAY = 0.5
 
 
 class Kubelet:
@@ -174,23 +177,34 @@ class Kubelet:
             self.rt.sleep(pulls.POLL_SECONDS)
 
     def _heartbeat(self) -> None:
+        """Report Ready once the runtime checks pass, then heartbeat.
+
+        The Node was registered NotReady; the first status update, after
+        :data:`READY_DELAY` (the kubelet's first runtime status check and
+        PLEG relist), turns it Ready; later ones come every
+        :data:`HEARTBEAT_SECONDS`.
+        """
         import json
 
         path = f"/api/v1/nodes/{self.node.name}/status"
+        delay, first = READY_DELAY, True
         while True:
-            self.rt.sleep(HEARTBEAT_SECONDS)
+            self.rt.sleep(delay)
+            delay = HEARTBEAT_SECONDS
             now = datetime.datetime.now(datetime.timezone.utc)
+            stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            ready: dict[str, str] = {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": stamp,
+            }
+            if first:
+                ready["lastTransitionTime"] = stamp
             patch = {
                 "status": {
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "True",
-                            "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status",
-                            "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        }
-                    ],
+                    "conditions": [ready],
                     # What the node's containerd holds, as a kubelet reports
                     # it: the API then knows which images a node has.
                     "images": self._images(),
@@ -205,8 +219,13 @@ class Kubelet:
                 )
             except OSError as exc:
                 self.rt.log.error(f"Error updating node status, will retry: {exc}")
-                continue
-            if status >= 300:
-                self.rt.log.error(
-                    f"Error updating node status, will retry: status {status}"
-                )
+                status = 0
+            if status >= 300 or status == 0:
+                if status:
+                    self.rt.log.error(
+                        f"Error updating node status, will retry: status {status}"
+                    )
+                if first:
+                    delay = READY_DELAY
+            else:
+                first = False

@@ -46,6 +46,9 @@ from .runtime import COMMIT
 from .runtime import Runtime
 
 
+#: Seconds from the API server's start to its storage being ready (kine and
+#: the storage post-start hooks); ``/readyz`` answers 500 until then.
+STORAGE_START = 0.5
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
@@ -219,6 +222,7 @@ def _api_backend(rt: Runtime, opts: flags.Options, pki: ServerPKI) -> Backend:
         git_version=K3S_VERSION,
         disable=frozenset(disabled),
         ca_pem=pki.server_ca.cert.decode(),
+        storage_start=STORAGE_START,
     )
     start_controllers(api, Settings(node_grace=grace))
     return api

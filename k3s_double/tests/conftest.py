@@ -165,6 +165,7 @@ def node(api: KubeAPI, core: Any, control_loop: Controllers) -> str:
         "k3d-test-server-0",
         internal_ip="172.18.0.2",
         labels={"node-role.kubernetes.io/control-plane": "true"},
+        ready=True,  # as after its kubelet's first status report
     )
     created = core.create_node(body)
     assert created.status.node_info.kubelet_version == "v1.35.5+k3s1"
