@@ -62,7 +62,7 @@ _LAUNCHER = """\
 #!/usr/bin/python3
 import sys
 sys.path.insert(0, "/opt")
-from k3s_double.k3s import main
+from k3s_double.node.cli import main
 sys.exit(main(["{name}", *sys.argv[1:]]))
 """
 

@@ -8,7 +8,8 @@ before the kubelet. Each controller family has its own module behind the one
 - :mod:`.base`: the base class and what every controller shares (object
   accessors, create/delete/status writes, owned objects, events);
 - :mod:`.nodes`: node lifecycle (heartbeats, Ready=Unknown, unreachable
-  taints) and the kubelet (pods start, become Ready, finish, go away);
+  taints) and the pod lifecycle a kubelet drives (pods start, become Ready,
+  finish, go away);
 - :mod:`.crds`: CustomResourceDefinitions (names accepted, established,
   their custom resources deleted with them);
 - :mod:`.namespaces`: ``kube-root-ca.crt``, the ``default`` ServiceAccount,
@@ -28,12 +29,13 @@ import traceback
 from typing import TYPE_CHECKING
 
 from .base import Reconciler
+from .base import Settings
 from .crds import CustomResourceDefinitions
 from .garbage import GarbageCollector
 from .jobs import Jobs
 from .namespaces import Namespaces
-from .nodes import Kubelet
 from .nodes import NodeLifecycle
+from .nodes import PodLifecycle
 from .scheduling import Scheduler
 from .servicelb import ServiceLB
 from .workloads import Deployments
@@ -41,7 +43,8 @@ from .workloads import ReplicaSets
 
 
 if TYPE_CHECKING:
-    from k3s_double.api import KubeAPI
+    from k3s_double.apiserver.server import KubeAPI
+    from k3s_double.apiserver.storage import Storage
 
 TICK = 0.1
 
@@ -56,7 +59,7 @@ ORDER: tuple[type[Reconciler], ...] = (
     Deployments,
     Jobs,
     Scheduler,
-    Kubelet,
+    PodLifecycle,
     ServiceLB,
 )
 
@@ -64,9 +67,10 @@ ORDER: tuple[type[Reconciler], ...] = (
 class Controllers:
     """The background reconcile loop over all controllers."""
 
-    def __init__(self, api: KubeAPI) -> None:
-        self.api = api
-        self.reconcilers = [controller(api) for controller in ORDER]
+    def __init__(self, storage: Storage, settings: Settings | None = None) -> None:
+        self.storage = storage
+        self.settings = settings or Settings()
+        self.reconcilers = [controller(storage, self.settings) for controller in ORDER]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,3 +94,11 @@ class Controllers:
                     reconciler.reconcile()
                 except Exception:  # one failing reconciler must not stop the others
                     traceback.print_exc(file=sys.stderr)
+
+
+def start_controllers(api: KubeAPI, settings: Settings | None = None) -> Controllers:
+    """Run the controllers on ``api``'s storage until ``api.stop()``."""
+    controllers = Controllers(api.storage, settings)
+    api.on_stop(controllers.stop)
+    controllers.start()
+    return controllers

@@ -11,21 +11,43 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
-from k3s_double.errors import ApiError
-from k3s_double.resources import BY_KIND
-from k3s_double.resources import Kind
-from k3s_double.resources import Obj
-from k3s_double.resources import condition
-from k3s_double.resources import controller_of
-from k3s_double.resources import now
-from k3s_double.resources import owner_reference
+from k3s_double.apiserver.errors import ApiError
+from k3s_double.apiserver.kinds import BY_KIND
+from k3s_double.apiserver.kinds import Kind
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import condition
+from k3s_double.apiserver.kinds import controller_of
+from k3s_double.apiserver.kinds import now
+from k3s_double.apiserver.kinds import owner_reference
 
 
 if TYPE_CHECKING:
-    from k3s_double.api import KubeAPI
+    from k3s_double.apiserver.storage import Storage
+
+
+#: kube-controller-manager's ``--node-monitor-grace-period`` default for the
+#: Kubernetes the double claims (v1.35): 50 s since Kubernetes 1.32
+#: (kubernetes/kubernetes PR #126287, "The default value for
+#: node-monitor-grace-period has been increased to 50s (earlier 40s)"); 40 s
+#: before.
+NODE_MONITOR_GRACE = 50.0
+
+
+#: The reason and source of the Events that say the double simulated something.
+SIMULATED = "DoubleSimulated"
+SIMULATED_BY = "k3s-double"
+
+
+@dataclass
+class Settings:
+    """What kube-controller-manager's flags set for the controllers."""
+
+    #: Seconds without a kubelet heartbeat before a Node turns Unknown.
+    node_grace: float = NODE_MONITOR_GRACE
 
 
 def is_ready(obj: Obj) -> bool:
@@ -81,11 +103,13 @@ def pod_from_template(owner: Obj, template: Obj, **meta: Any) -> Obj:
 class Reconciler:
     """Base of the controllers: one ``reconcile()`` pass, plus shared helpers.
 
-    :param api: the API whose objects the controller keeps in shape
+    :param storage: the API storage whose objects the controller keeps in shape
+    :param settings: the controller manager's settings
     """
 
-    def __init__(self, api: KubeAPI) -> None:
-        self.api = api
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
         self._clock: dict[str, float] = {}
         self._said: dict[str, str] = {}
 
@@ -142,7 +166,16 @@ class Reconciler:
             del body["involvedObject"]["namespace"]
         # Events into a terminating namespace are dropped, as in Kubernetes.
         with contextlib.suppress(ApiError):
-            self.api.create(BY_KIND["Event"], namespace, body)
+            self.storage.create(BY_KIND["Event"], namespace, body)
+
+    def simulated(self, obj: Obj, message: str, host: str | None = None) -> None:
+        """Say, in a ``DoubleSimulated`` Event, that the double faked something.
+
+        Every canned path (containers that do not run, canned exit codes and
+        logs, pulls without a registry) records one, so that no test can
+        take the double's answer for what real k3s did.
+        """
+        self.event(obj, SIMULATED, message, SIMULATED_BY, host=host)
 
     def _once(self, key: str, message: str) -> bool:
         """Tell whether ``message`` is new for ``key`` (to avoid repeated events)."""
@@ -155,7 +188,7 @@ class Reconciler:
         """Create an object next to its owner (in it, for a Namespace owner)."""
         namespace = name_of(owner) if owner["kind"] == "Namespace" else ns_of(owner)
         try:
-            created = self.api.create(BY_KIND[kind], namespace, body)
+            created = self.storage.create(BY_KIND[kind], namespace, body)
         except ApiError as error:
             if self._once(f"{uid_of(owner)}/create", error.message):
                 self.event(
@@ -173,7 +206,7 @@ class Reconciler:
         # Custom kinds are not in BY_KIND (built-in kinds only): take the Kind.
         found = kind if isinstance(kind, Kind) else BY_KIND[kind]
         try:
-            self.api.delete(found, ns_of(obj), name_of(obj), options)
+            self.storage.delete(found, ns_of(obj), name_of(obj), options)
         except ApiError:
             return False
         return True
@@ -183,10 +216,12 @@ class Reconciler:
             current["status"] = status
 
         if obj.get("status") != status:
-            self.api.mutate(kind, ns_of(obj), name_of(obj), change)
+            self.storage.mutate(kind, ns_of(obj), name_of(obj), change)
 
     def _owned(self, kind: str, owner: Obj) -> list[Obj]:
         uid = uid_of(owner)
         return [
-            o for o in self.api.objects(kind, ns_of(owner)) if controller_of(o) == uid
+            o
+            for o in self.storage.objects(kind, ns_of(owner))
+            if controller_of(o) == uid
         ]

@@ -15,12 +15,12 @@ controllers do:
 
 from __future__ import annotations
 
-from k3s_double.crds import CLEANUP_FINALIZER
-from k3s_double.crds import kinds_of
-from k3s_double.crds import storage_version
-from k3s_double.resources import Obj
-from k3s_double.resources import condition
-from k3s_double.resources import set_condition
+from k3s_double.apiserver.crds import CLEANUP_FINALIZER
+from k3s_double.apiserver.crds import kinds_of
+from k3s_double.apiserver.crds import storage_version
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import condition
+from k3s_double.apiserver.kinds import set_condition
 
 from .base import Reconciler
 from .base import name_of
@@ -33,16 +33,16 @@ class CustomResourceDefinitions(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every CRD."""
-        crds = self.api.objects("CustomResourceDefinition")
+        crds = self.storage.objects("CustomResourceDefinition")
         present = {name_of(crd) for crd in crds}
         for crd in crds:
             if terminating(crd):
                 self._clean_up(crd)
             else:
                 self._accept(crd, crds)
-        for kind in self.api.kinds.served():
+        for kind in self.storage.kinds.served():
             if kind.custom and f"{kind.plural}.{kind.group}" not in present:
-                self.api.kinds.unregister(f"{kind.plural}.{kind.group}")
+                self.storage.kinds.unregister(f"{kind.plural}.{kind.group}")
 
     def _conflict(self, crd: Obj, crds: list[Obj]) -> tuple[str, str] | None:
         """The (reason, message) of a name another CRD of the group holds."""
@@ -124,21 +124,23 @@ class CustomResourceDefinitions(Reconciler):
                     },
                 )
 
-        updated = self.api.mutate("CustomResourceDefinition", "", name_of(crd), change)
+        updated = self.storage.mutate(
+            "CustomResourceDefinition", "", name_of(crd), change
+        )
         if updated is None:
             return
         found = condition(updated, "Established")
         if found is not None and found.get("status") == "True":
-            self.api.kinds.register(name_of(updated), kinds_of(updated))
+            self.storage.kinds.register(name_of(updated), kinds_of(updated))
 
     def _clean_up(self, crd: Obj) -> None:
-        kinds = self.api.kinds.custom(name_of(crd))
+        kinds = self.storage.kinds.custom(name_of(crd))
         remaining = 0
         if kinds:
-            for obj in self.api.store.select(kinds[0]):
+            for obj in self.storage.store.select(kinds[0]):
                 remaining += 1
                 if not terminating(obj):
-                    self.api.delete(
+                    self.storage.delete(
                         kinds[0],
                         ns_of(obj),
                         name_of(obj),
@@ -155,5 +157,5 @@ class CustomResourceDefinitions(Reconciler):
             ]
             current["metadata"]["finalizers"] = kept
 
-        self.api.kinds.unregister(name_of(crd))
-        self.api.mutate("CustomResourceDefinition", "", name_of(crd), release)
+        self.storage.kinds.unregister(name_of(crd))
+        self.storage.mutate("CustomResourceDefinition", "", name_of(crd), release)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 
-from k3s_double.resources import Obj
+from k3s_double.apiserver.kinds import Obj
 
 from .base import Reconciler
 from .base import name_of
@@ -23,7 +23,7 @@ class GarbageCollector(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every stored object."""
-        objects = list(self.api.store.all_objects())
+        objects = list(self.storage.store.all_objects())
         uids = {uid_of(obj) for _, obj in objects}
         dependents: dict[str, list[tuple[str, Obj]]] = collections.defaultdict(list)
         for kind, obj in objects:
@@ -54,4 +54,4 @@ class GarbageCollector(Reconciler):
                     ]
                     current["metadata"]["finalizers"] = kept
 
-                self.api.mutate(kind.kind, ns_of(obj), name_of(obj), release)
+                self.storage.mutate(kind.kind, ns_of(obj), name_of(obj), release)

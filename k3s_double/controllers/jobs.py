@@ -8,10 +8,10 @@ same way.
 
 from __future__ import annotations
 
-from k3s_double.resources import Obj
-from k3s_double.resources import condition
-from k3s_double.resources import now
-from k3s_double.resources import set_condition
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import condition
+from k3s_double.apiserver.kinds import now
+from k3s_double.apiserver.kinds import set_condition
 
 from .base import Reconciler
 from .base import is_ready
@@ -25,7 +25,7 @@ class Jobs(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every Job."""
-        for job in self.api.objects("Job"):
+        for job in self.storage.objects("Job"):
             if terminating(job) or condition(job, "Complete") is not None:
                 continue
             spec = job["spec"]

@@ -8,8 +8,8 @@ emptied and then removed.
 
 from __future__ import annotations
 
-from k3s_double.resources import BY_KIND
-from k3s_double.resources import Obj
+from k3s_double.apiserver.kinds import BY_KIND
+from k3s_double.apiserver.kinds import Obj
 
 from .base import Reconciler
 from .base import name_of
@@ -32,32 +32,32 @@ class Namespaces(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every Namespace."""
-        for ns in self.api.objects("Namespace"):
+        for ns in self.storage.objects("Namespace"):
             name = name_of(ns)
             if terminating(ns):
                 self._finish_namespace(ns)
                 continue
-            if self.api.find("ConfigMap", name, "kube-root-ca.crt") is None:
+            if self.storage.find("ConfigMap", name, "kube-root-ca.crt") is None:
                 body = {
                     "metadata": {
                         "name": "kube-root-ca.crt",
                         "annotations": {"kubernetes.io/description": CA_DESCRIPTION},
                     },
-                    "data": {"ca.crt": self.api.ca_pem},
+                    "data": {"ca.crt": self.storage.ca_pem},
                 }
                 self._create("ConfigMap", ns, body, "root-ca-cert-publisher")
             old_enough = self._since(f"{uid_of(ns)}/sa") >= SA_DELAY
-            if old_enough and not self.api.find("ServiceAccount", name, "default"):
+            if old_enough and not self.storage.find("ServiceAccount", name, "default"):
                 self._create(
                     "ServiceAccount", ns, {"metadata": {"name": "default"}}, ""
                 )
 
     def _finish_namespace(self, ns: Obj) -> None:
         name, remaining = name_of(ns), 0
-        for kind, obj in self.api.store.all_objects():
+        for kind, obj in self.storage.store.all_objects():
             if kind.namespaced and ns_of(obj) == name:
                 remaining += 1
                 if not terminating(obj):
                     self._delete(kind, obj, propagationPolicy="Background")
         if remaining == 0:
-            self.api.store.remove(BY_KIND["Namespace"], "", name)
+            self.storage.store.remove(BY_KIND["Namespace"], "", name)

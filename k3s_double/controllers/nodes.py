@@ -1,15 +1,16 @@
-"""The node half of the control loop: node lifecycle and the kubelet.
+"""The node half of the control loop: node lifecycle and pod lifecycle.
 
 - :class:`NodeLifecycle` is kube-controller-manager's node controller: a node
-  whose kubelet stops heartbeating for ``api.node_grace`` seconds
+  whose kubelet stops heartbeating for ``Settings.node_grace`` seconds
   (``--node-monitor-grace-period``) turns Ready=Unknown and gets the
   unreachable taints, and loses them when the heartbeats come back.
-- :class:`Kubelet` plays every node's kubelet: bound pods start (with
-  container statuses, IPs and the kubelet's events) and become Ready, pods of
-  Jobs then Succeed, and deleted pods go once their grace is over. A pod
-  starts only once its node's ``status.images`` holds every image it does
-  not pull ``Never`` (the node's own kubelet pulls them: :mod:`k3s_double.pulls`);
-  until then it waits in ``ContainerCreating``.
+- :class:`PodLifecycle` plays the pod half of every node's kubelet: bound
+  pods start (with container statuses, IPs and the kubelet's events) and
+  become Ready, pods of Jobs then Succeed, and deleted pods go once their
+  grace is over. A pod starts only once its node's ``status.images`` holds
+  every image it does not pull ``Never`` (the node's own kubelet pulls
+  them: :mod:`k3s_double.node.pulls`); until then it waits in
+  ``ContainerCreating``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import time
 from typing import TYPE_CHECKING
 from typing import Any
 
-from k3s_double.resources import BY_KIND
-from k3s_double.resources import Obj
-from k3s_double.resources import condition
-from k3s_double.resources import now
-from k3s_double.resources import set_condition
+from k3s_double.apiserver.kinds import BY_KIND
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import condition
+from k3s_double.apiserver.kinds import now
+from k3s_double.apiserver.kinds import set_condition
+from k3s_double.imagerefs import normalize
+from k3s_double.imagerefs import repository
 
 from .base import Reconciler
+from .base import Settings
 from .base import is_ready
 from .base import name_of
 from .base import node_ip
@@ -37,7 +41,7 @@ from .base import uid_of
 
 
 if TYPE_CHECKING:
-    from k3s_double.api import KubeAPI
+    from k3s_double.apiserver.storage import Storage
 
 START_DELAY = 0.4
 TERMINATE_DELAY = 0.3
@@ -58,13 +62,13 @@ KUBELET_CONDITIONS = {
 class NodeLifecycle(Reconciler):
     """Keep node Ready state and taints in line with kubelet heartbeats."""
 
-    def __init__(self, api: KubeAPI) -> None:
-        super().__init__(api)
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        super().__init__(storage, settings)
         self._heartbeats: dict[str, tuple[Any, float]] = {}
 
     def reconcile(self) -> None:
         """One pass over every Node."""
-        for node in self.api.objects("Node"):
+        for node in self.storage.objects("Node"):
             name, ready = name_of(node), condition(node, "Ready")
             if self._once(f"{uid_of(node)}/registered", "yes"):
                 self.event(
@@ -77,11 +81,11 @@ class NodeLifecycle(Reconciler):
             last = self._heartbeats.get(name)
             if last is None or last[0] != beat:
                 self._heartbeats[name] = last = (beat, time.monotonic())
-            stale = time.monotonic() - last[1] > self.api.node_grace
+            stale = time.monotonic() - last[1] > self.settings.node_grace
             if ready is not None and ready.get("status") == "True" and stale:
-                self.api.mutate("Node", "", name, self._mark_unknown)
+                self.storage.mutate("Node", "", name, self._mark_unknown)
             elif ready is not None and ready.get("status") == "True":
-                self.api.mutate("Node", "", name, self._mark_reachable)
+                self.storage.mutate("Node", "", name, self._mark_reachable)
         self._evict()
 
     def _evict(self) -> None:
@@ -99,9 +103,9 @@ class NodeLifecycle(Reconciler):
                 for t in node["spec"].get("taints") or []
                 if t.get("effect") == "NoExecute"
             ]
-            for node in self.api.objects("Node")
+            for node in self.storage.objects("Node")
         }
-        for pod in self.api.objects("Pod"):
+        for pod in self.storage.objects("Pod"):
             taints = tainted.get(pod["spec"].get("nodeName") or "")
             if not taints or terminating(pod):
                 continue
@@ -166,8 +170,6 @@ def _node_images(node: Obj) -> dict[str, Obj]:
     which images the node has. Names compare normalized (``nginx:1`` is
     ``docker.io/library/nginx:1``).
     """
-    from k3s_double.ctr import normalize
-
     return {
         normalize(str(name)): entry
         for entry in (node.get("status") or {}).get("images") or []
@@ -182,8 +184,6 @@ def _containers(pod: Obj) -> list[Obj]:
 
 def _pulled_images(pod: Obj) -> set[str]:
     """The normalized images of ``pod`` its node's kubelet pulls (not Never)."""
-    from k3s_double.ctr import normalize
-
     return {
         normalize(c["image"])
         for c in _containers(pod)
@@ -208,8 +208,6 @@ def _never_pulled(pod: Obj, node: Obj) -> str | None:
 
     The node's ``status.images`` say what it has (see :func:`_node_images`).
     """
-    from k3s_double.ctr import normalize
-
     present = _node_images(node)
     for group in ("initContainers", "containers"):
         for container in pod["spec"].get(group) or []:
@@ -247,11 +245,11 @@ def _due(taint: Obj, tolerations: list[Obj]) -> bool:
     return bool(age >= min(float(s) for s in seconds))
 
 
-class Kubelet(Reconciler):
+class PodLifecycle(Reconciler):
     """Start bound pods, finish job pods, and remove terminated pods."""
 
-    def __init__(self, api: KubeAPI) -> None:
-        super().__init__(api)
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        super().__init__(storage, settings)
         self._next_ip: dict[str, int] = collections.defaultdict(lambda: 2)
         #: Per pod uid, the images its node lacked when the pod was first seen
         #: bound to it: the kubelet pulls those (and Always ones).
@@ -259,8 +257,8 @@ class Kubelet(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every Pod bound to a node."""
-        nodes = {name_of(n): n for n in self.api.objects("Node")}
-        for pod in self.api.objects("Pod"):
+        nodes = {name_of(n): n for n in self.storage.objects("Node")}
+        for pod in self.storage.objects("Pod"):
             node = nodes.get(pod["spec"].get("nodeName") or "")
             if not pod["spec"].get("nodeName"):
                 continue
@@ -272,7 +270,7 @@ class Kubelet(Reconciler):
                     is_ready(node)
                     and self._since(f"{uid}/terminating") >= TERMINATE_DELAY
                 ):
-                    self.api.store.remove(BY_KIND["Pod"], ns_of(pod), name_of(pod))
+                    self.storage.store.remove(BY_KIND["Pod"], ns_of(pod), name_of(pod))
                 elif is_ready(node) and self._once(f"{uid}/killing", "yes"):
                     for container in pod["spec"].get("containers") or []:
                         self.event(
@@ -284,7 +282,9 @@ class Kubelet(Reconciler):
                 continue
             if not is_ready(node):
                 if is_ready(pod):
-                    self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_unready)
+                    self.storage.mutate(
+                        "Pod", ns_of(pod), name_of(pod), _mark_pod_unready
+                    )
                 continue
             if phase == "Pending" and uid not in self._absent:
                 self._absent[uid] = _pulled_images(pod) - set(_node_images(node))
@@ -298,12 +298,21 @@ class Kubelet(Reconciler):
                 if _pulled_images(pod) <= set(_node_images(node)):
                     self._start(pod, node)
                 elif self._once(f"{uid}/creating", "yes"):
-                    self.api.mutate("Pod", ns_of(pod), name_of(pod), _creating)
+                    self.storage.mutate("Pod", ns_of(pod), name_of(pod), _creating)
             elif phase == "Running" and not is_ready(pod):
-                self.api.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
+                self.storage.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
             elif phase == "Running" and self._is_job_pod(pod):  # noqa: SIM102
                 if self._since(f"{uid}/running") >= JOB_RUN_TIME:
-                    self.api.mutate("Pod", ns_of(pod), name_of(pod), _complete_pod)
+                    done = self.storage.mutate(
+                        "Pod", ns_of(pod), name_of(pod), _complete_pod
+                    )
+                    if done is not None:
+                        self.simulated(
+                            done,
+                            "exit simulated: the k3s double reports exit code 0 "
+                            "for every container of a Job pod without running it",
+                            name_of(node),
+                        )
 
     @staticmethod
     def _is_job_pod(pod: Obj) -> bool:
@@ -314,8 +323,6 @@ class Kubelet(Reconciler):
 
     def _pulls(self, pod: Obj) -> list[Obj]:
         """The containers whose image the kubelet pulls for ``pod``."""
-        from k3s_double.ctr import normalize
-
         absent = self._absent.get(uid_of(pod), set())
         return [
             c
@@ -356,14 +363,13 @@ class Kubelet(Reconciler):
                 for c in current["spec"].get("containers") or []
             ]
 
-        self.api.mutate("Pod", ns_of(pod), name_of(pod), waiting)
+        self.storage.mutate("Pod", ns_of(pod), name_of(pod), waiting)
         self.event(
             pod, "ErrImageNeverPull", message, "kubelet", host=name_of(node),
             warning=True,
         )  # fmt: skip
 
     def _start(self, pod: Obj, node: Obj) -> None:
-        from k3s_double.ctr import normalize
 
         spec, node_name = pod["spec"], name_of(node)
         images = _node_images(node)
@@ -436,16 +442,27 @@ class Kubelet(Reconciler):
                 ("Started", f"Started container {name}"),
             ):
                 self.event(pod, reason, message, "kubelet", host=node_name)
-        if self.api.mutate("Pod", ns_of(pod), name_of(pod), start) is None:
+            if name in pulled:
+                self.simulated(
+                    pod,
+                    f'pull simulated: image "{image}" was not fetched from a '
+                    "registry; the k3s double synthesized its content",
+                    node_name,
+                )
+            self.simulated(
+                pod,
+                f"container not run: the k3s double simulates a running container "
+                f"{name}; its command and probes are ignored and it turns Ready "
+                f"{START_DELAY}s after binding",
+                node_name,
+            )
+        if self.storage.mutate("Pod", ns_of(pod), name_of(pod), start) is None:
             return
         self._clock[f"{uid_of(pod)}/running"] = time.monotonic()
 
 
 def _image_id(image: str, images: dict[str, Obj]) -> str:
     """``repo@sha256:...`` of the node's copy of ``image``, as CRI reports it."""
-    from k3s_double.ctr import normalize
-    from k3s_double.ctr import repository
-
     full = normalize(image)
     for name in (images.get(full) or {}).get("names") or []:
         if "@" in str(name):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from k3s_double.resources import Obj
-from k3s_double.resources import condition
-from k3s_double.resources import set_condition
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import condition
+from k3s_double.apiserver.kinds import set_condition
 
 from .base import Reconciler
 from .base import name_of
@@ -130,8 +130,8 @@ class Scheduler(Reconciler):
 
     def reconcile(self) -> None:
         """Bind pending pods to a node that fits, or report why none does."""
-        nodes = self.api.objects("Node")
-        pods = self.api.objects("Pod")
+        nodes = self.storage.objects("Node")
+        pods = self.storage.objects("Pod")
         load = collections.Counter(p["spec"].get("nodeName") for p in pods)
         for pod in pods:
             spec = pod["spec"]
@@ -172,7 +172,7 @@ class Scheduler(Reconciler):
                 probe=True,
             )
 
-        if self.api.mutate("Pod", ns_of(pod), name_of(pod), bind) is not None:
+        if self.storage.mutate("Pod", ns_of(pod), name_of(pod), bind) is not None:
             self.event(
                 pod,
                 "Scheduled",
@@ -193,7 +193,7 @@ class Scheduler(Reconciler):
                 probe=True,
             )
 
-        self.api.mutate("Pod", ns_of(pod), name_of(pod), mark)
+        self.storage.mutate("Pod", ns_of(pod), name_of(pod), mark)
         if self._once(f"{uid_of(pod)}/unschedulable", message):
             self.event(
                 pod, "FailedScheduling", message, "default-scheduler", warning=True

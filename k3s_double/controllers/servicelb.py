@@ -17,12 +17,12 @@ class ServiceLB(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every LoadBalancer Service."""
-        if "servicelb" in self.api.disable:
+        if "servicelb" in self.storage.disable:
             return
-        ips = sorted(node_ip(n) for n in self.api.objects("Node") if is_ready(n))
+        ips = sorted(node_ip(n) for n in self.storage.objects("Node") if is_ready(n))
         if not ips:
             return
-        for svc in self.api.objects("Service"):
+        for svc in self.storage.objects("Service"):
             if svc["spec"].get("type") != "LoadBalancer":
                 continue
             status = {

@@ -15,13 +15,13 @@ import math
 import time
 from typing import Any
 
-from k3s_double.resources import Obj
-from k3s_double.resources import condition
-from k3s_double.resources import now
-from k3s_double.resources import owner_reference
-from k3s_double.resources import parse_time
-from k3s_double.resources import set_condition
-from k3s_double.resources import short_hash
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import condition
+from k3s_double.apiserver.kinds import now
+from k3s_double.apiserver.kinds import owner_reference
+from k3s_double.apiserver.kinds import parse_time
+from k3s_double.apiserver.kinds import set_condition
+from k3s_double.apiserver.kinds import short_hash
 
 from .base import Reconciler
 from .base import is_ready
@@ -50,7 +50,7 @@ class ReplicaSets(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every ReplicaSet."""
-        for rs in self.api.objects("ReplicaSet"):
+        for rs in self.storage.objects("ReplicaSet"):
             if terminating(rs):
                 continue
             pods = [p for p in self._owned("Pod", rs) if not terminating(p)]
@@ -103,7 +103,7 @@ class Deployments(Reconciler):
 
     def reconcile(self) -> None:
         """One pass over every Deployment."""
-        for deploy in self.api.objects("Deployment"):
+        for deploy in self.storage.objects("Deployment"):
             if not terminating(deploy):
                 self._reconcile_deployment(deploy)
 
@@ -141,7 +141,7 @@ class Deployments(Reconciler):
                 annotations = current["metadata"].setdefault("annotations", {})
                 annotations["deployment.kubernetes.io/revision"] = revision
 
-            self.api.mutate("Deployment", ns_of(deploy), name, annotate)
+            self.storage.mutate("Deployment", ns_of(deploy), name, annotate)
         live_olds = [rs for rs in olds if rs["spec"].get("replicas", 0) > 0]
         strategy = spec.get("strategy") or {}
         if not spec.get("paused"):
@@ -218,7 +218,7 @@ class Deployments(Reconciler):
                 deploy["spec"].get("replicas", 1)
             )
 
-        self.api.mutate("ReplicaSet", ns_of(rs), name_of(rs), scale)
+        self.storage.mutate("ReplicaSet", ns_of(rs), name_of(rs), scale)
         rs["spec"]["replicas"] = replicas
         way = "up" if replicas > current else "down"
         self.event(

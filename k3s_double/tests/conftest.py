@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from k3s_double.api import KubeAPI
-from k3s_double.api import node_object
-from k3s_double.ctr import Containerd
-from k3s_double.httpd import send_response
-from k3s_double.pulls import ImagePuller
+from k3s_double.apiserver.httpd import send_response
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.controllers import Controllers
+from k3s_double.node.ctr import Containerd
+from k3s_double.node.nodeinfo import node_object
+from k3s_double.node.pulls import ImagePuller
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -45,7 +46,7 @@ NO_KUBELET = "k3s-double.test/no-kubelet"
 
 
 class InProcessKubelets:
-    """Every node's kubelet image pulls, in process, as ``k3s.Kubelet`` runs them.
+    """Every node's kubelet image pulls, in process, as ``Kubelet`` runs them.
 
     The nodes the tests register have no node process behind them; this
     thread gives each (but those labelled :data:`NO_KUBELET`) a containerd
@@ -152,16 +153,24 @@ def kubeconfig(url: str, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def node(api: KubeAPI, core: Any) -> str:
+def control_loop(api: KubeAPI) -> Controllers:
+    """The controllers, not yet running (``node`` starts them)."""
+    return Controllers(api.storage)
+
+
+@pytest.fixture
+def node(api: KubeAPI, core: Any, control_loop: Controllers) -> str:
     """Register a Ready server node and start the controllers."""
     body = node_object(
         "k3d-test-server-0",
         internal_ip="172.18.0.2",
         labels={"node-role.kubernetes.io/control-plane": "true"},
+        ready=True,  # as after its kubelet's first status report
     )
     created = core.create_node(body)
     assert created.status.node_info.kubelet_version == "v1.35.5+k3s1"
-    api.start_controllers()
+    api.on_stop(control_loop.stop)
+    control_loop.start()
     wait_for(lambda: api.find("ServiceAccount", "default", "default"))
     return "k3d-test-server-0"
 

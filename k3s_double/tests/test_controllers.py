@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 from kubernetes.client import ApiException
 
-from k3s_double.api import KubeAPI
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.controllers import Controllers
+from k3s_double.controllers import start_controllers
 from k3s_double.tests.conftest import wait_for
 
 from .test_kubeapi import _deployment
@@ -30,7 +33,7 @@ def _reasons(core: Any, name: str) -> list[str]:
 def test_new_namespace_gets_default_service_account_shortly_after(
     api: KubeAPI, core: Any
 ) -> None:
-    api.start_controllers()
+    start_controllers(api)
     core.create_namespace({"metadata": {"name": "fresh"}})
     assert api.find("ServiceAccount", "fresh", "default") is None
     with pytest.raises(ApiException) as info:
@@ -67,6 +70,8 @@ def test_pod_is_scheduled_and_becomes_ready(core: Any, node: str) -> None:
         "Pulled",
         "Created",
         "Started",
+        "DoubleSimulated",  # the pull
+        "DoubleSimulated",  # the container
     ]
     by_phase = core.list_namespaced_pod(
         "default", field_selector="status.phase=Running"
@@ -192,13 +197,15 @@ def test_deployment_scales_and_rolls_out(core: Any, apps: Any, node: str) -> Non
 def test_coredns_becomes_available_once_a_node_is_ready(
     api: KubeAPI, apps: Any, core: Any
 ) -> None:
-    api.start_controllers()
+    start_controllers(api)
     wait_for(lambda: api.find("ServiceAccount", "default", "default"), 3)
     coredns = apps.read_namespaced_deployment("coredns", "kube-system")
     assert not coredns.status.available_replicas
-    from k3s_double.api import node_object
+    from k3s_double.node.nodeinfo import node_object
 
-    core.create_node(node_object("late-node", internal_ip="172.18.0.9", labels={}))
+    core.create_node(
+        node_object("late-node", internal_ip="172.18.0.9", labels={}, ready=True)
+    )
 
     def available() -> bool:
         d = apps.read_namespaced_deployment("coredns", "kube-system")
@@ -271,9 +278,13 @@ def test_job_pods_succeed_and_job_completes(client: Any, node: str) -> None:
 
 
 def test_node_turns_unknown_without_heartbeats(
-    api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
+    api: KubeAPI,
+    core: Any,
+    node: str,
+    control_loop: Controllers,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api, "node_grace", 0.5)
+    monkeypatch.setattr(control_loop.settings, "node_grace", 0.5)
 
     def ready_status() -> str:
         read = core.read_node(node)
@@ -293,7 +304,11 @@ def test_node_turns_unknown_without_heartbeats(
 
 
 def test_pods_on_an_unreachable_node_are_evicted_after_their_toleration(
-    api: KubeAPI, core: Any, node: str, monkeypatch: pytest.MonkeyPatch
+    api: KubeAPI,
+    core: Any,
+    node: str,
+    control_loop: Controllers,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The taint manager deletes pods of a NoExecute-tainted node once their
     tolerationSeconds run out (at once without a matching toleration), and a
@@ -324,7 +339,7 @@ def test_pods_on_an_unreachable_node_are_evicted_after_their_toleration(
     assert {(t.key, t.toleration_seconds) for t in tolerations.tolerations} >= {
         ("node.kubernetes.io/unreachable", 300)
     }
-    monkeypatch.setattr(api, "node_grace", 0.3)
+    monkeypatch.setattr(control_loop.settings, "node_grace", 0.3)
     wait_for(
         lambda: (
             core.read_namespaced_pod("brief", "default").metadata.deletion_timestamp
@@ -334,5 +349,77 @@ def test_pods_on_an_unreachable_node_are_evicted_after_their_toleration(
     assert "TaintManagerEviction" in _reasons(core, "brief")
     kept = core.read_namespaced_pod("default-toleration", "default")
     assert kept.metadata.deletion_timestamp is None, "300 s have not passed"
-    time.sleep(1)
+
+    # The kubelet controller has seen "brief" on its unreachable node (it
+    # marked it unready), and then made full passes (two namespaces got their
+    # ServiceAccount one after the other): still the pod is not removed.
+    def unready() -> bool:
+        pod = api.find("Pod", "default", "brief") or {}
+        conditions = pod.get("status", {}).get("conditions") or []
+        return {"type": "Ready", "status": "False"}.items() <= next(
+            (c for c in conditions if c["type"] == "Ready"), {}
+        ).items()
+
+    wait_for(unready, 5)
+    for marker in ("later-1", "later-2"):
+        core.create_namespace({"metadata": {"name": marker}})
+        wait_for(functools.partial(api.find, "ServiceAccount", marker, "default"), 5)
     assert core.read_namespaced_pod("brief", "default"), "Terminating: kubelet is gone"
+
+
+def _simulated(api: KubeAPI, name: str) -> list[str]:
+    return [
+        e["message"]
+        for e in api.objects("Event", "default")
+        if e["involvedObject"]["name"] == name and e["reason"] == "DoubleSimulated"
+    ]
+
+
+def test_every_canned_answer_says_so_in_an_event(
+    api: KubeAPI, core: Any, client: k8s.ApiClient, node: str
+) -> None:
+    """Containers not run, Job exits, logs and pulls are simulated: Events say so."""
+    batch: Any = k8s.BatchV1Api(client)
+    core.create_namespaced_pod("default", _pod("canned"))
+    wait_for(
+        lambda: core.read_namespaced_pod("canned", "default").status.phase == "Running"
+    )
+    messages = _simulated(api, "canned")
+    assert any(m.startswith("pull simulated:") for m in messages), messages
+    assert any(
+        m.startswith("container not run: the k3s double simulates a running container")
+        for m in messages
+    ), messages
+    events = core.list_namespaced_event(
+        "default", field_selector="involvedObject.name=canned"
+    ).items
+    simulated = [e for e in events if e.reason == "DoubleSimulated"]
+    assert {e.type for e in simulated} == {"Normal"}
+    assert not any(m.startswith("log lines are canned") for m in messages)
+    core.read_namespaced_pod_log("canned", "default")
+    assert any(m.startswith("log lines are canned") for m in _simulated(api, "canned"))
+    batch.create_namespaced_job(
+        "default",
+        {
+            "metadata": {"name": "exits"},
+            "spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox:1.36"}],
+            }}},
+        },
+    )  # fmt: skip
+
+    def exited() -> list[str]:
+        pods = [
+            p
+            for p in api.objects("Pod", "default")
+            if p["metadata"].get("labels", {}).get("job-name") == "exits"
+        ]
+        return [
+            m
+            for p in pods
+            for m in _simulated(api, p["metadata"]["name"])
+            if m.startswith("exit simulated:")
+        ]
+
+    assert wait_for(exited, 10)

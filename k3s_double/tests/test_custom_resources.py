@@ -19,7 +19,8 @@ from kubernetes import dynamic
 from kubernetes import watch
 from kubernetes.client import ApiException
 
-from k3s_double.api import KubeAPI
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.controllers import start_controllers
 from k3s_double.tests.conftest import wait_for
 
 
@@ -115,7 +116,7 @@ def _greeting(name: str, message: str = "hello", **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def controllers(api: KubeAPI) -> KubeAPI:
-    api.start_controllers()
+    start_controllers(api)
     return api
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from k3s_double.api import KubeAPI
+from k3s_double.apiserver.server import KubeAPI
 from k3s_double.tests.conftest import wait_for
 
 

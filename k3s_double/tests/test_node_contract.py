@@ -638,11 +638,12 @@ def test_faults_crash_never_ready_and_sigterm(scratch: Cluster) -> None:
     )
     assert readyz.output.decode().strip() == "500"
     assert "k3s is up and running" not in _logs(stuck)
-    start = time.monotonic()
     stuck.stop(timeout=10)
-    assert time.monotonic() - start < 5
     stuck.reload()
+    # Exit 0 and k3s' shutdown line: SIGTERM was handled (Docker's SIGKILL
+    # after the timeout would leave 137 and no such line).
     assert stuck.attrs["State"]["ExitCode"] == 0
+    assert "Received signal, shutting down k3s" in _logs(stuck)
 
 
 # ---------------------------------------------------------------------------

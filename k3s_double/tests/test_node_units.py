@@ -5,18 +5,20 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from typing import Any
+from typing import cast
 
 import pytest
 
-from k3s_double import ctr
-from k3s_double import flags
-from k3s_double.k3s import cgroup_mounts
-from k3s_double.k3s import parse_faults
-from k3s_double.k3s import parse_label
-from k3s_double.k3s import parse_taint
-from k3s_double.pki import Token
-from k3s_double.pki import ca_hash
-from k3s_double.pki import serving_sans
+from k3s_double.node import ctr
+from k3s_double.node import flags
+from k3s_double.node.identity import parse_label
+from k3s_double.node.identity import parse_taint
+from k3s_double.node.pki import Token
+from k3s_double.node.pki import ca_hash
+from k3s_double.node.pki import serving_sans
+from k3s_double.node.runtime import cgroup_mounts
+from k3s_double.node.runtime import parse_faults
 
 
 def parse_server(*args: str, **env: str) -> flags.Options:
@@ -192,10 +194,11 @@ def test_read_only_cgroup_mounts_are_found() -> None:
 
 
 def test_node_monitor_grace_period_reads_go_durations() -> None:
-    from k3s_double.k3s import NODE_MONITOR_GRACE
-    from k3s_double.k3s import node_monitor_grace
+    from k3s_double.node.server import node_monitor_grace
 
-    assert node_monitor_grace([]) == NODE_MONITOR_GRACE
+    # kube-controller-manager's default since Kubernetes 1.32 (the double
+    # claims v1.35): 50s, raised from 40s by kubernetes/kubernetes PR #126287.
+    assert node_monitor_grace([]) == 50.0
     assert node_monitor_grace(["node-monitor-grace-period=10s"]) == 10
     assert node_monitor_grace(["--node-monitor-grace-period=1m30s"]) == 90
     assert node_monitor_grace(["node-monitor-grace-period=500ms"]) == 0.5
@@ -203,3 +206,59 @@ def test_node_monitor_grace_period_reads_go_durations() -> None:
     for bad in ("10", "ten", "10 s", "1x"):
         with pytest.raises(ValueError, match="time: invalid duration"):
             node_monitor_grace([f"node-monitor-grace-period={bad}"])
+
+
+class _InProcessUpstream:
+    """The kubelet's HTTPS client, answered by an in-process ``KubeAPI``.
+
+    After each call it notes the Node's Ready status as the API holds it.
+    """
+
+    def __init__(self, api: Any, node: str) -> None:
+        self.api, self.node = api, node
+        self.seen: list[tuple[str, str]] = []
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
+        answer = self.api.handle(
+            method, path, lowered, body, user=f"system:node:{self.node}"
+        )
+        found = self.api.find("Node", "", self.node) or {}
+        ready = [
+            c["status"]
+            for c in found.get("status", {}).get("conditions", [])
+            if c["type"] == "Ready"
+        ]
+        self.seen.append((method, ready[0] if ready else ""))
+        return answer.status, answer.body
+
+
+def test_a_node_is_not_ready_until_its_kubelet_reports() -> None:
+    """Registered NotReady (KubeletNotReady), Ready only after a status update."""
+    from k3s_double.apiserver.server import KubeAPI
+    from k3s_double.node.identity import Node
+    from k3s_double.node.kubelet import Kubelet
+    from k3s_double.node.runtime import Log
+    from k3s_double.node.runtime import Runtime
+    from k3s_double.tests.conftest import wait_for
+
+    api = KubeAPI()
+    upstream = _InProcessUpstream(api, "n1")
+    rt = Runtime(Log(), "")
+    kubelet = Kubelet(rt, Node("n1", "n1", "172.18.0.5"), cast(Any, upstream), [])
+    try:
+        kubelet.start()
+        wait_for(lambda: ("PATCH", "True") in upstream.seen, 5)
+    finally:
+        rt.stop.set()
+        api.stop()
+    registered = upstream.seen.index(("POST", "False"))
+    first_ready = upstream.seen.index(("PATCH", "True"))
+    assert registered < first_ready
+    assert all(ready != "True" for _, ready in upstream.seen[:first_ready])

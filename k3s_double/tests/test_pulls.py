@@ -14,20 +14,20 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from k3s_double import ctr
-from k3s_double import oci
-from k3s_double.api import KubeAPI
-from k3s_double.api import node_object
+from k3s_double.apiserver.server import KubeAPI
+from k3s_double.controllers import start_controllers
 from k3s_double.controllers.nodes import go_duration_ms
-from k3s_double.pulls import ImagePuller
-from k3s_double.pulls import node_images
+from k3s_double.node import ctr
+from k3s_double.node import oci
+from k3s_double.node.nodeinfo import node_object
+from k3s_double.node.pulls import ImagePuller
+from k3s_double.node.pulls import node_images
 from k3s_double.tests.conftest import NO_KUBELET
 from k3s_double.tests.conftest import wait_for
 
@@ -50,7 +50,7 @@ def run_ctr(
     daemon: ctr.Containerd, *args: str, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "CONTAINERD_ADDRESS": daemon.socket_path}
-    code = "import sys; from k3s_double import ctr; sys.exit(ctr.main(sys.argv))"
+    code = "import sys; from k3s_double.node import ctr; sys.exit(ctr.main(sys.argv))"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         input=stdin,
@@ -79,9 +79,11 @@ def listed(daemon: ctr.Containerd) -> list[str]:
 def test_a_pull_records_tag_digest_and_id_and_logs_like_containerd(
     containerd: ctr.Containerd,
 ) -> None:
-    start = time.monotonic()
+    # The double models a pull as 0.2 s (README: "a pull takes a fifth of a
+    # second"): a small image from a registry on the same network; real pulls
+    # vary, so the value is a model, pinned here so a change is deliberate.
+    assert ctr.PULL_SECONDS == 0.2
     image_id = containerd.pull("rancher/mirrored-pause:3.6")
-    assert time.monotonic() - start >= ctr.PULL_SECONDS
     names = listed(containerd)
     digest = containerd.store.list("k8s.io")[PAUSE]["digest"]
     assert names == sorted(
@@ -89,6 +91,10 @@ def test_a_pull_records_tag_digest_and_id_and_logs_like_containerd(
     )
     assert image_id.startswith("sha256:")
     log = Path(containerd.log_path).read_text()
+    # containerd's own measure of the pull, as its log line reports it.
+    took = re.search(r'Pulled image .* in ([0-9.]+)ms"', log)
+    assert took is not None
+    assert float(took.group(1)) >= 200
     assert 'msg="PullImage \\"rancher/mirrored-pause:3.6\\""' in log
     assert (
         f'msg="PullImage \\"rancher/mirrored-pause:3.6\\" returns image reference '
@@ -354,12 +360,14 @@ def _events(api: KubeAPI, name: str) -> list[tuple[str, str]]:
 def test_a_pod_waits_in_container_creating_until_its_node_has_the_image(
     api: KubeAPI, core: Any
 ) -> None:
-    body = node_object("quiet", internal_ip="172.18.0.7", labels={NO_KUBELET: ""})
+    body = node_object(
+        "quiet", internal_ip="172.18.0.7", labels={NO_KUBELET: ""}, ready=True
+    )
     body["status"]["images"] = [  # type: ignore[index]
         {"names": ["docker.io/library/busybox:1.36"], "sizeBytes": 4000}
     ]
     core.create_node(body)
-    api.start_controllers()
+    start_controllers(api)
     wait_for(lambda: api.find("ServiceAccount", "default", "default"))
     containers = [
         {"name": "web", "image": "nginx:1.27"},
@@ -376,7 +384,22 @@ def test_a_pod_waits_in_container_creating_until_its_node_has_the_image(
 
     statuses = wait_for(creating, 5)
     assert {s["state"]["waiting"]["reason"] for s in statuses} == {"ContainerCreating"}
-    time.sleep(1.0)
+    # A later pod whose image the node has: once it runs, the kubelet
+    # controller has passed over "waits" after its start delay too.
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "later"},
+            "spec": {"containers": [{"name": "m", "image": "busybox:1.36"}]},
+        },
+    )
+    wait_for(
+        lambda: (
+            (api.find("Pod", "default", "later") or {}).get("status", {}).get("phase")
+            == "Running"
+        ),
+        5,
+    )
     pod = api.find("Pod", "default", "waits")
     assert pod is not None
     assert pod["status"]["phase"] == "Pending"
@@ -439,4 +462,11 @@ def test_pods_run_once_the_in_process_kubelet_pulled_their_images(
     assert "docker.io/library/busybox:latest" in names
     assert "docker.io/rancher/mirrored-pause:3.6" in names
     reasons = [reason for reason, _ in _events(api, "always")]
-    assert reasons[1:] == ["Pulling", "Pulled", "Created", "Started"]
+    assert reasons[1:] == [
+        "Pulling",
+        "Pulled",
+        "Created",
+        "Started",
+        "DoubleSimulated",
+        "DoubleSimulated",
+    ]

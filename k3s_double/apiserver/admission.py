@@ -23,23 +23,23 @@ from typing import TYPE_CHECKING
 from .errors import forbidden
 from .errors import invalid
 from .errors import not_found
-from .resources import BY_KIND
-from .resources import Kind
-from .resources import Obj
-from .resources import random_suffix
+from .kinds import BY_KIND
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import random_suffix
 
 
 if TYPE_CHECKING:
-    from .storage import Storage
+    from .database import Database
 
 SERVICE_NET = ipaddress.ip_network("10.43.0.0/16")
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-def check_namespace(api: Storage, kind: Kind, namespace: str, name: str) -> None:
+def check_namespace(store: Database, kind: Kind, namespace: str, name: str) -> None:
     """NamespaceLifecycle: refuse new objects in a missing or Terminating namespace."""
     ns_kind = BY_KIND["Namespace"]
-    found = api.store.get(ns_kind, "", namespace)
+    found = store.get(ns_kind, "", namespace)
     if found is None:
         raise not_found(ns_kind, namespace)
     if found["metadata"].get("deletionTimestamp"):
@@ -51,28 +51,30 @@ def check_namespace(api: Storage, kind: Kind, namespace: str, name: str) -> None
         )
 
 
-def admit(api: Storage, kind: Kind, obj: Obj) -> None:
+def admit(store: Database, kind: Kind, obj: Obj) -> None:
     """Run the admission steps of the kinds that have them."""
     if kind.custom:
         return
     if kind.kind == "Pod":
-        _admit_pod(api, obj)
+        _admit_pod(store, obj)
     elif kind.kind == "Service":
-        _allocate_service(api, obj)
+        _allocate_service(store, obj)
     elif kind.kind == "Node":
         spec = obj.setdefault("spec", {})
         if not spec.get("podCIDR"):
-            used = {n.get("spec", {}).get("podCIDR") for n in api.objects("Node")}
+            used = {
+                n.get("spec", {}).get("podCIDR") for n in store.select(BY_KIND["Node"])
+            }
             index = next(i for i in range(256) if f"10.42.{i}.0/24" not in used)
             spec["podCIDR"] = f"10.42.{index}.0/24"
             spec["podCIDRs"] = [spec["podCIDR"]]
 
 
-def _admit_pod(api: Storage, pod: Obj) -> None:
+def _admit_pod(store: Database, pod: Obj) -> None:
     spec, meta = pod["spec"], pod["metadata"]
     account = spec.get("serviceAccountName") or "default"
     spec["serviceAccountName"] = spec["serviceAccount"] = account
-    found = api.find("ServiceAccount", meta["namespace"], account)
+    found = store.get(BY_KIND["ServiceAccount"], meta["namespace"], account)
     if found is None:
         raise forbidden(
             BY_KIND["Pod"],
@@ -115,11 +117,11 @@ def _admit_pod(api: Storage, pod: Obj) -> None:
         spec["priority"] = priorities[spec["priorityClassName"]]
 
 
-def _allocate_service(api: Storage, svc: Obj) -> None:
+def _allocate_service(store: Database, svc: Obj) -> None:
     spec = svc["spec"]
     if spec.get("type") == "ExternalName":
         return
-    services = api.objects("Service")
+    services = store.select(BY_KIND["Service"])
     used = {ip for s in services for ip in s["spec"].get("clusterIPs") or ()}
     wanted = spec.get("clusterIP")
     if wanted == "None":

@@ -4,7 +4,7 @@ kubectl asks for ``/api``, ``/apis`` and each group version to learn the
 resources (or, when its ``Accept`` names ``apidiscovery.k8s.io``, for the
 aggregated ``APIGroupDiscoveryList`` in one request), and asks ``get``
 results as a ``meta.k8s.io/v1`` Table so the server decides the columns.
-Both are derived from the kinds the API's :class:`~.registry.KindRegistry`
+Both are derived from the kinds the API's :class:`~.served.ServedKinds`
 serves, so an Established CRD's resources appear in them; a custom
 resource's Table has the CRD's ``additionalPrinterColumns``.
 """
@@ -16,14 +16,15 @@ import json
 import time
 from typing import Any
 
-from .constants import K3S_VERSION
+from k3s_double.constants import K3S_VERSION
+
 from .crds import json_path
-from .registry import KindRegistry
-from .resources import Kind
-from .resources import Obj
-from .resources import parse_time
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import parse_time
 from .response import Response
 from .response import json_response
+from .served import ServedKinds
 
 
 VERBS = [
@@ -38,7 +39,7 @@ VERBS = [
 ]
 
 
-def document(registry: KindRegistry, path: str, accept: str) -> Response | None:
+def document(registry: ServedKinds, path: str, accept: str) -> Response | None:
     """The discovery or OpenAPI document at ``path``, or None if it names none."""
     aggregated = _aggregated_version(accept)
     groups = registry.groups()
@@ -128,7 +129,7 @@ def _subresources(kind: Kind) -> list[tuple[str, Obj, list[str]]]:
     return found
 
 
-def resource_list(registry: KindRegistry, group: str, version: str) -> Obj:
+def resource_list(registry: ServedKinds, group: str, version: str) -> Obj:
     """The APIResourceList of one group version (``""`` is core/v1)."""
     resources: list[Obj] = []
     for kind in registry.in_group_version(group, version):
@@ -163,7 +164,7 @@ def resource_list(registry: KindRegistry, group: str, version: str) -> Obj:
     }
 
 
-def aggregated_list(registry: KindRegistry, version: str, *, legacy: bool) -> Obj:
+def aggregated_list(registry: ServedKinds, version: str, *, legacy: bool) -> Obj:
     """The ``APIGroupDiscoveryList`` of ``/api`` (legacy) or ``/apis``."""
     groups = {"": ["v1"]} if legacy else registry.groups()
     items = []
@@ -402,7 +403,7 @@ def openapi_root(groups: dict[str, list[str]]) -> Obj:
     }
 
 
-def openapi_document(registry: KindRegistry, prefix: str) -> Obj | None:
+def openapi_document(registry: ServedKinds, prefix: str) -> Obj | None:
     """A minimal OpenAPI v3 document for one group version.
 
     It declares, per kind, the item path's PATCH operation with its

@@ -8,10 +8,17 @@ import uuid
 from collections.abc import Mapping
 from collections.abc import Sequence
 
-from .constants import K3S_VERSION
-from .constants import go_arch
-from .resources import Obj
-from .resources import now
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import now
+from k3s_double.constants import K3S_VERSION
+from k3s_double.constants import go_arch
+
+
+#: The kubelet's Ready=False message before its first runtime and PLEG checks.
+NOT_READY_MESSAGE = (
+    "[container runtime status check may not have completed yet, "
+    "PLEG is not healthy: pleg has yet to be successful]"
+)
 
 
 def _read(path: str, fallback: str) -> str:
@@ -36,8 +43,14 @@ def node_object(
     labels: Mapping[str, str],
     taints: Sequence[Mapping[str, str]] = (),
     git_version: str = K3S_VERSION,
+    ready: bool = False,
 ) -> dict[str, object]:
-    """Build a complete v1 Node as a k3s kubelet registers it (Ready=True).
+    """Build a complete v1 Node as a k3s kubelet registers it.
+
+    A kubelet registers its Node ``Ready=False`` (``KubeletNotReady``: the
+    container runtime and PLEG have not been checked yet) and reports
+    ``Ready=True`` in a later status update; ``ready=True`` builds the Node
+    as it is after that first report.
 
     It carries the standard node labels, addresses, capacity, a complete
     NodeSystemInfo and the four kubelet conditions, so that it validates
@@ -113,9 +126,9 @@ def node_object(
                     "KubeletHasSufficientPID",
                     "kubelet has sufficient PID available",
                 ),
-                cond(
-                    "Ready", "True", "KubeletReady", "kubelet is posting ready status"
-                ),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+                if ready
+                else cond("Ready", "False", "KubeletNotReady", NOT_READY_MESSAGE),
             ],
             "addresses": [
                 {"type": "InternalIP", "address": internal_ip},

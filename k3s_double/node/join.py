@@ -28,14 +28,15 @@ import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .httpd import Upstream
-from .httpd import client_context
-from .httpd import status_reply
+from k3s_double.apiserver.httpd import Upstream
+from k3s_double.apiserver.httpd import client_context
+from k3s_double.apiserver.httpd import status_reply
+from k3s_double.apiserver.response import Response
+
 from .pki import KeyPair
 from .pki import Token
 from .pki import ca_hash
 from .pki import client_cert
-from .response import Response
 
 
 class JoinError(Exception):

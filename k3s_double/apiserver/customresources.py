@@ -24,8 +24,8 @@ from typing import Any
 
 from .crds import json_path
 from .errors import bad_request
-from .resources import Kind
-from .resources import Obj
+from .kinds import Kind
+from .kinds import Obj
 from .schemas import default
 from .schemas import prune
 from .schemas import validate

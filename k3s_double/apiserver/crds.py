@@ -10,7 +10,7 @@ object itself (its custom resources are :mod:`.customresources`' job):
   ``Cluster``, exactly one storage version, a structural schema for every
   version; :func:`crd_update_causes`: the scope and group are immutable;
 - :func:`kinds_of`: one :class:`~.resources.Kind` per served version, with its
-  schema, subresources and printer columns, for :mod:`.registry`;
+  schema, subresources and printer columns, for :mod:`.served`;
 - :func:`mark_terminating`: what a DELETE does to a CRD (the cleanup
   finalizer and the ``Terminating`` condition); the CRD controller
   (:mod:`.controllers.crds`) then deletes the custom resources and lets go.
@@ -22,9 +22,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from .resources import Kind
-from .resources import Obj
-from .resources import set_condition
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import set_condition
 from .schemas import structural_causes
 from .validation import Cause
 from .validation import invalid

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import Kind
-from .resources import Obj
+from .kinds import Kind
+from .kinds import Obj
 from .validation import Cause
 
 

@@ -1,6 +1,6 @@
 """Deletion with the API server's semantics: preconditions, grace, finalizers.
 
-:class:`Deletion` is the DELETE half of :class:`~.storage.Storage`: UID and
+:class:`Deletion` does DELETE for :class:`~.storage.Storage`: UID and
 resourceVersion preconditions (409), graceful termination of bound pods,
 Namespaces going Terminating, the three propagation policies, and
 finalizers: an object with ``metadata.finalizers`` gets a
@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from .crds import mark_terminating
+from .database import Database
 from .errors import bad_request
 from .errors import conflict
 from .errors import forbidden
 from .errors import not_found
-from .resources import BY_KIND
-from .resources import Kind
-from .resources import Obj
-from .resources import now
-from .store import Store
+from .kinds import BY_KIND
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import now
 
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
@@ -57,9 +57,14 @@ def delete_options(body: bytes, query: Mapping[str, str]) -> Obj:
 
 
 class Deletion:
-    """DELETE on one object, as the API server's registry does it."""
+    """DELETE on one object, as the API server's registry does it.
 
-    store: Store
+    A collaborator of :class:`~.storage.Storage`: it works on the same
+    :class:`~.database.Database` and nothing else.
+    """
+
+    def __init__(self, store: Database) -> None:
+        self.store = store
 
     def delete(
         self,

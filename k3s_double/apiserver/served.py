@@ -3,7 +3,7 @@
 :data:`~.resources.KINDS` is fixed; a running API server also serves the
 resources of every Established CustomResourceDefinition, at
 ``/apis/<group>/<version>/...`` for each served version, and lists them in
-discovery. :class:`KindRegistry` is that union for one ``KubeAPI``; the CRD
+discovery. :class:`ServedKinds` is that union for one ``KubeAPI``; the CRD
 controller (:mod:`.controllers.crds`) registers and unregisters CRDs, routing
 and discovery read it.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 import threading
 
-from .resources import GROUPS
-from .resources import KINDS
-from .resources import Kind
+from .kinds import GROUPS
+from .kinds import KINDS
+from .kinds import Kind
 
 
 _KUBE_VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
@@ -35,7 +35,7 @@ def version_priority(version: str) -> tuple[int, int, int, str]:
     return (rank, -int(major), -int(minor or 0), "")
 
 
-class KindRegistry:
+class ServedKinds:
     """The served kinds of one API, looked up by group, version and plural."""
 
     def __init__(self) -> None:

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from .resources import Kind
-from .resources import Obj
+from .kinds import Kind
+from .kinds import Obj
 from .selectors import from_label_selector
 from .selectors import match_labels
 

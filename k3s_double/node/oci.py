@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from .constants import go_arch
+from k3s_double.constants import go_arch
 
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -9,29 +9,34 @@ CustomResourceDefinition declares for its custom resources
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .constants import GO_TRUE
+from k3s_double.constants import GO_TRUE
+
+from .bodies import decode_body
 from .customresources import scale_of as custom_scale_of
 from .customresources import set_replicas
 from .errors import STALE
+from .errors import ApiError
 from .errors import bad_request
 from .errors import conflict
 from .errors import method_not_allowed
 from .errors import unsupported_media
+from .kinds import BY_KIND
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import now
 from .patches import PatchError
-from .resources import BY_KIND
-from .resources import Kind
-from .resources import Obj
-from .resources import now
 from .response import Response
 from .response import json_response
 
 
 if TYPE_CHECKING:
-    from .routing import Router
+    from .storage import Storage
 
 #: The patch formats a Scale accepts (it is a built-in type: strategic too).
 SCALE_PATCH_TYPES = (
@@ -42,7 +47,7 @@ SCALE_PATCH_TYPES = (
 
 
 def pod_log(
-    api: Router, namespace: str, name: str, query: Mapping[str, str]
+    api: Storage, namespace: str, name: str, query: Mapping[str, str]
 ) -> Response:
     """``GET pods/<name>/log``."""
     pod = api.get(BY_KIND["Pod"], namespace, name)
@@ -71,6 +76,7 @@ def pod_log(
         (started, f"{container}: configuration loaded"),
         (started, f"{container}: ready"),
     ]
+    _say_logs_are_canned(api, pod, container)
     tail = query.get("tailLines")
     if tail and tail.isdigit():
         lines = lines[len(lines) - int(tail) :] if int(tail) else []
@@ -82,8 +88,46 @@ def pod_log(
     return Response(200, text.encode(), "text/plain")
 
 
+def _say_logs_are_canned(api: Storage, pod: Obj, container: str) -> None:
+    """Record, once per container, a ``DoubleSimulated`` Event: logs are canned."""
+    meta = pod["metadata"]
+    message = (
+        f"log lines are canned: container {container} never ran, the k3s "
+        "double answers its log with made-up lines"
+    )
+    for event in api.objects("Event", meta["namespace"]):
+        involved = event.get("involvedObject") or {}
+        if involved.get("uid") == meta["uid"] and event.get("message") == message:
+            return
+    stamp = now()
+    body: Obj = {
+        "metadata": {
+            "name": f"{meta['name']}.{time.time_ns():x}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "kind": "Pod",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": "v1",
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": "DoubleSimulated",
+        "message": message,
+        "source": {"component": "k3s-double"},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "type": "Normal",
+        "reportingComponent": "k3s-double",
+    }
+    with contextlib.suppress(ApiError):
+        api.create(BY_KIND["Event"], meta["namespace"], body)
+
+
 def scale(
-    api: Router,
+    api: Storage,
     method: str,
     kind: Kind,
     namespace: str,
@@ -98,7 +142,7 @@ def scale(
         if method == "GET":
             return json_response(200, current)
         if method == "PUT":
-            wanted = api.decode_body(body, headers)
+            wanted = decode_body(body, headers)
         elif method == "PATCH":
             ctype = headers.get("content-type", "").split(";")[0].strip()
             if ctype not in SCALE_PATCH_TYPES:

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
-from .constants import GO_FALSE
-from .constants import GO_TRUE
+from k3s_double.constants import GO_FALSE
+from k3s_double.constants import GO_TRUE
 
 
 STRING = "string"

@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from typing import IO
 from typing import Any
 
+from k3s_double.imagerefs import normalize as normalize  # ctr.normalize, too
+from k3s_double.imagerefs import repository
+
 from . import oci
 from .oci import node_platform
 
@@ -72,23 +75,6 @@ class Image:
     size: int
     platforms: tuple[str, ...] = ()
     listed: tuple[str, ...] = ()
-
-
-def normalize(ref: str) -> str:
-    """Expand a Docker short name the way containerd's reference parser does."""
-    name, _, digest = ref.partition("@")
-    first, sep, rest = name.partition("/")
-    if not sep or ("." not in first and ":" not in first and first != "localhost"):
-        domain, path = "docker.io", name
-        if "/" not in path:
-            path = f"library/{path}"
-    else:
-        domain, path = first, rest
-    last = path.rsplit("/", 1)[-1]
-    if ":" not in last and not digest:
-        path += ":latest"
-    full = f"{domain}/{path}"
-    return f"{full}@{digest}" if digest else full
 
 
 #: Media types of a list of per-platform manifests (OCI and Docker's own).
@@ -258,14 +244,6 @@ class _Store:
 def _logfmt(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
-
-
-def repository(name: str) -> str:
-    """The repository of a full image name: without its tag or digest."""
-    if "@" in name:
-        return name.partition("@")[0]
-    head, _, last = name.rpartition("/")
-    return f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
 
 
 class Containerd:

@@ -2,7 +2,7 @@
 
 :class:`Router` is the API's entry point (:meth:`Router.handle`). It serves
 the discovery and OpenAPI documents (:mod:`.discovery`, for the kinds the
-API's :class:`~.registry.KindRegistry` serves, custom resources included),
+API's :class:`~.served.ServedKinds` serves, custom resources included),
 ``/version`` and the health checks, splits resource paths
 (``/api/v1/namespaces/NS/pods/NAME/status``,
 ``/apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME``) into kind, namespace, name
@@ -26,10 +26,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from k3s_double.constants import GO_TRUE
+from k3s_double.constants import go_arch
+
 from . import discovery
 from . import subresources
-from .constants import GO_TRUE
-from .constants import go_arch
+from .bodies import APPLY
+from .bodies import decode_body
 from .crds import crd_name
 from .deletion import delete_options
 from .errors import ApiError
@@ -38,16 +41,22 @@ from .errors import method_not_allowed
 from .errors import no_resource
 from .errors import not_found
 from .errors import unsupported_media
+from .kinds import BY_KIND
+from .kinds import Kind
+from .kinds import Obj
 from .patches import PatchError
-from .resources import BY_KIND
-from .resources import Kind
-from .resources import Obj
 from .response import Response
 from .response import json_response
 from .storage import Storage
 from .watch import start_watch
 
 
+#: Post-start hooks that write through the storage: not ready before it is.
+STORAGE_HOOKS = (
+    "poststarthook/rbac/bootstrap-roles",
+    "poststarthook/scheduling/bootstrap-system-priority-classes",
+    "poststarthook/bootstrap-controller",
+)
 PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -61,11 +70,18 @@ CUSTOM_PATCH_TYPES = (
     "application/merge-patch+json",
     "application/apply-patch+yaml",
 )
-APPLY = "application/apply-patch+yaml"
 
 
-class Router(Storage):
-    """Storage with the HTTP-shaped front the node half talks to."""
+class Router:
+    """The HTTP-shaped front of a :class:`~.storage.Storage`.
+
+    :param storage: what every resource request reads and writes
+    :param git_version: the k3s release ``/version`` reports
+    """
+
+    def __init__(self, storage: Storage, *, git_version: str) -> None:
+        self.storage = storage
+        self.git_version = git_version
 
     def handle(
         self,
@@ -100,7 +116,9 @@ class Router(Storage):
             if method != "GET":
                 raise method_not_allowed()
             return json_response(200, self._version())
-        document = discovery.document(self.kinds, path, headers.get("accept", ""))
+        document = discovery.document(
+            self.storage.kinds, path, headers.get("accept", "")
+        )
         if document is not None:
             if method != "GET":
                 raise method_not_allowed()
@@ -120,10 +138,10 @@ class Router(Storage):
             watch, rest = True, rest[1:]
         namespace: str | None = None
         if len(rest) >= 3 and rest[0] == "namespaces":
-            inner = self.kinds.lookup(group, version, rest[2])
+            inner = self.storage.kinds.lookup(group, version, rest[2])
             if inner is not None and inner.namespaced:
                 namespace, rest = rest[1], rest[2:]
-        kind = self.kinds.lookup(group, version, rest[0]) if rest else None
+        kind = self.storage.kinds.lookup(group, version, rest[0]) if rest else None
         if (
             kind is None
             or len(rest) > 3
@@ -155,7 +173,9 @@ class Router(Storage):
         )
 
     def _refuse_if_terminating(self, kind: Kind) -> None:
-        crd = self.store.get(BY_KIND["CustomResourceDefinition"], "", crd_name(kind))
+        crd = self.storage.store.get(
+            BY_KIND["CustomResourceDefinition"], "", crd_name(kind)
+        )
         if crd is None or crd["metadata"].get("deletionTimestamp"):
             raise ApiError(
                 405,
@@ -196,9 +216,9 @@ class Router(Storage):
 
         if name is None:
             if method == "GET" and watch:
-                return start_watch(self, kind, namespace, query, render)
+                return start_watch(self.storage, kind, namespace, query, render)
             if method == "GET":
-                listed = self.list(kind, namespace, query)
+                listed = self.storage.list(kind, namespace, query)
                 if table:
                     rv = listed["metadata"]["resourceVersion"]
                     return json_response(
@@ -206,31 +226,33 @@ class Router(Storage):
                     )
                 return json_response(200, listed)
             if method == "POST":
-                obj = self.decode_body(body, headers)
-                created = self.create(
+                obj = decode_body(body, headers)
+                created = self.storage.create(
                     kind, ns, obj, dry_run=dry_run, field_validation=validation
                 )
                 return answer(201, created)
             if method == "DELETE":
                 return json_response(
-                    200, self.delete_collection(kind, namespace, query, body)
+                    200, self.storage.delete_collection(kind, namespace, query, body)
                 )
             raise method_not_allowed()
         if sub == "log":
             if method != "GET":
                 raise method_not_allowed()
-            return subresources.pod_log(self, ns, name, query)
+            return subresources.pod_log(self.storage, ns, name, query)
         if sub == "scale":
-            return subresources.scale(self, method, kind, ns, name, headers, body)
+            return subresources.scale(
+                self.storage, method, kind, ns, name, headers, body
+            )
         if method == "GET" and watch:
             query = {**query, "fieldSelector": f"metadata.name={name}"}
-            return start_watch(self, kind, namespace, query, render)
+            return start_watch(self.storage, kind, namespace, query, render)
         if method == "GET":
-            found = self.get(kind, ns, name)
+            found = self.storage.get(kind, ns, name)
             return json_response(200, render(found)) if render else answer(200, found)
         if method == "PUT":
-            obj = self.decode_body(body, headers)
-            updated = self.update(
+            obj = decode_body(body, headers)
+            updated = self.storage.update(
                 kind,
                 ns,
                 name,
@@ -246,26 +268,11 @@ class Router(Storage):
             return answer(status, patched)
         if method == "DELETE" and sub is None:
             options = delete_options(body, query)
-            status, result = self.delete(kind, ns, name, options, dry_run=dry_run)
+            status, result = self.storage.delete(
+                kind, ns, name, options, dry_run=dry_run
+            )
             return answer(status, result)
         raise method_not_allowed()
-
-    @staticmethod
-    def decode_body(body: bytes, headers: Mapping[str, str]) -> Obj:
-        """Decode a request body (JSON or YAML) into an object (400 if it is not)."""
-        ctype = headers.get("content-type", "application/json").split(";")[0].strip()
-        try:
-            if ctype in ("application/yaml", APPLY):
-                obj = yaml.safe_load(body)
-            elif ctype in ("application/json", ""):
-                obj = json.loads(body or b"null")
-            else:
-                raise unsupported_media(ctype, ["application/json", "application/yaml"])
-        except (ValueError, yaml.YAMLError) as error:
-            raise bad_request(f"error decoding request body: {error}") from error
-        if not isinstance(obj, dict):
-            raise bad_request("Object 'Kind' is missing in the request body")
-        return obj
 
     def _version(self) -> Obj:
         found = re.match(r"v(\d+)\.(\d+)", self.git_version)
@@ -287,20 +294,34 @@ class Router(Storage):
             "platform": f"linux/{arch}",
         }
 
-    @staticmethod
-    def _health(check: str, verbose: bool) -> Response:
-        if not verbose:
-            return Response(200, b"ok", "text/plain; charset=utf-8")
-        names = [
-            "ping",
-            "log",
-            "etcd",
-            "poststarthook/start-apiserver-admission-initializer",
-        ]
+    def _health(self, check: str, verbose: bool) -> Response:
+        """``/healthz``, ``/livez``, ``/readyz`` as the API server answers them.
+
+        Until the storage is ready, ``/readyz`` fails with HTTP 500 and every
+        check listed, the failing ones as ``[-]<name> failed: reason
+        withheld``, as kube-apiserver does whether or not ``verbose`` is set.
+        """
+        names = ["ping", "log", "etcd"]
         if check == "readyz":
-            names += ["informer-sync", "shutdown"]
-        lines = [f"[+]{name} ok" for name in names] + [f"{check} check passed", ""]
-        return Response(200, "\n".join(lines).encode(), "text/plain; charset=utf-8")
+            names.append("etcd-readiness")
+        names.append("poststarthook/start-apiserver-admission-initializer")
+        if check == "readyz":
+            names += [*STORAGE_HOOKS, "informer-sync", "shutdown"]
+        failing = set()
+        if check == "readyz" and not self.storage.ready.is_set():
+            failing = {"etcd", "etcd-readiness", *STORAGE_HOOKS}
+        if not verbose and not failing:
+            return Response(200, b"ok", "text/plain; charset=utf-8")
+        lines = [
+            f"[-]{name} failed: reason withheld" if name in failing else f"[+]{name} ok"
+            for name in names
+        ]
+        lines += [f"{check} check {'failed' if failing else 'passed'}", ""]
+        return Response(
+            500 if failing else 200,
+            "\n".join(lines).encode(),
+            "text/plain; charset=utf-8",
+        )
 
     def _patch(
         self,
@@ -321,14 +342,14 @@ class Router(Storage):
             raise bad_request(f"error decoding patch: {error}") from error
         dry_run = query.get("dryRun") == "All"
         validation = query.get("fieldValidation", "")
-        with self.store.lock:
-            current = self.store.get(kind, namespace, name)
+        with self.storage.store.lock:
+            current = self.storage.store.get(kind, namespace, name)
             if current is None:
                 if ctype == APPLY and sub is None:
                     if not isinstance(patch, dict):
                         raise bad_request("apply patch must be an object")
                     patch.setdefault("metadata", {})["name"] = name
-                    created = self.create(
+                    created = self.storage.create(
                         kind,
                         namespace,
                         patch,
@@ -345,12 +366,12 @@ class Router(Storage):
                 else ctype
             )
             try:
-                patched = self.apply_patch(how, current, patch)
+                patched = self.storage.apply_patch(how, current, patch)
             except PatchError as error:
                 raise ApiError(422, "Invalid", str(error)) from error
             if not isinstance(patched, dict):
                 raise bad_request("the patch did not produce an object")
-            updated = self.update(
+            updated = self.storage.update(
                 kind,
                 namespace,
                 name,

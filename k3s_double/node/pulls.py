@@ -1,6 +1,6 @@
 """The node's image pulls: what its kubelet asks containerd's CRI to pull.
 
-Each node's kubelet (:class:`ImagePuller`, run by ``k3s.Kubelet`` about every
+Each node's kubelet (:class:`ImagePuller`, run by ``node.kubelet.Kubelet`` about every
 :data:`POLL_SECONDS`) looks at the pods bound to its node that are not being
 deleted and not finished, and, as the kubelet and CRI do:
 
@@ -25,12 +25,13 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+from k3s_double.apiserver.kinds import Obj
+from k3s_double.apiserver.kinds import _image_pull_policy
+from k3s_double.imagerefs import normalize
+from k3s_double.imagerefs import repository
+
 from .ctr import NAMESPACE
 from .ctr import Containerd
-from .ctr import normalize
-from .ctr import repository
-from .resources import Obj
-from .resources import _image_pull_policy
 
 
 #: k3s' default ``--pause-image`` (pkg/cli/cmds/agent.go, DefaultPauseImage).

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
-from .resources import BY_KIND
-from .resources import Obj
+from .kinds import BY_KIND
+from .kinds import Obj
 
 
 if TYPE_CHECKING:
-    from .api import KubeAPI
+    from .storage import Storage
 
 SYSTEM = "kube-system"
 CRITICAL_TOLERATIONS = [
@@ -250,7 +250,7 @@ def components(disable: frozenset[str]) -> list[Obj]:
     return objects
 
 
-def bootstrap(api: KubeAPI) -> None:
+def bootstrap(api: Storage) -> None:
     """Create the objects of a freshly started k3s server."""
     for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
         api.create(BY_KIND["Namespace"], "", {"metadata": {"name": name}})

@@ -1,4 +1,4 @@
-"""The in-memory object store: objects, the resourceVersion counter, watches.
+"""The database: objects by kind and name, the resourceVersion counter, watchers.
 
 Every write goes through ``commit`` or ``remove`` under one lock, gets the
 next global resourceVersion and is published to the watchers of its kind.
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 
-from .resources import Kind
-from .resources import Obj
+from .kinds import Kind
+from .kinds import Obj
 
 
 HISTORY = 10000
@@ -47,7 +47,7 @@ class TooOld(Exception):
     """The requested resourceVersion is older than the kept history."""
 
 
-class Store:
+class Database:
     """Thread-safe storage of all objects, keyed by kind, namespace and name."""
 
     def __init__(self) -> None:

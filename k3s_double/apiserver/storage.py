@@ -1,4 +1,4 @@
-"""Storage and versioning: the API server's registry over the object store.
+"""Storage: reads and writes with the API server's semantics, over the database.
 
 :class:`Storage` is what a request reaches after routing: it reads objects
 (one, all of a kind, a selected List), and writes them the way the API server
@@ -8,14 +8,15 @@ resourceVersion from the store, and a stale ``resourceVersion`` or
 precondition is a 409 Conflict. Custom resources take their own strategy
 (:mod:`.customresources`: schema pruning, defaulting and validation, the
 status subresource, generations) and CRDs their apiextensions validation
-(:mod:`.crds`). DELETE is :class:`~.deletion.Deletion`'s. The controllers
-write through :meth:`Storage.mutate`, which holds the store lock for the
-whole read-modify-write.
+(:mod:`.crds`). DELETE is delegated to a :class:`~.deletion.Deletion` on
+the same database. The controllers write through :meth:`Storage.mutate`,
+which holds the database lock for the whole read-modify-write.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -23,7 +24,6 @@ from typing import Any
 
 from .admission import admit
 from .admission import check_namespace
-from .constants import K3S_VERSION
 from .crds import crd_causes
 from .crds import crd_update_causes
 from .crds import default_crd
@@ -31,6 +31,7 @@ from .customresources import generation_changed
 from .customresources import prepare_create
 from .customresources import prepare_update
 from .customresources import schema_causes
+from .database import Database
 from .deletion import Deletion
 from .deletion import delete_options
 from .errors import STALE
@@ -40,18 +41,17 @@ from .errors import bad_request
 from .errors import conflict
 from .errors import invalid
 from .errors import not_found
+from .kinds import BY_KIND
+from .kinds import Kind
+from .kinds import Obj
+from .kinds import apply_defaults
+from .kinds import field_value
+from .kinds import now
+from .kinds import qos_class
+from .kinds import random_suffix
 from .patches import json_patch
 from .patches import merge_patch
 from .patches import strategic_merge_patch
-from .registry import KindRegistry
-from .resources import BY_KIND
-from .resources import Kind
-from .resources import Obj
-from .resources import apply_defaults
-from .resources import field_value
-from .resources import now
-from .resources import qos_class
-from .resources import random_suffix
 from .selectors import FieldSelector
 from .selectors import LabelSelector
 from .selectors import SelectorError
@@ -59,7 +59,7 @@ from .selectors import match_fields
 from .selectors import match_labels
 from .selectors import parse_fields
 from .selectors import parse_labels
-from .store import Store
+from .served import ServedKinds
 from .validation import Cause
 from .validation import causes as validation_causes
 from .validation import update_causes
@@ -78,10 +78,9 @@ _SERVER_META = (
 )
 
 
-class Storage(Deletion):
+class Storage:
     """The registry: reads and writes with the API server's semantics.
 
-    :param git_version: the k3s release to report
     :param disable: the packaged components ``--disable`` turned off
     :param ca_pem: the server CA, published in every ``kube-root-ca.crt``
     """
@@ -89,15 +88,17 @@ class Storage(Deletion):
     def __init__(
         self,
         *,
-        git_version: str = K3S_VERSION,
         disable: frozenset[str] = frozenset(),
         ca_pem: str = "",
     ) -> None:
-        self.git_version = git_version
         self.disable = frozenset(disable)
         self.ca_pem = ca_pem
-        self.store = Store()
-        self.kinds = KindRegistry()
+        self.store = Database()
+        self.kinds = ServedKinds()
+        self.deletion = Deletion(self.store)
+        #: Set once the storage backend (k3s' kine/etcd) and the post-start
+        #: hooks that write through it are done; ``/readyz`` fails until then.
+        self.ready = threading.Event()
 
     def get(self, kind: Kind, namespace: str, name: str) -> Obj:
         """Return one object or raise NotFound."""
@@ -201,7 +202,7 @@ class Storage(Deletion):
                         break
             name = str(meta.get("name") or "")
             if kind.namespaced:
-                check_namespace(self, kind, namespace, name)
+                check_namespace(self.store, kind, namespace, name)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now()
             if kind.generation:
@@ -215,7 +216,7 @@ class Storage(Deletion):
                 raise invalid(kind, name, found)
             if self.store.get(kind, namespace, name) is not None:
                 raise already_exists(kind, name)
-            admit(self, kind, obj)
+            admit(self.store, kind, obj)
             if dry_run:
                 return obj
             return self.store.commit(kind, obj)
@@ -357,6 +358,18 @@ class Storage(Deletion):
         if ctype == "application/merge-patch+json":
             return merge_patch(current, patch)
         return strategic_merge_patch(current, patch)
+
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> tuple[int, Obj]:
+        """Delete an object (DELETE); see :meth:`.Deletion.delete`."""
+        return self.deletion.delete(kind, namespace, name, options, dry_run=dry_run)
 
     def delete_collection(
         self, kind: Kind, namespace: str | None, query: Mapping[str, str], body: bytes

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .database import Change
+from .database import TooOld
 from .errors import ApiError
 from .errors import bad_request
-from .resources import Kind
-from .resources import Obj
+from .kinds import Kind
+from .kinds import Obj
 from .response import Response
-from .store import Change
-from .store import TooOld
 
 
 if TYPE_CHECKING:
