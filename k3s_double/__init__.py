@@ -24,17 +24,3 @@ shared by all): see ``README.md`` for one line per module.
 """
 
 from __future__ import annotations
-
-from types import ModuleType
-
-
-def __getattr__(name: str) -> ModuleType:
-    """``from k3s_double import ctr``, the old flat path the plugin's tests use.
-
-    Loaded lazily, so ``k3s_double.build`` imports nothing of the node.
-    """
-    if name == "ctr":
-        from .node import ctr
-
-        return ctr
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

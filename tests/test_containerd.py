@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from k3s_double import ctr
+from k3s_double.node import ctr
 from pytest_k3s.lifecycle.containerd import import_command
 from pytest_k3s.lifecycle.containerd import normalized_reference
 from tests.oci import multi_platform_archive
