@@ -58,12 +58,12 @@ def _effective(client: docker.DockerClient, container_id: str) -> set[str]:
 @pytest.mark.docker
 @pytest.mark.usefixtures("client_in_a_container")
 def test_fallback_nodes_get_what_the_engine_grants_not_what_we_have(
-    double_image: str, docker_client: docker.DockerClient
+    double_image: str, docker_client: docker.DockerClient, docker_engine: DockerEngine
 ) -> None:
     spec = ClusterSpec(
         image=double_image, privileged="capabilities", wait_for_coredns=False
     )
-    with K3sCluster.start(spec) as cluster:
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
         server = cluster.servers[0].container_id
         config = docker_client.api.inspect_container(server)["HostConfig"]
         effective = _effective(docker_client, server)

@@ -58,7 +58,7 @@ def test_hold(k3s_cluster):
         )[1]
         for node in k3s_cluster.nodes
     ]
-    pathlib.Path(os.environ["IMAGES"]).write_text("\n".join(listing))
+    pathlib.Path(os.environ["IMAGES"]).write_text("\\n".join(listing))
     pathlib.Path(os.environ["READY"]).write_text(k3s_cluster.name)
     sig = os.environ.get("TEST_SIGNAL")
     if sig:

@@ -35,7 +35,9 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def late_cluster(double_image: str) -> Iterator[K3sCluster]:
+def late_cluster(
+    double_image: str, docker_engine: DockerEngine
+) -> Iterator[K3sCluster]:
     """One server (writing its kubeconfig 3 s late) and one agent."""
     spec = ClusterSpec(
         image=double_image,
@@ -44,7 +46,7 @@ def late_cluster(double_image: str) -> Iterator[K3sCluster]:
         wait_for_coredns=False,
         server_env=("K3S_DOUBLE_FAULT=kubeconfig-late:3",),
     )
-    with K3sCluster.start(spec) as cluster:
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
         SHARED_CLUSTERS.add(cluster.name)
         yield cluster
 
@@ -159,7 +161,7 @@ def test_kubeconfig_written_late_and_named_after_the_node(
 
 
 def test_the_image_lacks_etc_rancher_k3s_and_registries_still_land(
-    double_image: str, docker_client: docker.DockerClient
+    double_image: str, docker_client: docker.DockerClient, docker_engine: DockerEngine
 ) -> None:
     # The real image has no /etc/rancher/k3s: put_archive must create it.
     probe = docker_client.containers.run(
@@ -177,7 +179,7 @@ def test_the_image_lacks_etc_rancher_k3s_and_registries_still_land(
         wait_for_coredns=False,
         registries={"mirrors": {"docker.io": {"endpoint": ["http://m.invalid"]}}},
     )
-    with K3sCluster.start(spec) as cluster:
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
         server = docker_client.containers.get(cluster.servers[0].container_id)
         result = server.exec_run(["cat", "/etc/rancher/k3s/registries.yaml"])
         assert result.exit_code == 0
@@ -251,7 +253,9 @@ def test_double_is_fatal_when_not_pid_1_on_cgroup_v2(
     assert "not PID 1" in logs
 
 
-def test_ha_join_survives_more_crashes_than_the_old_limit(double_image: str) -> None:
+def test_ha_join_survives_more_crashes_than_the_old_limit(
+    double_image: str, docker_engine: DockerEngine
+) -> None:
     # Six crashes of the joining server: beyond the old limit of 5 restarts.
     spec = ClusterSpec(
         image=double_image,
@@ -260,7 +264,7 @@ def test_ha_join_survives_more_crashes_than_the_old_limit(double_image: str) -> 
         wait_for_coredns=False,
         server_env=("K3S_DOUBLE_FAULT=join-crash:6",),
     )
-    with K3sCluster.start(spec) as cluster:
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
         logs = cluster.logs("server-1")
         assert logs.count("too many learner members") == 6
         assert "k3s is up and running" in logs

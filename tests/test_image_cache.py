@@ -16,6 +16,7 @@ from kubernetes.client import CoreV1Api
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import SpecError
+from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.engine.node_container import AIRGAP_DIR
 from pytest_k3s.lifecycle import image_cache
 
@@ -190,11 +191,14 @@ def platform_of(docker_client: docker.DockerClient, image: str) -> str:
 
 
 def test_a_cluster_saves_what_its_nodes_pulled_and_the_next_one_pulls_nothing(
-    double_image: str, docker_client: docker.DockerClient, tmp_path: Path
+    double_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    docker_engine: DockerEngine,
 ) -> None:
     spec = ClusterSpec(image=double_image, agents=1, image_cache=str(tmp_path))
     cache = image_cache.directory(spec, platform_of(docker_client, double_image))
-    with K3sCluster.start(spec) as first:
+    with K3sCluster.start(spec, engine=docker_engine) as first:
         # A test's own image is pulled, and never cached.
         first.apply(pod("app", "busybox:1.36", "sleep", "3600"))
         first.wait_for("pod", "app", namespace="default", condition="Ready")
@@ -211,7 +215,7 @@ def test_a_cluster_saves_what_its_nodes_pulled_and_the_next_one_pulls_nothing(
     saved = stamps(cache)
     assert set(saved) == system
 
-    with K3sCluster.start(spec) as second:
+    with K3sCluster.start(spec, engine=docker_engine) as second:
         added = second.add_agent()
         assert len(second.nodes) == 3
         # On every node a pod of a system image: each node needs it locally.
@@ -234,6 +238,7 @@ def test_a_cache_in_use_or_unusable_never_fails_a_cluster(
     double_image: str,
     docker_client: docker.DockerClient,
     tmp_path: Path,
+    docker_engine: DockerEngine,
 ) -> None:
     from filelock import FileLock
 
@@ -242,7 +247,10 @@ def test_a_cache_in_use_or_unusable_never_fails_a_cluster(
     assert cache is not None
     cache.mkdir(parents=True)
     # Another process saving into the directory: this one leaves it be.
-    with FileLock(str(cache / ".lock")), K3sCluster.start(spec) as cluster:
+    with (
+        FileLock(str(cache / ".lock")),
+        K3sCluster.start(spec, engine=docker_engine) as cluster,
+    ):
         wait_for_system_pods(cluster)
         name = cluster.name
     assert stamps(cache) == {}
@@ -250,7 +258,7 @@ def test_a_cache_in_use_or_unusable_never_fails_a_cluster(
     # A cache path that is a file: no seeding, no saving, no error.
     blocked = ClusterSpec(image=double_image, image_cache=str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a directory")
-    with K3sCluster.start(blocked) as cluster:
+    with K3sCluster.start(blocked, engine=docker_engine) as cluster:
         wait_for_system_pods(cluster)
         assert pulls(cluster)[cluster.servers[0].name]
     assert (tmp_path / "file").read_text() == "not a directory"

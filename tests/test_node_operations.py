@@ -11,6 +11,7 @@ from conftest import SHARED_CLUSTERS
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import K3sError
+from pytest_k3s.engine.docker_engine import DockerEngine
 
 
 pytestmark = pytest.mark.docker
@@ -19,11 +20,11 @@ GRACE = "--kube-controller-manager-arg=node-monitor-grace-period=4s"
 
 
 @pytest.fixture(scope="module")
-def cluster(double_image: str) -> Iterator[K3sCluster]:
+def cluster(double_image: str, docker_engine: DockerEngine) -> Iterator[K3sCluster]:
     spec = ClusterSpec(
         image=double_image, agents=1, server_args=(GRACE,), wait_for_coredns=False
     )
-    with K3sCluster.start(spec) as started:
+    with K3sCluster.start(spec, engine=docker_engine) as started:
         SHARED_CLUSTERS.add(started.name)
         yield started
 

@@ -11,6 +11,7 @@ from conftest import SHARED_CLUSTERS
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import K3sError
+from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.errors import WaitTimeoutError
 from pytest_k3s.kube.objects import _check
 from pytest_k3s.kube.objects import load
@@ -99,9 +100,9 @@ def test_conditions_and_jsonpath_in_kubectl_wait_form() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(double_image: str) -> Iterator[K3sCluster]:
+def cluster(double_image: str, docker_engine: DockerEngine) -> Iterator[K3sCluster]:
     spec = ClusterSpec(image=double_image, wait_for_coredns=False)
-    with K3sCluster.start(spec) as started:
+    with K3sCluster.start(spec, engine=docker_engine) as started:
         SHARED_CLUSTERS.add(started.name)
         yield started
 

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import foreign
 from pytest_k3s import labels
+from pytest_k3s.engine.docker_engine import DockerEngine
 
 
 def clusters_of(client: docker.DockerClient) -> dict[str, set[str]]:
@@ -718,12 +719,13 @@ def test_an_existing_cluster_serves_the_fixtures_without_docker(
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
     double_image: str,
+    docker_engine: DockerEngine,
 ) -> None:
     from pytest_k3s import ClusterSpec
     from pytest_k3s import K3sCluster
 
     spec = ClusterSpec(image=double_image, agents=1, wait_for_coredns=False)
-    with K3sCluster.start(spec) as cluster:
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
         monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         pytester.makepyfile(EXISTING_TESTS)
         result = pytester.runpytest_subprocess(

@@ -156,3 +156,24 @@ def test_image_cache_is_on_by_default_and_takes_a_directory_or_off(
     pytester.makeini("[pytest]\nk3s_image_cache = false\n")
     monkeypatch.delenv("PYTEST_K3S_IMAGE_CACHE")
     assert settings(pytester).spec.image_cache is False
+
+
+def test_the_readme_lists_every_knob_as_help_prints_it() -> None:
+    """The README's configuration table, row by row, against the declarations."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(
+        r"^\| `(--k3s-[^`]+)` \| `(k3s_\w+)` \| `(PYTEST_K3S_\w+)` \|", readme, re.M
+    )
+    documented = {(option.replace("\\|", "|"), ini, env) for option, ini, env in rows}
+    declared = {
+        (
+            knob.option if knob.flag else f"{knob.option}={knob.metavar}",
+            knob.ini,
+            knob.env,
+        )
+        for knob in KNOBS
+    }
+    assert documented == declared
