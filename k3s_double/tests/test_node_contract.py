@@ -34,11 +34,24 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from pytest_k3s.engine.host_policy import fallback_entrypoint
+from pytest_k3s.labels import OWNER
+from pytest_k3s.labels import OWNER_NS
+from pytest_k3s.owner import Owner
 
 
 pytestmark = pytest.mark.docker
 
 LABEL = "io.pytest-k3s.cluster"
+
+
+def ours(cluster: str) -> dict[str, str]:
+    """Labels for a test cluster: its name, and this process as its owner.
+
+    The owner tells the leak checks of test sessions sharing the engine
+    (other xdist workers) that these objects are not theirs.
+    """
+    owner = Owner.current()
+    return {LABEL: cluster, OWNER: str(owner), OWNER_NS: owner.namespace}
 # What k3d gets from privileged=True, which fails to start on some hosts.
 CAP_ADD = ["ALL"]
 CAP_DROP = ["SYS_RESOURCE"]
@@ -171,7 +184,7 @@ class Cluster:
             name=name,
             hostname=name,
             environment=env,
-            labels={LABEL: self.name},
+            labels=ours(self.name),
             network=self.network.name if self.network is not None else None,
             ports=ports,
             tmpfs={"/run": "", "/var/run": ""},
@@ -205,7 +218,7 @@ def new_cluster(client: docker.DockerClient, image: str) -> Iterator[Cluster]:
     cluster = Cluster(_name(), client, image)
     try:
         cluster.network = client.networks.create(
-            cluster.name, driver="bridge", labels={LABEL: cluster.name}
+            cluster.name, driver="bridge", labels=ours(cluster.name)
         )
         yield cluster
     finally:
@@ -608,7 +621,7 @@ def test_ctr_fails_when_k3s_is_not_running(scratch: Cluster, double_image: str) 
         double_image,
         ["images", "ls"],
         entrypoint="/bin/ctr",
-        labels={LABEL: scratch.name},
+        labels=ours(scratch.name),
         remove=False,
         detach=True,
     )
@@ -771,7 +784,7 @@ def test_nodes_pull_system_images_and_a_seeded_node_pulls_none(
     published: Any = {"6443/tcp": ("127.0.0.1", None)}
     seeded: Container = docker_client.containers.create(
         scratch.image, LEAN_SERVER, name=name, hostname=name,
-        environment={"K3S_TOKEN": TOKEN}, labels={LABEL: scratch.name},
+        environment={"K3S_TOKEN": TOKEN}, labels=ours(scratch.name),
         network=scratch.network.name, ports=published,
         tmpfs={"/run": "", "/var/run": ""}, cap_add=CAP_ADD, cap_drop=CAP_DROP,
         security_opt=SECURITY_OPT, entrypoint=fallback_entrypoint(),
