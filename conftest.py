@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
 
@@ -145,14 +146,6 @@ def pytest_collection_modifyitems(
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.docker)
-        # Under ``-n 2 --dist loadgroup`` the plugin's tests run one after
-        # another on one worker (they start, kill and sweep runs whose order
-        # matters) while the double's own tests run on the other.
-        top = item.path.relative_to(config.rootpath).parts[0]
-        if top == "k3s_double":
-            item.add_marker(pytest.mark.xdist_group("double"))
-        elif top == "tests":
-            item.add_marker(pytest.mark.xdist_group("plugin"))
     if not any(item.get_closest_marker("docker") for item in items):
         return
     reason = _engine_error()
@@ -167,6 +160,32 @@ def pytest_collection_modifyitems(
     for item in items:
         if item.get_closest_marker("docker"):
             item.add_marker(skip)
+
+
+#: Test suites that run one after another, each on one worker, under
+#: ``--dist loadgroup``: the plugin's tests start, kill and sweep runs, and
+#: their order matters; the double's own tests run beside them.
+SUITES = ("tests", "k3s_double")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup``, one worker per suite of :data:`SUITES`.
+
+    xdist's own loadgroup renames items by their ``xdist_group`` mark, which
+    pytest 9.2 no longer lets it do (a node id is read-only there), so this
+    scheduler groups by the suite's folder instead; anything else is grouped
+    by module, as ``--dist loadscope`` does.
+    """
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BySuite(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            top = nodeid.split("/", 1)[0]
+            return top if top in SUITES else nodeid.rsplit("::", 1)[0]
+
+    return BySuite(config, log)
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
