@@ -52,6 +52,8 @@ def ours(cluster: str) -> dict[str, str]:
     """
     owner = Owner.current()
     return {LABEL: cluster, OWNER: str(owner), OWNER_NS: owner.namespace}
+
+
 # What k3d gets from privileged=True, which fails to start on some hosts.
 CAP_ADD = ["ALL"]
 CAP_DROP = ["SYS_RESOURCE"]
