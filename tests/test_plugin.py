@@ -155,7 +155,7 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
 # --- with Docker and the k3s node double ------------------------------------
 
 RECORDING_CONFTEST = """
-import json, os
+import json, os, uuid
 
 import docker
 import pytest
@@ -194,7 +194,7 @@ def record(request, k3s_cluster):
             "nodes": sorted(n.metadata.name for n in nodes),
             **extra,
         }
-        out = os.path.join(os.environ["RECORD_DIR"], f"{os.getpid()}-{id(entry)}.json")
+        out = os.path.join(os.environ["RECORD_DIR"], f"{uuid.uuid4().hex}.json")
         with open(out, "w") as stream:
             json.dump(entry, stream)
     return write
