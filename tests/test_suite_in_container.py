@@ -25,6 +25,7 @@ import docker
 import pytest
 
 from conftest import LABEL
+from pytest_k3s.labels import OWNER
 
 
 pytestmark = pytest.mark.docker
@@ -41,10 +42,19 @@ def _socket() -> Path | None:
     return Path(parts.path) if parts.scheme == "unix" else None
 
 
-def _labelled(client: docker.DockerClient) -> set[str]:
+def _made_by(client: docker.DockerClient, host: str) -> set[str]:
+    """Our labelled containers and networks whose owner ran on ``host``.
+
+    The run in the container names its container's hostname in its owner
+    labels; other sessions on the engine name theirs.
+    """
     api = client.api
-    return {c["Id"] for c in api.containers(all=True, filters={"label": LABEL})} | {
-        n["Id"] for n in api.networks(filters={"label": LABEL})
+    found = api.containers(all=True, filters={"label": LABEL})
+    found += api.networks(filters={"label": LABEL})
+    return {
+        str(item.get("Name") or item["Names"][0])
+        for item in found
+        if (item.get("Labels") or {}).get(OWNER, "").startswith(f"{host}/")
     }
 
 
@@ -67,7 +77,6 @@ def test_examples_pass_inside_a_container_of_the_engine(
     workers = ["-n", "2"] if _has_xdist() else []
     command = ["-m", "pytest", "examples", "-p", "no:randomly"]
     command += ["-p", "no:cacheprovider"]
-    before = _labelled(docker_client)
     container = docker_client.containers.create(
         double_image,
         [*command, *workers],
@@ -94,7 +103,7 @@ def test_examples_pass_inside_a_container_of_the_engine(
     assert code == 0, f"pytest in the container failed:\n{output[-6000:]}"
     assert "passed" in output
     assert "k3s API: via the cluster network" in output, output[:3000]
-    left = _labelled(docker_client) - before
+    left = _made_by(docker_client, str(container.id)[:12])  # its default hostname
     assert not left, f"the run in the container left labelled objects: {left}"
 
 
