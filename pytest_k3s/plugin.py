@@ -362,12 +362,12 @@ def k3s_module_cluster(
     )
     cluster = _skip_unsuitable(_k3s_pool.start_private, spec)
     yield cluster
-    keep = request.config.stash[RUN_KEY].keep_mode
+    mode = request.config.stash[RUN_KEY].keep_mode
     failed = request.node.nodeid in request.config.stash[FAILED_MODULES_KEY]
     # Interrupted, the end of the run removes it at once (saving no images).
     interrupted = request.session.exitstatus == pytest.ExitCode.INTERRUPTED
-    keep_it = interrupted or keep == "always" or (keep == "on-failure" and failed)
-    _k3s_pool.release_private(cluster, keep=keep_it)  # kept: the run's end has it
+    keep = interrupted or mode == "always" or (mode == "on-failure" and failed)
+    _k3s_pool.release_private(cluster, keep=keep)  # kept: the run's end has it
 
 
 @pytest.fixture

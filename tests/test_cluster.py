@@ -454,14 +454,10 @@ def test_sweep_removes_dead_runs_only(
     kept = K3sCluster.start(spec, owner=dead, keep=True, engine=docker_engine)
     live = K3sCluster.start(spec, engine=docker_engine)
     try:
-        runtime = DockerEngine.connect()
-        try:
-            assert sweep_leftovers(runtime) == [leftover.name]
-            assert cluster_objects(docker_client, leftover.name) == []
-            assert cluster_objects(docker_client, live.name) != []
-            assert sweep_leftovers(runtime, include_kept=True) == [kept.name]
-        finally:
-            runtime.close()
+        assert sweep_leftovers(docker_engine) == [leftover.name]
+        assert cluster_objects(docker_client, leftover.name) == []
+        assert cluster_objects(docker_client, live.name) != []
+        assert sweep_leftovers(docker_engine, include_kept=True) == [kept.name]
     finally:
         for cluster in (leftover, kept, live):
             cluster.stop()
@@ -492,9 +488,9 @@ def test_remote_docker_host_is_used_for_the_api_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "tcp://docker.example:2376")
-    runtime = DockerEngine.__new__(DockerEngine)
-    assert runtime.api_host() == "docker.example"
+    engine = DockerEngine.__new__(DockerEngine)
+    assert engine.api_host() == "docker.example"
     monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
-    assert runtime.api_host() is None
+    assert engine.api_host() is None
     monkeypatch.delenv("DOCKER_HOST")
-    assert runtime.api_host() is None
+    assert engine.api_host() is None

@@ -1,4 +1,4 @@
-"""The Docker runtime's pure helpers (its Docker calls are covered by test_cluster)."""
+"""The Docker engine's pure helpers (its Docker calls are covered by test_cluster)."""
 
 from __future__ import annotations
 

@@ -28,9 +28,9 @@ pytestmark = pytest.mark.docker
 #: kills the worker there (FAULT_SIGNAL=exit), once per inner run.
 FAULT_CONFTEST = """
 import os, pathlib, signal
-import pytest_k3s.engine.docker_engine as runtime
+import pytest_k3s.engine.docker_engine as engine
 
-original = runtime.DockerEngine.start_node
+original = engine.DockerEngine.start_node
 
 def start_node(self, node, *, privileged):
     container_id = original(self, node, privileged=privileged)
@@ -44,7 +44,7 @@ def start_node(self, node, *, privileged):
         os.kill(target, getattr(signal, os.environ["FAULT_SIGNAL"]))
     return container_id
 
-runtime.DockerEngine.start_node = start_node
+engine.DockerEngine.start_node = start_node
 """
 
 HOLD_TEST = """

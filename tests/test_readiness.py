@@ -1,4 +1,4 @@
-"""Readiness waits, with a fake runtime: no Docker, no sleeping to speak of."""
+"""Readiness waits, with a fake engine: no Docker, no sleeping to speak of."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pytest_k3s.engine.protocol import LogCursor
 from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
 from pytest_k3s.lifecycle.readiness import READY_LOG
 from pytest_k3s.lifecycle.readiness import Readiness
+from tests.fake_engine import FakeEngine
 
 
-class BurstyLogs:
+class BurstyLogs(FakeEngine):
     """A node that logs its ready lines in one burst of 500 lines."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.batches = [
             [
                 "containerd is now running",
@@ -40,8 +42,7 @@ class BurstyLogs:
 
 def test_a_ready_line_seen_once_is_remembered_after_a_burst() -> None:
     node = Node("k3s-x-server-0", "server", "id0")
-    runtime: Any = BurstyLogs()
-    ready = Readiness(runtime, "k3s-x", 2.0, [node])
+    ready = Readiness(BurstyLogs(), "k3s-x", 2.0, [node])
     ready.wait_for_log(node, INIT_READY_LOG)
     # The ready line came in the same burst and scrolled out of the buffer.
     assert not any(
