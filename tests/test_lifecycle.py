@@ -7,6 +7,8 @@ own decisions are checked in milliseconds.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from pytest_k3s import K3sCluster
@@ -238,3 +240,27 @@ def test_an_existing_clusters_engine_says_there_is_none() -> None:
     with pytest.raises(NoEngineError, match="load_image is not available"):
         engine.image_platform("x")
     engine.close()  # closing is fine
+
+
+#: What an existing cluster's engine can answer without containers.
+ANSWERED = {"address", "close", "host_warnings", "privileged_refused"}
+
+
+@pytest.mark.parametrize(
+    "operation",
+    sorted(
+        name
+        for name in dir(NoEngine)
+        if not name.startswith("_") and name not in ANSWERED and name != "cluster"
+    ),
+)
+def test_every_engine_operation_of_an_existing_cluster_is_refused(
+    operation: str,
+) -> None:
+    method = getattr(NoEngine("prod"), operation)
+    parameters = inspect.signature(method).parameters.values()
+    arguments = {
+        p.name: None for p in parameters if p.default is inspect.Parameter.empty
+    }
+    with pytest.raises(NoEngineError, match="cluster prod is an existing cluster"):
+        method(**arguments)
