@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
+from pytest_k3s.kube.client import failure
 from pytest_k3s.kube.client import namespace_name
 from pytest_k3s.kube.client import node_roles
+from pytest_k3s.kube.client import readyz
 
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -36,3 +40,41 @@ def test_node_roles_come_from_role_labels() -> None:
     }
     assert node_roles(labels) == ("control-plane", "master")
     assert node_roles(None) == ()
+
+
+class Answers:
+    """A REST client that answers ``/readyz`` with a status, or fails."""
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    def request(self, method: str, url: str, **options: object) -> object:
+        if self.status is None:
+            raise ConnectionRefusedError("connection refused")
+        return type("Response", (), {"status": self.status})()
+
+
+class Api:
+    def __init__(self, status: int | None) -> None:
+        self.configuration = type("Configuration", (), {"host": "https://x:1"})()
+        self.rest_client = Answers(status)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (200, None),
+        (500, "/readyz answered HTTP 500"),
+        (None, "ConnectionRefusedError: connection refused"),
+    ],
+)
+def test_readyz_says_why_the_api_server_is_not_ready(
+    status: int | None, reason: str | None
+) -> None:
+    api: Any = Api(status)
+    assert readyz(api) == reason
+
+
+def test_failures_read_as_the_api_says_them() -> None:
+    assert failure(ApiException(status=404, reason="Not Found")) == "HTTP 404 Not Found"
+    assert failure(TimeoutError("timed out")) == "TimeoutError: timed out"

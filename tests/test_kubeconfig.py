@@ -150,3 +150,69 @@ def test_write_is_private_and_round_trips(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert yaml.safe_load(path.read_text()) == config
     assert [p.name for p in path.parent.iterdir()] == ["k.yaml"], "no temp files left"
+
+
+USER_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: prod
+  cluster: {server: "https://prod.example:6443", certificate-authority: ca.crt}
+- name: dev
+  cluster: {server: "https://dev.example:6443"}
+users:
+- name: admin
+  user: {client-certificate: certs/admin.crt, client-key: /abs/admin.key}
+contexts:
+- name: prod
+  context: {cluster: prod, user: admin}
+- name: dev
+  context: {cluster: dev, user: admin}
+current-context: prod
+"""
+
+
+def test_a_context_is_copied_alone_with_its_files_made_absolute(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(USER_KUBECONFIG)
+    config, name = kubeconfig.read_context(path, None)
+    assert name == "prod"
+    assert [c["name"] for c in config["clusters"]] == ["prod"]
+    assert config["clusters"][0]["cluster"]["certificate-authority"] == str(
+        tmp_path / "ca.crt"
+    )
+    user = config["users"][0]["user"]
+    assert user["client-certificate"] == str(tmp_path / "certs/admin.crt")
+    assert user["client-key"] == "/abs/admin.key"
+    _, other = kubeconfig.read_context(path, "dev")
+    assert other == "dev"
+
+
+@pytest.mark.parametrize(
+    ("text", "context", "message"),
+    [
+        (None, None, "cannot read the kubeconfig"),
+        ("- a list", None, "is not a kubeconfig"),
+        ("apiVersion: v1\nclusters: []\n", None, "has no current-context"),
+        (
+            USER_KUBECONFIG,
+            "staging",
+            "has no context 'staging' \\(it has: prod, dev\\)",
+        ),
+        (
+            USER_KUBECONFIG.replace(
+                "user: admin}\n- name: dev", "user: ghost}\n- name: dev"
+            ),
+            None,
+            r"has no user 'ghost' \(it has: admin\)",
+        ),
+    ],
+)
+def test_an_unusable_context_is_refused_saying_why(
+    tmp_path: Path, text: str | None, context: str | None, message: str
+) -> None:
+    path = tmp_path / "config"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(K3sError, match=message):
+        kubeconfig.read_context(path, context)

@@ -85,6 +85,25 @@ def test_report_header_shows_the_settings(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_report_header_says_how_the_api_is_reached(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    given = pytester.runpytest("--k3s-api-host=10.1.2.3")
+    given.stdout.fnmatch_lines(
+        ["k3s API: 10.1.2.3 (--k3s-api-host), the published port"]
+    )
+
+
+def test_report_header_of_an_unreadable_existing_cluster(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    missing = pytester.path / "nowhere.yaml"
+    result = pytester.runpytest(f"--k3s-kubeconfig={missing}")
+    result.stdout.fnmatch_lines(
+        [f"k3s: existing cluster from {missing} (context current); nothing runs*"]
+    )
+
+
 @pytest.mark.parametrize(
     "xdist",
     [
