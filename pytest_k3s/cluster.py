@@ -186,7 +186,11 @@ class K3sCluster:
         owns_engine = engine is None
         used = DockerEngine.connect() if engine is None else engine
         try:
-            containers = used.containers({labels.CLUSTER: name})
+            containers = [
+                c
+                for c in used.containers({labels.CLUSTER: name})
+                if labels.PROBE not in c.labels  # a start's passing probe
+            ]
             if not containers:
                 raise K3sError(
                     f"cluster {name} has no containers on the Docker engine at "

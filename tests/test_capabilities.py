@@ -179,3 +179,4 @@ def test_the_probe_container_carries_its_clusters_labels(
     assert seen[labels.CLUSTER] == "caps-probe-test"
     assert seen[labels.RUN] == "run-x"
     assert seen[labels.PROBE] == "capabilities"
+    assert seen[labels.ROLE] == "probe", "never taken for one of the nodes"

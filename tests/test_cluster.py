@@ -54,10 +54,17 @@ def ready_nodes(cluster: K3sCluster) -> dict[str, tuple[str, ...]]:
 
 
 def cluster_objects(client: docker.DockerClient, name: str) -> list[str]:
+    """The cluster's containers and networks, as listed (never inspected).
+
+    The low-level listing: the high-level one inspects each container, and
+    fails when one goes meanwhile (a capability probe does, within a second).
+    """
     selector: dict[str, Any] = {"label": f"{labels.CLUSTER}={name}"}
-    containers = client.containers.list(all=True, filters=selector)
-    networks = client.networks.list(filters=selector)
-    return [str(c.name) for c in containers] + [str(n.name) for n in networks]
+    containers = client.api.containers(all=True, filters=selector)
+    networks = client.api.networks(filters=selector)
+    return [str(c["Names"][0]).lstrip("/") for c in containers] + [
+        str(n["Name"]) for n in networks
+    ]
 
 
 @pytest.mark.parametrize(

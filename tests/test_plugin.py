@@ -25,10 +25,9 @@ def clusters_of(client: docker.DockerClient) -> dict[str, set[str]]:
     test that removes what it kept never removes theirs.
     """
     found: dict[str, set[str]] = {}
-    for container in client.containers.list(
-        all=True, filters={"label": labels.CLUSTER}
-    ):
-        tags = container.labels
+    # Listed, never inspected: a container going meanwhile cannot fail it.
+    for container in client.api.containers(all=True, filters={"label": labels.CLUSTER}):
+        tags = container.get("Labels") or {}
         if foreign(tags):
             continue
         found.setdefault(tags[labels.CLUSTER], set()).add(tags.get(labels.RUN, ""))

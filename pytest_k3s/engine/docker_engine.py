@@ -264,7 +264,11 @@ class DockerEngine(DockerImages, DockerContainers):
                     node.image,
                     ["-c", host_policy.PROBE_SCRIPT],
                     entrypoint=["/bin/sh"],
-                    labels={**node.labels, labels.PROBE: "capabilities"},
+                    labels={
+                        **node.labels,
+                        labels.ROLE: "probe",
+                        labels.PROBE: "capabilities",
+                    },
                     host_config=self.api.create_host_config(
                         pid_mode="host", network_mode="none"
                     ),

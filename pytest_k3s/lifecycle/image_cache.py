@@ -134,7 +134,7 @@ def _save(engine: Engine, cluster: str) -> list[str]:
     nodes = [
         node
         for node in engine.containers({labels.CLUSTER: cluster})
-        if labels.IMAGE_CACHE in node.labels
+        if labels.IMAGE_CACHE in node.labels and labels.PROBE not in node.labels
     ]
     if not nodes:
         return []

@@ -156,7 +156,11 @@ def reusable_clusters(engine: Engine, digest: str | None = None) -> list[str]:
 
 def _unhealthy(engine: Engine, name: str) -> str | None:
     """Why the reusable cluster ``name`` cannot be handed out; None if it can."""
-    containers = engine.containers({labels.CLUSTER: name})
+    containers = [
+        c
+        for c in engine.containers({labels.CLUSTER: name})
+        if labels.PROBE not in c.labels
+    ]
     servers = [c for c in containers if c.labels.get(labels.ROLE) == "server"]
     if not servers:
         return "its server containers are gone"
