@@ -206,8 +206,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     pool = config.stash.get(POOL_KEY, None)
     if pool is not None:
         pool.close()
-    if _is_worker(config):
-        return
+    if _is_worker(config) or not config.stash[RUN_KEY].state_dir.exists():
+        return  # a worker, or no process of the run ever needed a cluster
     from pytest_k3s.run.finish import finish_run
 
     summary: list[str] = []

@@ -159,7 +159,8 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
             "pytest_k3s.run.pool", "pytest_k3s.kube.client",
         )
 
-        def pytest_sessionfinish(session):
+        def pytest_unconfigure(config):
+            # After the plugin's end of the run, which must not load them.
             loaded = [m for m in HEAVY if m in sys.modules]
             print("LOADED", loaded)
         """
