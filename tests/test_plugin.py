@@ -159,16 +159,20 @@ def test_a_run_without_k3s_fixtures_imports_no_sdk(pytester: pytest.Pytester) ->
             "pytest_k3s.run.pool", "pytest_k3s.kube.client",
         )
 
-        def pytest_unconfigure(config):
-            # After the plugin's end of the run, which must not load them.
+        def pytest_sessionfinish(session):
             loaded = [m for m in HEAVY if m in sys.modules]
             print("LOADED", loaded)
+
+        def pytest_unconfigure(config):
+            # After the plugin's own end of the run, which has nothing to do.
+            ours = ("pytest_k3s.run.finish", "pytest_k3s.lifecycle.removal")
+            print("ENDED", [m for m in ours if m in sys.modules])
         """
     )
     pytester.makepyfile("def test_plain(): assert True")
     result = pytester.runpytest_subprocess("-s", "-p", "no:randomly")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*LOADED []"])
+    result.stdout.fnmatch_lines(["*LOADED []", "ENDED []"])
 
 
 # --- with Docker and the k3s node double ------------------------------------
