@@ -28,6 +28,7 @@ from pytest_k3s.engine.node_container import Node
 from pytest_k3s.engine.node_container import Role
 from pytest_k3s.engine.node_container import node_order
 from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.engine.protocol import node_containers
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
@@ -186,11 +187,7 @@ class K3sCluster:
         owns_engine = engine is None
         used = DockerEngine.connect() if engine is None else engine
         try:
-            containers = [
-                c
-                for c in used.containers({labels.CLUSTER: name})
-                if labels.PROBE not in c.labels  # a start's passing probe
-            ]
+            containers = node_containers(used, name)
             if not containers:
                 raise K3sError(
                     f"cluster {name} has no containers on the Docker engine at "

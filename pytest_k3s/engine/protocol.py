@@ -21,6 +21,7 @@ from typing import IO
 from typing import Any
 from typing import Protocol
 
+from pytest_k3s import labels
 from pytest_k3s.engine.access import Access
 from pytest_k3s.engine.node_container import NodeContainer
 
@@ -154,3 +155,16 @@ class Engine(Protocol):
 
     def remove_cluster(self, name: str, *, run: str | None = None) -> list[str]:
         """Remove a cluster's containers, network and volumes (of ``run`` only)."""
+
+
+def node_containers(engine: Engine, cluster: str) -> list[Listed]:
+    """The node containers of ``cluster``: its labelled containers but a probe.
+
+    A start's capability probe carries its cluster's labels (so a sweep finds
+    it) for the second it runs; it is never one of the nodes.
+    """
+    return [
+        found
+        for found in engine.containers({labels.CLUSTER: cluster})
+        if labels.PROBE not in found.labels
+    ]

@@ -41,6 +41,7 @@ from urllib.parse import unquote
 
 from pytest_k3s import labels
 from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.engine.protocol import node_containers
 from pytest_k3s.lifecycle.containerd import export_command
 from pytest_k3s.lifecycle.containerd import list_command
 from pytest_k3s.lifecycle.containerd import normalized_reference
@@ -133,8 +134,8 @@ def save(engine: Engine, cluster: str) -> list[str]:
 def _save(engine: Engine, cluster: str) -> list[str]:
     nodes = [
         node
-        for node in engine.containers({labels.CLUSTER: cluster})
-        if labels.IMAGE_CACHE in node.labels and labels.PROBE not in node.labels
+        for node in node_containers(engine, cluster)
+        if labels.IMAGE_CACHE in node.labels
     ]
     if not nodes:
         return []

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from pytest_k3s import labels
 from pytest_k3s.cluster import K3sCluster
 from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.engine.protocol import node_containers
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
 from pytest_k3s.kube import kubeconfig
@@ -156,11 +157,7 @@ def reusable_clusters(engine: Engine, digest: str | None = None) -> list[str]:
 
 def _unhealthy(engine: Engine, name: str) -> str | None:
     """Why the reusable cluster ``name`` cannot be handed out; None if it can."""
-    containers = [
-        c
-        for c in engine.containers({labels.CLUSTER: name})
-        if labels.PROBE not in c.labels
-    ]
+    containers = node_containers(engine, name)
     servers = [c for c in containers if c.labels.get(labels.ROLE) == "server"]
     if not servers:
         return "its server containers are gone"
