@@ -19,6 +19,7 @@ from . import ctr
 from . import pulls
 from .identity import Node
 from .nodeinfo import node_object
+from .nodeports import NodePorts
 from .runtime import RETRY_SECONDS
 from .runtime import Runtime
 
@@ -126,6 +127,7 @@ class Kubelet:
                 pass
             self.rt.sleep(RETRY_SECONDS)
         log.klog("kube.go:146", "Node controller sync successful")
+        NodePorts(self.rt, self.node.name, self.api).start()
         if self.containerd is not None:
             puller = pulls.ImagePuller(
                 self.containerd, self._pods, self._report_images, self.pause_image
