@@ -36,7 +36,7 @@ REAL_SKIPPED = pytest.StashKey[str]()
 #: The engine's volumes when the run began (see the end check).
 AT_START = pytest.StashKey[set[str]]()
 #: Fixtures that talk to the engine: a test using one is a Docker test.
-ENGINE_FIXTURES = {"docker_client", "docker_engine", "double_image"}
+ENGINE_FIXTURES = {"docker_client", "docker_engine", "double_image", "balancer_image"}
 
 
 def _on(variable: str) -> bool:
@@ -69,17 +69,27 @@ def _engine_error() -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         _private_cache_home(config)
-    # The xdist controller exports the image before the workers start, and they
-    # inherit it, so the double is built (or found) once per run.
-    if os.environ.get("PYTEST_K3S_IMAGE") or hasattr(config, "workerinput"):
+    # The xdist controller exports the images (the double, and a load
+    # balancer built from Debian's haproxy) before the workers start, and
+    # they inherit them, so each is built (or found) once per run.
+    if hasattr(config, "workerinput"):
         return
     if config.option.help or config.option.collectonly:
         return
-    if _engine_error() is not None:
+    wanted = [
+        name
+        for name in ("PYTEST_K3S_IMAGE", "PYTEST_K3S_LOAD_BALANCER_IMAGE")
+        if not os.environ.get(name)
+    ]
+    if not wanted or _engine_error() is not None:
         return
     from k3s_double.build import ensure_image
+    from k3s_double.haproxy_image import ensure_load_balancer_image
 
-    os.environ["PYTEST_K3S_IMAGE"] = ensure_image()
+    if "PYTEST_K3S_IMAGE" in wanted:
+        os.environ["PYTEST_K3S_IMAGE"] = ensure_image()
+    if "PYTEST_K3S_LOAD_BALANCER_IMAGE" in wanted:
+        os.environ["PYTEST_K3S_LOAD_BALANCER_IMAGE"] = ensure_load_balancer_image()
 
 
 def _private_cache_home(config: pytest.Config) -> None:
@@ -330,6 +340,17 @@ def double_image() -> str:
     from k3s_double.build import ensure_image
 
     return ensure_image()
+
+
+@pytest.fixture(scope="session")
+def balancer_image() -> str:
+    """The load balancer's image: HAProxy from Debian's package, built on first use."""
+    image = os.environ.get("PYTEST_K3S_LOAD_BALANCER_IMAGE")
+    if image:
+        return image
+    from k3s_double.haproxy_image import ensure_load_balancer_image
+
+    return ensure_load_balancer_image()
 
 
 #: Clusters that module- or session-scoped fixtures share between tests; the

@@ -28,6 +28,7 @@ from pytest_k3s.engine.node_container import Node
 from pytest_k3s.engine.node_container import Role
 from pytest_k3s.engine.node_container import node_order
 from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.engine.protocol import balancer_container
 from pytest_k3s.engine.protocol import node_containers
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import K3sError
@@ -36,6 +37,7 @@ from pytest_k3s.kube import kubeconfig
 from pytest_k3s.kube import objects
 from pytest_k3s.kube.objects import Manifests
 from pytest_k3s.lifecycle import node_operations
+from pytest_k3s.lifecycle.load_balancer import balancer_name
 from pytest_k3s.lifecycle.load_image import load_image
 from pytest_k3s.lifecycle.readiness import Timings
 from pytest_k3s.lifecycle.removal import remove_clusters
@@ -78,6 +80,7 @@ class K3sCluster:
         owns_engine: bool = False,
         private_dir: Path | None = None,
         timings: Timings | None = None,
+        balancer: str | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -90,6 +93,8 @@ class K3sCluster:
         self._owned = owned
         self._private_dir = private_dir
         self._api_client: ApiClient | None = None
+        #: The load balancer's container id, where there is one.
+        self._balancer = balancer
         self._stopped = False
         self._shared = False
 
@@ -168,6 +173,7 @@ class K3sCluster:
             owns_engine=owns_engine,
             private_dir=started.private_dir,
             timings=started.timings,
+            balancer=started.balancer,
         )
 
     @classmethod
@@ -200,6 +206,7 @@ class K3sCluster:
                 ),
                 key=node_order,
             )
+            balancer = balancer_container(used, name)
             if spec.api_host is None and used.api_host() is None:
                 used.join_network(name)  # in a container: as the start did
         except BaseException:
@@ -214,6 +221,7 @@ class K3sCluster:
             kubeconfig_path=kubeconfig_path,
             owned=False,
             owns_engine=owns_engine,
+            balancer=balancer.id if balancer else None,
         )
 
     @classmethod
@@ -335,7 +343,7 @@ class K3sCluster:
         node = self.node(name)
         self._warn_if_shared(f"starting node {node.name}")
         node_operations.start_node(
-            self._engine, self.api_client, self.name, node, timeout=timeout
+            self._engine, self._follow_endpoint, self.name, node, timeout=timeout
         )
         return node
 
@@ -354,6 +362,7 @@ class K3sCluster:
             self.spec,
             self.nodes,
             timeout=timeout,
+            balancer=self._balancer,
         )
         self.nodes = tuple(sorted((*self.nodes, node), key=node_order))
         return node
@@ -362,8 +371,35 @@ class K3sCluster:
         """Remove an agent: its Node object, its container and volumes."""
         node = self.node(name)
         self._warn_if_shared(f"removing node {node.name}")
-        node_operations.remove_node(self._engine, self.api_client, node)
+        node_operations.remove_node(
+            self._engine,
+            self.api_client,
+            node,
+            spec=self.spec,
+            balancer=self._balancer,
+        )
         self.nodes = tuple(n for n in self.nodes if n.name != node.name)
+
+    def _follow_endpoint(self) -> ApiClient:
+        """The API client, once the kubeconfig names the port the API has now.
+
+        Host ports are chosen once, when a container is created, so a restart
+        keeps them on Docker; an engine that still hands back another port
+        gets the kubeconfig rewritten and the cached client dropped.
+        """
+        if self._balancer is not None:
+            endpoint = (balancer_name(self.name), self._balancer)
+        else:
+            endpoint = (self.servers[0].name, self.servers[0].container_id)
+        if (
+            node_operations.follow_published_port(
+                self._engine, self.kubeconfig_path, *endpoint, cluster=self.name
+            )
+            and self._api_client is not None
+        ):
+            self._api_client.close()  # type: ignore[no-untyped-call]
+            self._api_client = None
+        return self.api_client
 
     def _warn_if_shared(self, what: str) -> None:
         if self._shared:
@@ -423,10 +459,17 @@ class K3sCluster:
         raise K3sError(f"cluster {self.name} has no node {name!r}; it has {known}")
 
     def host_port(self, port: int | str) -> int:
-        """Return the host port where server-0's ``port`` (e.g. 30080) is published."""
+        """Return the host port where a node port (e.g. 30080) is published.
+
+        That is on the load balancer, which forwards it to every node, where
+        there is one (UDP ports: on server-0), else on server-0.
+        """
         mapping = PortMapping.parse(port)
+        container = self.servers[0].container_id
+        if self._balancer is not None and mapping.protocol == "tcp":
+            container = self._balancer
         return self._engine.published_port(
-            self.servers[0].container_id, f"{mapping.container_port}/{mapping.protocol}"
+            container, f"{mapping.container_port}/{mapping.protocol}"
         )
 
     # helpers ---------------------------------------------------------------------

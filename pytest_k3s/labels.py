@@ -42,6 +42,11 @@ STATE_DIR = f"{PREFIX}.state-dir"
 #: On nodes: the directory their system images are saved into before the
 #: cluster is removed (see :mod:`pytest_k3s.imagecache`).
 IMAGE_CACHE = f"{PREFIX}.image-cache"
+#: The ROLE of a cluster's load balancer (not a node).
+BALANCER_ROLE = "loadbalancer"
+#: On containers with a fixed address on the cluster network: that address
+#: (an added node takes the next one).
+ADDRESS = f"{PREFIX}.address"
 
 
 def labels_for(

@@ -37,6 +37,7 @@ MARKER_ARGS = {
     "registries": "registries",
     "timeout": "timeout",
     "wait_for_coredns": "wait_for_coredns",
+    "load_balancer": "load_balancer",
 }
 #: Old argument names still accepted, with a deprecation warning.
 DEPRECATED_ARGS = {"args": "server_args"}
@@ -44,8 +45,8 @@ DEPRECATED_ARGS = {"args": "server_args"}
 MARKER_HELP = (
     "k3s(servers=1, agents=0, image=None, version=None, server_args=(), "
     "agent_args=(), server_env=(), agent_env=(), ports=(), ports_bind='127.0.0.1', "
-    "registries=None, "
-    "timeout=None, wait_for_coredns=True): the k3s cluster the k3s_cluster "
+    "registries=None, timeout=None, wait_for_coredns=True, load_balancer=None): "
+    "the k3s cluster the k3s_cluster "
     "fixture hands this test; nearer markers (test > class > module) override "
     "farther ones argument by argument"
 )

@@ -93,6 +93,13 @@ def _cache(text: str) -> bool | str:
         return text.strip()
 
 
+def _load_balancer(text: str) -> bool | None:
+    """``--k3s-load-balancer``: on, off, or auto (with more than one server)."""
+    if text.strip().lower() == "auto":
+        return None
+    return _flag(text)
+
+
 def _privilege(text: str) -> str:
     if text not in PRIVILEGE_MODES:
         raise ValueError(f"{text!r} is not one of {', '.join(PRIVILEGE_MODES)}")
@@ -236,6 +243,19 @@ KNOBS = (
         "ADDRESS",
     ),
     Knob(
+        "load-balancer",
+        "Put a load balancer in front of the servers' API and the published "
+        "ports: on, off or auto (default auto: with more than one server)",
+        _load_balancer,
+        "on|off|auto",
+    ),
+    Knob(
+        "load-balancer-image",
+        "The load balancer's image (default: a pinned haproxy image)",
+        str,
+        "IMAGE",
+    ),
+    Knob(
         "keep-for",
         "How long kept clusters are spared by the automatic sweep of leftovers "
         "(default 24h; e.g. 90m, 7d)",
@@ -320,7 +340,14 @@ class Settings:
         reuse = bool(values.pop("reuse", False))
         reuse_for = values.pop("reuse-for", DEFAULT_REUSE_FOR)
         # ClusterSpec fields spelt with underscores.
-        for name in ("airgap-images", "image-cache", "api-host", "api-bind"):
+        for name in (
+            "airgap-images",
+            "image-cache",
+            "api-host",
+            "api-bind",
+            "load-balancer",
+            "load-balancer-image",
+        ):
             if name in values:
                 values[name.replace("-", "_")] = values.pop(name)
         existing = values.pop("kubeconfig", None)

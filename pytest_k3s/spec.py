@@ -26,6 +26,11 @@ K3S_REPOSITORY = "rancher/k3s"
 DEFAULT_VERSION = "v1.35.5+k3s1"
 DEFAULT_IMAGE = f"{K3S_REPOSITORY}:v1.35.5-k3s1"
 DEFAULT_TIMEOUT = 180.0
+#: The load balancer's image: the official HAProxy image, alpine variant
+#: (about 30 MB). HAProxy checks its backends actively (k3d's nginx only
+#: notices a dead server when a request to it fails) and reloads its
+#: configuration without dropping connections when an agent joins.
+DEFAULT_LOAD_BALANCER_IMAGE = "haproxy:3.4.8-alpine"
 #: How long kept clusters are spared by the sweep of leftovers (24 hours).
 DEFAULT_KEEP_FOR = 24 * 3600.0
 #: How long an unused reusable cluster is kept (7 days).
@@ -71,7 +76,12 @@ MANAGED_ENV = frozenset(
 #: What a spec holds without being part of the cluster's identity: how long
 #: and for what we wait, and where system images are cached. Two specs that
 #: differ only here share one cluster.
-INCIDENTAL_FIELDS = ("timeout", "wait_for_coredns", "image_cache")
+INCIDENTAL_FIELDS = (
+    "timeout",
+    "wait_for_coredns",
+    "image_cache",
+    "load_balancer_image",
+)
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
 _PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
@@ -188,7 +198,9 @@ class ClusterSpec:
     :param agent_args: extra ``k3s agent`` arguments
     :param server_env: extra ``KEY=VALUE`` environment entries for servers
     :param agent_env: extra ``KEY=VALUE`` environment entries for agents
-    :param ports: extra ports of server-0 to publish (see :class:`PortMapping`)
+    :param ports: extra node ports to publish (see :class:`PortMapping`): on
+        the load balancer, which forwards them to every node, where there is
+        one, else on server-0
     :param airgap_images: image archives (``k3s-airgap-images-<arch>.tar``,
         or ``docker save`` output) copied into every node before it starts;
         k3s imports them instead of pulling
@@ -209,6 +221,12 @@ class ClusterSpec:
         Docker address (127.0.0.1 for a local engine)
     :param api_bind: the host address the API port is published on; None is
         127.0.0.1 for a local engine and 0.0.0.0 for a remote one
+    :param load_balancer: put a load balancer in front of the servers' API
+        (and the ``ports``, forwarded to every node) that the kubeconfig
+        names, so that the API outlives any one server; None (the default)
+        means: when there is more than one server
+    :param load_balancer_image: the load balancer's image (HAProxy's
+        official image, or one that runs like it)
     """
 
     servers: int = 1
@@ -230,6 +248,8 @@ class ClusterSpec:
     wait_for_coredns: bool = True
     api_host: str | None = None
     api_bind: str | None = None
+    load_balancer: bool | None = None
+    load_balancer_image: str = DEFAULT_LOAD_BALANCER_IMAGE
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -254,9 +274,15 @@ class ClusterSpec:
             put("image", from_version)
             # Normalised away, so ClusterSpec(version=v) == ClusterSpec(image=...).
             put("version", None)
-        image: object = self.image
-        if not isinstance(image, str) or not image or " " in image:
-            raise SpecError(f"image {self.image!r} is not a valid image reference")
+        for name in ("image", "load_balancer_image"):
+            image: object = getattr(self, name)
+            if not isinstance(image, str) or not image or " " in image:
+                raise SpecError(f"{name} {image!r} is not a valid image reference")
+        if self.load_balancer is not None and not isinstance(self.load_balancer, bool):
+            raise SpecError(
+                f"load_balancer must be True, False or None (with more than one "
+                f"server), not {self.load_balancer!r}"
+            )
 
         for name in (
             "server_args",
@@ -327,6 +353,13 @@ class ClusterSpec:
     def k3s_version(self) -> str | None:
         """The k3s version the image runs, when it is a ``rancher/k3s`` tag."""
         return version_of_image(self.image)
+
+    @property
+    def has_load_balancer(self) -> bool:
+        """Whether the cluster gets a load balancer (asked, or several servers)."""
+        if self.load_balancer is None:
+            return self.servers > 1
+        return self.load_balancer
 
     @property
     def coredns_enabled(self) -> bool:

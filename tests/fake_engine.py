@@ -28,10 +28,12 @@ from pytest_k3s.engine.node_container import NodeContainer
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import Listed
 from pytest_k3s.engine.protocol import LogCursor
+from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.run.existing import ExistingPool
 from pytest_k3s.run.pool import DockerPool
 from pytest_k3s.run.pool import Pool
+from pytest_k3s.spec import DEFAULT_LOAD_BALANCER_IMAGE
 
 
 #: What k3s writes to ``--write-kubeconfig`` (the data need only be present).
@@ -62,6 +64,8 @@ class FakeContainer:
     exit_code: int = 0
     log: list[str] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    #: How far its published ports moved (``ports_move``: at every start).
+    port_shift: int = 0
 
 
 class FakeEngine:
@@ -72,20 +76,26 @@ class FakeEngine:
     :param silent: node names that start but never log a ready line
     :param refuse_privileged: refuse privileged containers, as sandboxed
         hosts do ("unable to apply caps")
+    :param ports_move: publish a container's ports elsewhere at each start
+        (an engine that does not keep host ports)
     """
 
     def __init__(
         self,
         *,
-        images: Iterable[str] = ("k3s:test",),
+        images: Iterable[str] = ("k3s:test", DEFAULT_LOAD_BALANCER_IMAGE),
         crash: Iterable[str] = (),
         silent: Iterable[str] = (),
         refuse_privileged: bool = False,
+        ports_move: bool = False,
     ) -> None:
         self.images = set(images)
+        #: Labels of images, by reference (tests set them).
+        self.image_label_values: dict[str, dict[str, str]] = {}
         self.crash = set(crash)
         self.silent = set(silent)
         self.refuse_privileged = refuse_privileged
+        self.ports_move = ports_move
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.networks: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
@@ -143,9 +153,28 @@ class FakeEngine:
             if name in taken:
                 raise NameConflictError(f"a container named {name!r} already exists")
 
-    def create_network(self, name: str, network_labels: Mapping[str, str]) -> None:
+    def create_network(self, name: str, network_labels: Mapping[str, str]) -> str:
         self.calls.append(f"network {name}")
         self.networks[name] = dict(network_labels)
+        return f"172.30.{len(self.networks)}.0/24"
+
+    def start_proxy(self, container: NodeContainer) -> str:
+        found = FakeContainer(f"id{next(self._ids)}", container, None)
+        found.files.update(container.files)
+        found.status = "running"
+        self.containers_by_id[found.id] = found
+        self.calls.append(f"start {container.name}")
+        return found.id
+
+    def write_files(self, container_id: str, files: Mapping[str, bytes]) -> None:
+        container = self.containers_by_id[container_id]
+        container.files.update(files)
+        self.calls.append(f"write {container.node.name} {' '.join(sorted(files))}")
+
+    def signal(self, container_id: str, signal: str) -> None:
+        self.calls.append(
+            f"signal {self.containers_by_id[container_id].node.name} {signal}"
+        )
 
     def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
         use = privileged if privileged is not None else not self._refused
@@ -183,6 +212,8 @@ class FakeEngine:
     def start_container(self, container_id: str) -> None:
         container = self.containers_by_id[container_id]
         self.calls.append(f"restart {container.node.name}")
+        if self.ports_move:
+            container.port_shift += 1
         self._run(container)
 
     # inspection ---------------------------------------------------------------
@@ -198,7 +229,10 @@ class FakeEngine:
         return {"Status": container.status, "ExitCode": container.exit_code}
 
     def published_port(self, container_id: str, port: str = "6443/tcp") -> int:
-        return 40000 + int(container_id.removeprefix("id"))
+        container = self.containers_by_id[container_id]
+        if container.status != "running":
+            raise K3sError(f"container {container.node.name} does not publish {port}")
+        return 40000 + 100 * container.port_shift + int(container_id.removeprefix("id"))
 
     def containers(self, selector: Mapping[str, str]) -> list[Listed]:
         return [

@@ -254,11 +254,12 @@ def test_double_is_fatal_when_not_pid_1_on_cgroup_v2(
 
 
 def test_ha_join_survives_more_crashes_than_the_old_limit(
-    double_image: str, docker_engine: DockerEngine
+    double_image: str, balancer_image: str, docker_engine: DockerEngine
 ) -> None:
     # Six crashes of the joining server: beyond the old limit of 5 restarts.
     spec = ClusterSpec(
         image=double_image,
+        load_balancer_image=balancer_image,
         servers=2,
         timeout=120,
         wait_for_coredns=False,

@@ -8,6 +8,7 @@ own decisions are checked in milliseconds.
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import pytest
 
@@ -21,9 +22,11 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.errors import NoEngineError
 from pytest_k3s.kube import kubeconfig
+from pytest_k3s.lifecycle import load_balancer
 from pytest_k3s.lifecycle.start import StartOptions
 from pytest_k3s.lifecycle.start import start_cluster
 from pytest_k3s.spec import ClusterSpec
+from pytest_k3s.spec import PortMapping
 from tests.fake_engine import FakeApi
 from tests.fake_engine import FakeEngine
 
@@ -44,7 +47,7 @@ def test_servers_start_one_after_another_and_agents_alongside(
     started = start_cluster(engine, spec, StartOptions(name="k3s-order"))
     starts = [c.removeprefix("start ") for c in engine.calls if c.startswith("start")]
     assert engine.calls[0] == "network k3s-order"
-    assert starts[0] == "k3s-order-server-0"
+    assert starts[:2] == ["k3s-order-serverlb", "k3s-order-server-0"]
     servers = [s for s in starts if "-server-" in s]
     assert servers == ["k3s-order-server-0", "k3s-order-server-1", "k3s-order-server-2"]
     assert sorted(s for s in starts if "-agent-" in s) == [
@@ -264,3 +267,105 @@ def test_every_engine_operation_of_an_existing_cluster_is_refused(
     }
     with pytest.raises(NoEngineError, match="cluster prod is an existing cluster"):
         method(**arguments)
+
+
+def test_every_node_gets_a_fixed_address_and_the_labels_say_which(
+    api: FakeApi,
+) -> None:
+    engine = FakeEngine()
+    spec = ClusterSpec(image="k3s:test", agents=2, image_cache=False)
+    start_cluster(engine, spec, StartOptions(name="k3s-ips"))
+    subnet = "172.30.1.0/24"  # the fake engine's first network
+    found = {c.node.name: c.node for c in engine.containers_by_id.values()}
+    assert {name: node.address for name, node in found.items()} == {
+        "k3s-ips-server-0": "172.30.1.2",
+        "k3s-ips-agent-0": "172.30.1.3",
+        "k3s-ips-agent-1": "172.30.1.4",
+    }, f"the lower half of {subnet}, after its gateway"
+    for node in found.values():
+        assert node.labels[labels.ADDRESS] == node.address
+
+
+def test_a_ha_cluster_is_reached_through_its_load_balancer(api: FakeApi) -> None:
+    engine = FakeEngine()
+    spec = ClusterSpec(
+        image="k3s:test",
+        servers=3,
+        agents=1,
+        image_cache=False,
+        ports=(PortMapping(30080),),
+    )
+    started = start_cluster(engine, spec, StartOptions(name="k3s-lb"))
+    found = {c.node.name: c for c in engine.containers_by_id.values()}
+    balancer = found["k3s-lb-serverlb"]
+    assert started.balancer == balancer.id
+    assert balancer.node.address == "172.30.1.2"
+    assert balancer.node.labels[labels.ROLE] == "loadbalancer"
+    assert balancer.node.image == spec.load_balancer_image
+    config = balancer.files[load_balancer.CONFIG_PATH].decode()
+    for index, address in enumerate(("172.30.1.3", "172.30.1.4", "172.30.1.5")):
+        assert f"server k3s-lb-server-{index} {address}:6443 check" in config
+    assert "server k3s-lb-agent-0 172.30.1.6:30080 check" in config
+    assert [str(m) for _, m in balancer.node.ports] == ["6443/tcp", "30080/tcp"]
+    for name in ("k3s-lb-server-0", "k3s-lb-server-1"):
+        command = " ".join(found[name].node.command)
+        assert "--tls-san k3s-lb-serverlb --tls-san 172.30.1.2" in command
+        assert found[name].node.ports == (), "the balancer publishes, not server-0"
+    joined = found["k3s-lb-agent-0"].node.environment["K3S_URL"]
+    assert joined == "https://k3s-lb-serverlb:6443"
+    server = kubeconfig.parse(started.kubeconfig_path.read_bytes())["clusters"][0]
+    port = engine.published_port(balancer.id)
+    assert server["cluster"]["server"] == f"https://127.0.0.1:{port}"
+    assert "k3s-lb-serverlb" not in [n.name for n in started.nodes]
+
+
+def test_a_one_server_cluster_gets_a_balancer_only_when_asked(api: FakeApi) -> None:
+    engine = FakeEngine()
+    start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
+    asked = replace(SPEC, load_balancer=True)
+    start_cluster(engine, asked, StartOptions(name="k3s-asked"))
+    names = sorted(c.node.name for c in engine.containers_by_id.values())
+    assert names == ["k3s-asked-server-0", "k3s-asked-serverlb", "k3s-one-server-0"]
+
+
+def test_an_added_agent_takes_the_next_address_and_the_balancer_follows(
+    api: FakeApi,
+) -> None:
+    engine = FakeEngine()
+    spec = ClusterSpec(
+        image="k3s:test",
+        servers=2,
+        agents=1,
+        image_cache=False,
+        ports=(PortMapping(30080),),
+    )
+    cluster = K3sCluster.from_started(
+        start_cluster(engine, spec, StartOptions(name="k3s-grow")), engine
+    )
+    cluster.stop_node("server-1")
+    added = cluster.add_agent(timeout=5)
+    node = engine.containers_by_id[added.container_id].node
+    assert node.address == "172.30.1.6", "after the highest taken, stopped or not"
+    assert node.environment["K3S_URL"] == "https://k3s-grow-serverlb:6443"
+    balancer = engine.containers_by_id[cluster._balancer or ""]
+    config = balancer.files[load_balancer.CONFIG_PATH].decode()
+    assert "server k3s-grow-agent-1 172.30.1.6:30080 check" in config
+    assert "signal k3s-grow-serverlb SIGUSR2" in engine.calls
+    cluster.remove_node(added.name)
+    config = balancer.files[load_balancer.CONFIG_PATH].decode()
+    assert "k3s-grow-agent-1" not in config
+    assert engine.calls.count("signal k3s-grow-serverlb SIGUSR2") == 2
+
+
+def test_a_port_the_engine_moved_is_followed_by_the_kubeconfig(
+    api: FakeApi,
+) -> None:
+    engine = FakeEngine(ports_move=True)
+    cluster = K3sCluster.from_started(
+        start_cluster(engine, SPEC, StartOptions(name="k3s-move")), engine
+    )
+    before = cluster.api_client
+    cluster.restart_node("server-0", timeout=5)
+    port = engine.published_port(cluster.servers[0].container_id)
+    assert cluster.api_url == f"https://127.0.0.1:{port}"
+    assert cluster.api_client is not before, "the cached client named the old port"

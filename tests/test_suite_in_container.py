@@ -61,6 +61,39 @@ def _made_by(client: docker.DockerClient, host: str) -> set[str]:
 def test_examples_pass_inside_a_container_of_the_engine(
     double_image: str, docker_client: docker.DockerClient
 ) -> None:
+    output = _pytest_in_a_container(
+        docker_client, double_image, ["examples"], {}, workers=2
+    )
+    assert "passed" in output
+
+
+def test_a_ha_cluster_is_reached_through_its_balancer_from_a_container(
+    double_image: str, docker_client: docker.DockerClient
+) -> None:
+    output = _pytest_in_a_container(
+        docker_client,
+        double_image,
+        ["examples/test_deployment.py"],
+        {"PYTEST_K3S_SERVERS": "3", "PYTEST_K3S_AGENTS": "1"},
+        workers=0,
+    )
+    assert "1 passed" in output
+    assert "3 server(s) + 1 agent(s)" in output
+
+
+def _pytest_in_a_container(
+    client: docker.DockerClient,
+    image: str,
+    arguments: list[str],
+    environment: dict[str, str],
+    *,
+    workers: int,
+) -> str:
+    """Run pytest with ``arguments`` in a container of the engine; return its output.
+
+    It fails the test if pytest fails, if the run did not reach the API
+    through the cluster network, or if it left labelled objects behind.
+    """
     socket = _socket()
     if socket is None or not socket.exists():
         pytest.skip("the engine is not reached through a local unix socket")
@@ -74,12 +107,13 @@ def test_examples_pass_inside_a_container_of_the_engine(
     kubectl = shutil.which("kubectl")
     if kubectl:
         volumes[kubectl] = {"bind": "/usr/local/bin/kubectl", "mode": "ro"}
-    workers = ["-n", "2"] if _has_xdist() else []
-    command = ["-m", "pytest", "examples", "-p", "no:randomly"]
-    command += ["-p", "no:cacheprovider"]
-    container = docker_client.containers.create(
-        double_image,
-        [*command, *workers],
+    command = ["-m", "pytest", *arguments, "-p", "no:randomly"]
+    command += ["-p", "no:cacheprovider", "-rA"]
+    if workers and _has_xdist():
+        command += ["-n", str(workers)]
+    container = client.containers.create(
+        image,
+        command,
         entrypoint=[_python()],
         name=f"pytest-k3s-incontainer-{uuid.uuid4().hex[:8]}",
         working_dir=str(CHECKOUT),
@@ -87,9 +121,13 @@ def test_examples_pass_inside_a_container_of_the_engine(
             "PYTHONPATH": os.pathsep.join([str(CHECKOUT), *sorted(site)]),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTEST_DEBUG_TEMPROOT": "/tmp",
-            "PYTEST_K3S_IMAGE": double_image,
+            "PYTEST_K3S_IMAGE": image,
+            "PYTEST_K3S_LOAD_BALANCER_IMAGE": os.environ.get(
+                "PYTEST_K3S_LOAD_BALANCER_IMAGE", ""
+            ),
             "PYTEST_K3S_REQUIRE_DOCKER": "1",
             "DOCKER_HOST": "unix:///var/run/docker.sock",
+            **environment,
         },
         volumes=volumes,
         labels={"io.pytest-k3s.test": "in-container"},
@@ -101,10 +139,10 @@ def test_examples_pass_inside_a_container_of_the_engine(
     finally:
         container.remove(force=True, v=True)  # the image declares VOLUMEs
     assert code == 0, f"pytest in the container failed:\n{output[-6000:]}"
-    assert "passed" in output
     assert "k3s API: via the cluster network" in output, output[:3000]
-    left = _made_by(docker_client, str(container.id)[:12])  # its default hostname
+    left = _made_by(client, str(container.id)[:12])  # its default hostname
     assert not left, f"the run in the container left labelled objects: {left}"
+    return output
 
 
 def _interpreter() -> dict[str, dict[str, str]]:

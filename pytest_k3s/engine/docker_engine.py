@@ -17,9 +17,11 @@ import io
 import os
 import tarfile
 import time
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +29,7 @@ import docker
 import docker.errors
 
 from pytest_k3s import labels
+from pytest_k3s.engine import addressing
 from pytest_k3s.engine import host_policy
 from pytest_k3s.engine.access import Access
 from pytest_k3s.engine.access import Surroundings
@@ -34,6 +37,7 @@ from pytest_k3s.engine.access import decide
 from pytest_k3s.engine.docker_containers import DockerContainers
 from pytest_k3s.engine.docker_images import DockerImages
 from pytest_k3s.engine.docker_images import explain
+from pytest_k3s.engine.docker_networks import DockerNetworks
 from pytest_k3s.engine.node_container import NodeContainer
 from pytest_k3s.engine.protocol import Listed
 from pytest_k3s.errors import DockerUnavailableError
@@ -41,7 +45,11 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 
 
-class DockerEngine(DockerImages, DockerContainers):
+#: How often a node is created again when a host port we chose was taken.
+PORT_ATTEMPTS = 8
+
+
+class DockerEngine(DockerImages, DockerNetworks, DockerContainers):
     """A connection to one Docker engine, with the operations clusters need.
 
     :param client: a connected ``docker.DockerClient``
@@ -108,27 +116,6 @@ class DockerEngine(DockerImages, DockerContainers):
             return None
         return info
 
-    def join_network(self, network: str) -> None:
-        """Connect our own container to ``network`` if we reach APIs through it.
-
-        Connecting twice (another xdist worker in the same container did) is
-        fine. The network's removal disconnects us again (:meth:`remove_cluster`).
-        """
-        ours = self.access().container
-        if ours is None:
-            return
-        try:
-            self.api.connect_container_to_network(ours, network)
-        except docker.errors.APIError as exc:
-            if "already exists" in explain(exc):
-                return
-            raise K3sError(
-                f"could not connect this test container ({ours[:12]}) to the "
-                f"cluster network {network}: {explain(exc)}; set --k3s-api-host "
-                "(and --k3s-api-bind) to an address of the engine's host that "
-                "this container reaches"
-            ) from exc
-
     def host_warnings(self) -> list[str]:
         """Advice about the engine host's limits, the first time only.
 
@@ -158,21 +145,13 @@ class DockerEngine(DockerImages, DockerContainers):
                         "another cluster name"
                     )
 
-    def create_network(self, name: str, network_labels: Mapping[str, str]) -> None:
-        """Create the cluster's user-defined bridge network."""
-        self.client.networks.create(
-            name,
-            driver="bridge",
-            labels=dict(network_labels),
-            options={"com.docker.network.bridge.enable_ip_masquerade": "true"},
-        )
-
     def create_node(self, node: NodeContainer, *, privileged: bool) -> str:
         """Create (not start) a node container and copy its files in; return its id.
 
         In the capability fallback the node drops what the engine cannot
         grant (:meth:`missing_capabilities`); a name the engine rejects as
-        unknown is left out and the create tried again.
+        unknown is left out and the create tried again. Its ports must have
+        concrete host ports by now (:meth:`start_node` chooses them).
         """
         try:
             if privileged:
@@ -190,20 +169,27 @@ class DockerEngine(DockerImages, DockerContainers):
                 f"Docker could not create node {node.name}: {explain(exc)}"
             ) from exc
         container_id = str(container["Id"])
-        for path, data in node.files.items():
-            self.api.put_archive(container_id, "/", _tar_of(path, data))
+        self._copy_in(container_id, node)
+        return container_id
+
+    def _copy_in(self, container_id: str, node: NodeContainer) -> None:
+        self.write_files(container_id, node.files)
         if node.seed_archive:
             with open(node.seed_archive, "rb") as stream:  # streamed, not read whole
                 self.api.put_archive(container_id, "/", stream)
-        return container_id
+
+    def write_files(self, container_id: str, files: Mapping[str, bytes]) -> None:
+        """Write ``files`` (path: content) into a container, running or not."""
+        for path, data in files.items():
+            self.api.put_archive(container_id, "/", _tar_of(path, data))
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send ``signal`` (a name such as ``SIGUSR2``) to the container's process."""
+        self.api.kill(container_id, signal=signal)
 
     def _create(
         self, node: NodeContainer, privileged: bool, cap_drop: list[str] | None
     ) -> dict[str, Any]:
-        ports: dict[int | str, Any] = {
-            f"{m.container_port}/{m.protocol}": (host_ip, m.host_port)
-            for host_ip, m in node.ports
-        }
         restart: dict[str, Any] = {"Name": "no"}
         if node.restart_retries:
             restart = {"Name": "on-failure", "MaximumRetryCount": node.restart_retries}
@@ -217,7 +203,7 @@ class DockerEngine(DockerImages, DockerContainers):
         # root cgroup (fatal for the kubelet on cgroup v2); a host cgroup
         # namespace changes what k3s sees; userns-remap breaks privileges.
         host_config = self.api.create_host_config(
-            port_bindings=ports,
+            port_bindings=_bindings(node),
             tmpfs={"/run": "", "/var/run": ""},
             restart_policy=restart,
             network_mode=node.network,
@@ -240,8 +226,17 @@ class DockerEngine(DockerImages, DockerContainers):
             labels=dict(node.labels),
             ports=[(m.container_port, m.protocol) for _, m in node.ports],
             host_config=host_config,
+            networking_config=self._endpoint(node),
         )
         return created
+
+    def _endpoint(self, node: NodeContainer) -> dict[str, Any] | None:
+        """The node's fixed address on its network, if it has one."""
+        if node.address is None:
+            return None
+        # What the SDK's create_endpoint_config builds, without its typing.
+        endpoint = {"IPAMConfig": {"IPv4Address": node.address}}
+        return {"EndpointsConfig": {node.network: endpoint}}
 
     def missing_capabilities(self, node: NodeContainer) -> list[str]:
         """The capabilities this engine's host cannot grant a container.
@@ -295,23 +290,110 @@ class DockerEngine(DockerImages, DockerContainers):
         Returns the container id. When the daemon refuses privileged mode with
         the error sandboxed hosts give, the container is made again with the
         explicit capability set, and later nodes skip the privileged attempt.
+        Ports get concrete host ports (:meth:`_with_host_ports`).
         """
-        use_privileged = (
-            privileged if privileged is not None else not self._refused_privileged
-        )
-        container_id = self.create_node(node, privileged=use_privileged)
-        try:
-            self.api.start(container_id)
-        except docker.errors.APIError as exc:
-            if privileged is not None or host_policy.PRIVILEGE_REFUSED not in str(exc):
+
+        def start(concrete: NodeContainer) -> str:
+            use_privileged = (
+                privileged if privileged is not None else not self._refused_privileged
+            )
+            container_id = self.create_node(concrete, privileged=use_privileged)
+            try:
+                self.api.start(container_id)
+            except docker.errors.APIError as exc:
+                if privileged is not None or (
+                    host_policy.PRIVILEGE_REFUSED not in str(exc)
+                ):
+                    self.remove_container(container_id)
+                    raise
+                self.remove_container(container_id)
+                self._refused_privileged = True
+                container_id = self.create_node(concrete, privileged=False)
+                try:
+                    self.api.start(container_id)
+                except docker.errors.APIError:
+                    self.remove_container(container_id)
+                    raise
+            return container_id
+
+        return self._with_host_ports(node, start)
+
+    def start_proxy(self, container: NodeContainer) -> str:
+        """Create and start a plain container (the load balancer); return its id.
+
+        None of a node's privileges or mounts: only its name, network, fixed
+        address, ports and files.
+        """
+
+        def start(concrete: NodeContainer) -> str:
+            try:
+                created = self.api.create_container(
+                    concrete.image,
+                    command=list(concrete.command),
+                    name=concrete.name,
+                    hostname=concrete.name,
+                    labels=dict(concrete.labels),
+                    ports=[(m.container_port, m.protocol) for _, m in concrete.ports],
+                    host_config=self.api.create_host_config(
+                        port_bindings=_bindings(concrete),
+                        network_mode=concrete.network,
+                        restart_policy={"Name": "no"},
+                    ),
+                    networking_config=self._endpoint(concrete),
+                )
+            except docker.errors.APIError as exc:
                 raise K3sError(
-                    f"Docker could not start node {node.name}: {explain(exc)}"
+                    f"Docker could not create {concrete.name} from image "
+                    f"{concrete.image}: {explain(exc)}"
                 ) from exc
-            self.remove_container(container_id)
-            self._refused_privileged = True
-            container_id = self.create_node(node, privileged=False)
-            self.api.start(container_id)
-        return container_id
+            container_id = str(created["Id"])
+            try:
+                self._copy_in(container_id, concrete)
+                self.api.start(container_id)
+            except BaseException:
+                self.remove_container(container_id)
+                raise
+            return container_id
+
+        return self._with_host_ports(container, start)
+
+    def _with_host_ports(
+        self, node: NodeContainer, start: Callable[[NodeContainer], str]
+    ) -> str:
+        """Run ``start`` with concrete host ports, chosen again if one is taken.
+
+        Docker picks a new host port at every start for a binding without
+        one, so we pick it once, here, and it stays the container's. A
+        local engine's host is asked whether a port is free; otherwise the
+        engine's refusal ("port is already allocated") makes us pick again.
+        """
+        local = self.api_host() is None and self.access().container is None
+        automatic = any(m.host_port is None for _, m in node.ports)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            concrete = replace(
+                node,
+                ports=addressing.choose_host_ports(
+                    node.ports,
+                    addressing.bindable if local else lambda *_: True,
+                ),
+            )
+            try:
+                return start(concrete)
+            except docker.errors.APIError as exc:
+                message = explain(exc)
+                retry = automatic and attempt < PORT_ATTEMPTS
+                if retry and addressing.port_taken(message):
+                    continue
+                raise K3sError(
+                    f"Docker could not start {node.name}: {message}"
+                    + (
+                        "; a host port given in the spec's ports is taken: "
+                        "choose another or free it"
+                        if addressing.port_taken(message) and not automatic
+                        else ""
+                    )
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @property
     def privileged_refused(self) -> bool:
@@ -425,16 +507,6 @@ class DockerEngine(DockerImages, DockerContainers):
             removed.append(f"volume {volume.name}")
         return removed
 
-    def _remove_network(self, network_id: str) -> None:
-        # Stragglers (say, a container a user attached) would block removal.
-        attached = self.api.inspect_network(network_id).get("Containers") or {}
-        for container_id in attached:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.api.disconnect_container_from_network(
-                    container_id, network_id, force=True
-                )
-        self.api.remove_network(network_id)
-
 
 def _unavailable(address: str, exc: BaseException) -> str:
     """Say why no engine answers at ``address``, and what to do about it."""
@@ -456,6 +528,14 @@ def _unavailable(address: str, exc: BaseException) -> str:
 def _label_filter(selector: Mapping[str, str]) -> dict[str, list[str]]:
     """A Docker list filter for ``selector``; an empty value matches any value."""
     return {"label": [f"{k}={v}" if v else k for k, v in selector.items()]}
+
+
+def _bindings(node: NodeContainer) -> dict[int | str, Any]:
+    """Docker's port bindings of a node: ``port/proto`` -> (host IP, host port)."""
+    return {
+        f"{m.container_port}/{m.protocol}": (host_ip, m.host_port)
+        for host_ip, m in node.ports
+    }
 
 
 def _tar_of(path: str, data: bytes, mode: int = 0o644) -> bytes:

@@ -47,12 +47,11 @@ class DockerImages:
 
     def _image_hint(self, image: str, exc: Exception) -> str:
         return (
-            f"node image {image!r} is not available: pulling it failed: "
+            f"image {image!r} is not available: pulling it failed: "
             f"{explain(exc)}. Provide it on the "
             f"Docker engine at {self.address}: 'docker pull {image}' where a "
             f"registry is reachable, 'docker load -i k3s-image.tar' from a "
-            "saved copy, or a registry mirror configured in the engine; or "
-            "choose another image with --k3s-image / PYTEST_K3S_IMAGE"
+            "saved copy, or a registry mirror configured in the engine"
         )
 
     def save_image(self, image: str, destination: IO[bytes]) -> None:

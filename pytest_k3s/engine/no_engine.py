@@ -87,9 +87,21 @@ class NoEngine:
         """Refused: no engine creates anything."""
         self._refuse("creating containers")
 
-    def create_network(self, name: str, network_labels: Mapping[str, str]) -> None:
+    def create_network(self, name: str, network_labels: Mapping[str, str]) -> str:
         """Refused: no engine creates networks."""
         self._refuse("creating networks")
+
+    def start_proxy(self, container: NodeContainer) -> str:
+        """Refused: no engine starts a load balancer."""
+        self._refuse("starting a load balancer")
+
+    def write_files(self, container_id: str, files: Mapping[str, bytes]) -> None:
+        """Refused: there are no containers to write into."""
+        self._refuse("writing files into nodes")
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Refused: there are no containers to signal."""
+        self._refuse("signalling nodes")
 
     def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
         """Refused: nodes of an existing cluster are not ours to add."""

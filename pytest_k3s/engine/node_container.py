@@ -4,7 +4,8 @@
 the cluster to a :class:`NodeContainer`, the description the engine
 creates; it reads nothing and calls nothing, so every flag and environment
 rule is unit-tested without Docker (k3d's ``translate.go`` plays this part).
-Only server-0 publishes ports: the API port, and the spec's ``ports``.
+Only server-0 publishes ports (the API port, and the spec's ``ports``),
+unless a load balancer (:mod:`pytest_k3s.lifecycle.load_balancer`) does.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ class NodeContainer:
     environment: Mapping[str, str]
     labels: Mapping[str, str]
     network: str
-    #: (host address to publish on, port) pairs.
+    #: (host address to publish on, port) pairs; a port without a host port
+    #: gets a concrete one when the container is created, kept across restarts.
     ports: Sequence[tuple[str, PortMapping]] = ()
+    #: A fixed address on ``network`` (kept across restarts), or None.
+    address: str | None = None
     restart_retries: int = 0
     files: Mapping[str, bytes] = field(default_factory=dict)
     #: A tar file on this machine to unpack at ``/`` before the start (the
@@ -104,6 +108,8 @@ def node_container(
     api_bind: str,
     labels: Mapping[str, str],
     seed_archive: Path | None = None,
+    address: str | None = None,
+    balancer: tuple[str, str | None] | None = None,
 ) -> NodeContainer:
     """Describe node ``index`` of ``role`` in ``cluster``.
 
@@ -112,6 +118,11 @@ def node_container(
       ``K3S_URL`` (as k3d does; k3s maps it to ``--server``).
     - Servers get ``--tls-san <api_host>`` so the published API's address is
       in the certificate; server-0 of an HA cluster gets ``--cluster-init``.
+    - With a load balancer (``balancer``: its name and fixed address), servers
+      get its name and address as SANs too, joining nodes join through it,
+      and it publishes the API and the TCP ports instead of server-0 (which
+      publishes only UDP ports: HAProxy forwards no UDP).
+    - ``address`` is the node's fixed address on the cluster network.
     - The test kubelet arguments come first, the user's arguments after them
       (so the user's win), and the user's environment entries last.
     - Only server-0 publishes ports: the API port on ``api_bind``, then the
@@ -123,8 +134,14 @@ def node_container(
     - HA servers may restart while etcd members join.
     """
     environment = {"K3S_TOKEN": token, "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT}
+    sans = [api_host]
+    if balancer is not None:
+        sans += [part for part in balancer if part]
     if role == "server":
-        command = ["server", "--tls-san", api_host, *TEST_KUBELET_ARGS]
+        command = ["server"]
+        for san in dict.fromkeys(sans):
+            command += ["--tls-san", san]
+        command += TEST_KUBELET_ARGS
         if not _has_disable(spec.server_args):
             command.append("--disable=" + ",".join(DEFAULT_DISABLED))
         if spec.servers > 1 and index == 0:
@@ -136,7 +153,8 @@ def node_container(
         extra_env = spec.agent_env
     first = (role, index) == ("server", 0)
     if not first:
-        environment["K3S_URL"] = f"https://{node_name(cluster, 'server', 0)}:{API_PORT}"
+        joins = balancer[0] if balancer else node_name(cluster, "server", 0)
+        environment["K3S_URL"] = f"https://{joins}:{API_PORT}"
     for entry in extra_env:
         key, _, value = entry.partition("=")
         environment[key] = value
@@ -150,19 +168,27 @@ def node_container(
         environment=environment,
         labels=dict(labels),
         network=cluster,
-        ports=(
-            (
-                (api_bind, PortMapping(API_PORT)),
-                *((spec.ports_bind, p) for p in spec.ports),
-            )
-            if first
-            else ()
-        ),
+        ports=_published(spec, api_bind, balanced=balancer is not None)
+        if first
+        else (),
+        address=address,
         restart_retries=HA_RESTART_RETRIES
         if role == "server" and spec.servers > 1
         else 0,
         files=files,
         seed_archive=seed_archive,
+    )
+
+
+def _published(
+    spec: ClusterSpec, api_bind: str, *, balanced: bool
+) -> tuple[tuple[str, PortMapping], ...]:
+    """What server-0 publishes: everything, or what a load balancer cannot."""
+    if balanced:
+        return tuple((spec.ports_bind, p) for p in spec.ports if p.protocol != "tcp")
+    return (
+        (api_bind, PortMapping(API_PORT)),
+        *((spec.ports_bind, p) for p in spec.ports),
     )
 
 

@@ -92,8 +92,12 @@ class Engine(Protocol):
     def check_free(self, names: Iterable[str]) -> None:
         """Raise NameConflictError if a container or network has one of ``names``."""
 
-    def create_network(self, name: str, network_labels: Mapping[str, str]) -> None:
-        """Create a cluster's bridge network."""
+    def create_network(self, name: str, network_labels: Mapping[str, str]) -> str:
+        """Create a cluster's bridge network with a subnet of its own; return it.
+
+        Nodes get fixed addresses from its lower half
+        (:mod:`~pytest_k3s.engine.addressing`).
+        """
 
     def start_node(self, node: NodeContainer, *, privileged: bool | None) -> str:
         """Create and start a node container; return its id.
@@ -101,6 +105,9 @@ class Engine(Protocol):
         ``privileged`` None asks for privileged mode with the capability
         fallback where the engine refuses it.
         """
+
+    def start_proxy(self, container: NodeContainer) -> str:
+        """Create and start a plain container (the load balancer); return its id."""
 
     def stop_container(self, container_id: str, *, timeout: int = 10) -> None:
         """Stop a container (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
@@ -139,6 +146,12 @@ class Engine(Protocol):
     def logs(self, container_id: str, *, tail: int | None = None) -> str:
         """The container's log (all of it, or the last ``tail`` lines)."""
 
+    def write_files(self, container_id: str, files: Mapping[str, bytes]) -> None:
+        """Write ``files`` (path: content) into a container, running or not."""
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send ``signal`` (a name such as ``SIGUSR2``) to the container's process."""
+
     def exec(
         self,
         container_id: str,
@@ -161,10 +174,20 @@ def node_containers(engine: Engine, cluster: str) -> list[Listed]:
     """The node containers of ``cluster``: its labelled containers but a probe.
 
     A start's capability probe carries its cluster's labels (so a sweep finds
-    it) for the second it runs; it is never one of the nodes.
+    it) for the second it runs, and the load balancer for the cluster's life;
+    neither is a node.
     """
     return [
         found
         for found in engine.containers({labels.CLUSTER: cluster})
         if labels.PROBE not in found.labels
+        and found.labels.get(labels.ROLE) != labels.BALANCER_ROLE
     ]
+
+
+def balancer_container(engine: Engine, cluster: str) -> Listed | None:
+    """The load balancer of ``cluster``, if it has one."""
+    found = engine.containers(
+        {labels.CLUSTER: cluster, labels.ROLE: labels.BALANCER_ROLE}
+    )
+    return found[0] if found else None

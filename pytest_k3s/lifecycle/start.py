@@ -1,8 +1,10 @@
 """How a cluster is started: creation order, the hand-over, and clean-up on failure.
 
 :func:`start_cluster` turns a :class:`~pytest_k3s.spec.ClusterSpec` into
-labelled containers on their own network: the image first (its pull does not
-count against the deadline), then the network and server-0, then agents in
+labelled containers on their own network: the images first (their pull does
+not count against the deadline), then the network (a subnet of its own, so
+every node gets a fixed address), the load balancer where there is one
+(:mod:`~pytest_k3s.lifecycle.load_balancer`), and server-0, then agents in
 parallel with the joining servers (one at a time, each once the one before it
 runs), then the readiness layers (:mod:`~pytest_k3s.lifecycle.readiness`) and
 the kubeconfig. Whatever happens during the start (a crashing node, a
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_k3s import labels
+from pytest_k3s.engine.addressing import fixed_addresses
 from pytest_k3s.engine.node_container import API_PORT
 from pytest_k3s.engine.node_container import KUBECONFIG_OUTPUT
 from pytest_k3s.engine.node_container import PRIVILEGE_REQUEST
@@ -36,9 +39,11 @@ from pytest_k3s.engine.node_container import node_name
 from pytest_k3s.engine.node_container import node_order
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.errors import ClusterStartError
+from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import kubeconfig
 from pytest_k3s.lifecycle import image_cache
+from pytest_k3s.lifecycle import load_balancer
 from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
 from pytest_k3s.lifecycle.readiness import READY_LOG
 from pytest_k3s.lifecycle.readiness import Readiness
@@ -99,6 +104,8 @@ class Started:
     #: cluster (None when the kubeconfig went where the options said).
     private_dir: Path | None
     timings: Timings
+    #: The load balancer's container id, where there is one.
+    balancer: str | None = None
 
 
 def new_cluster_name() -> str:
@@ -160,10 +167,20 @@ class _Starter:
         self.via_network = (
             spec.api_host is None and not remote and engine.access().mode == "network"
         )
-        server0 = node_name(name, "server", 0)
-        self.api_host = (
-            spec.api_host or remote or (server0 if self.via_network else "127.0.0.1")
+        #: The container the kubeconfig names: the load balancer, or server-0.
+        self.endpoint = (
+            load_balancer.balancer_name(name)
+            if spec.has_load_balancer
+            else node_name(name, "server", 0)
         )
+        self.api_host = (
+            spec.api_host
+            or remote
+            or (self.endpoint if self.via_network else "127.0.0.1")
+        )
+        #: Fixed addresses on the cluster network, by container name.
+        self.addresses: dict[str, str] = {}
+        self.balancer_id: str | None = None
         self.api_bind = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
 
     def run(self) -> Started:
@@ -171,17 +188,30 @@ class _Starter:
         self.progress(f"starting k3s cluster {self.name}: {spec.describe()}")
         for warning in self.engine.host_warnings():
             self.progress(f"  {warning}")
-        if not self.engine.has_image(spec.image):
-            self.progress(f"  pulling {spec.image} (once; later runs reuse it)")
-            self.engine.pull_image(spec.image)
+        images = {spec.image: "the node image: choose another with --k3s-image"}
+        if spec.has_load_balancer:
+            images[spec.load_balancer_image] = (
+                "the load balancer's image: choose another with "
+                "--k3s-load-balancer-image, or (one server) --k3s-load-balancer=off"
+            )
+        for image, what in images.items():
+            if not self.engine.has_image(image):
+                self.progress(f"  pulling {image} (once; later runs reuse it)")
+                try:
+                    self.engine.pull_image(image)
+                except ImageUnavailableError as exc:
+                    raise ImageUnavailableError(f"{exc}; it is {what}") from exc
         self.cache = image_cache.directory(spec, self.engine.image_platform(spec.image))
         self.seed = seed_archive(spec, self.cache, self.progress)
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
-        self.engine.check_free([self.name, node_name(self.name, "server", 0)])
-        self.engine.create_network(self.name, self._labels("network"))
+        self.engine.check_free([self.name, self.endpoint])
+        subnet = self.engine.create_network(self.name, self._labels("network"))
+        self._assign_addresses(subnet)
         if self.via_network:
             self.engine.join_network(self.name)
+        if spec.has_load_balancer:
+            self._start_balancer()
         refused_before = self.engine.privileged_refused
         self._start_node("server", 0)
         if self.engine.privileged_refused and not refused_before:
@@ -228,7 +258,38 @@ class _Starter:
             kubeconfig_path=self.kubeconfig_path,
             private_dir=self.private_dir,
             timings=timings,
+            balancer=self.balancer_id,
         )
+
+    def _assign_addresses(self, subnet: str) -> None:
+        """Fixed addresses, in order: the load balancer, servers, agents."""
+        names = [load_balancer.balancer_name(self.name)] * self.spec.has_load_balancer
+        names += [node_name(self.name, "server", i) for i in range(self.spec.servers)]
+        names += [node_name(self.name, "agent", i) for i in range(self.spec.agents)]
+        self.addresses = dict(zip(names, fixed_addresses(subnet), strict=False))
+
+    def _balancer(self) -> tuple[str, str | None] | None:
+        if not self.spec.has_load_balancer:
+            return None
+        name = load_balancer.balancer_name(self.name)
+        return name, self.addresses.get(name)
+
+    def _start_balancer(self) -> None:
+        """Start the load balancer, its backends being every node's fixed address."""
+        servers = [node_name(self.name, "server", i) for i in range(self.spec.servers)]
+        agents = [node_name(self.name, "agent", i) for i in range(self.spec.agents)]
+        name = load_balancer.balancer_name(self.name)
+        container = load_balancer.balancer_container(
+            self.spec,
+            cluster=self.name,
+            address=self.addresses.get(name),
+            api_bind=self.api_bind,
+            servers=[(n, self.addresses[n]) for n in servers],
+            nodes=[(n, self.addresses[n]) for n in servers + agents],
+            tags=self._labels(load_balancer.ROLE, name),
+        )
+        self.balancer_id = self.engine.start_proxy(container)
+        self.progress(f"  started load balancer {name}")
 
     def clean_up(self) -> None:
         """Remove whatever this start created, and nothing else.
@@ -248,8 +309,8 @@ class _Starter:
     def _node(self, name: str) -> Node:
         return next(node for node in list(self.nodes) if node.name == name)
 
-    def _labels(self, role: str) -> dict[str, str]:
-        return labels.labels_for(
+    def _labels(self, role: str, container: str | None = None) -> dict[str, str]:
+        found = labels.labels_for(
             self.name,
             role,
             run=self.run_id,
@@ -260,10 +321,14 @@ class _Starter:
             reusable=self.reusable,
             image_cache=str(self.cache) if self.cache else None,
         )
+        if container in self.addresses:
+            found[labels.ADDRESS] = self.addresses[container]
+        return found
 
     def _start_node(self, role: Role, index: int) -> None:
         if self.cancelled.is_set():
             raise K3sError(f"start of cluster {self.name} cancelled")
+        name = node_name(self.name, role, index)
         node = node_container(
             self.spec,
             role,
@@ -272,8 +337,10 @@ class _Starter:
             token=self.token,
             api_host=self.api_host,
             api_bind=self.api_bind,
-            labels=self._labels(role),
+            labels=self._labels(role, name),
             seed_archive=self.seed,
+            address=self.addresses.get(name),
+            balancer=self._balancer(),
         )
         privileged = PRIVILEGE_REQUEST[self.spec.privileged]
         container_id = self.engine.start_node(node, privileged=privileged)
@@ -297,10 +364,15 @@ class _Starter:
                         logs=self.ready.tail(server0),
                     ) from exc
                 time.sleep(0.25)
+        endpoint = self.balancer_id or server0.container_id
+        if self.balancer_id is not None:
+            load_balancer.check_running(
+                self.engine, self.balancer_id, self.name, self.spec.load_balancer_image
+            )
         port = (
             API_PORT
             if self.via_network
-            else self.engine.published_port(server0.container_id, f"{API_PORT}/tcp")
+            else self.engine.published_port(endpoint, f"{API_PORT}/tcp")
         )
         config = kubeconfig.rewrite(
             kubeconfig.parse(raw),
