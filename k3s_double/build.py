@@ -3,7 +3,9 @@ r"""Build (or reuse) the k3s node double's image, with no registry needed.
 The image is laid out like ``rancher/k3s``: ``ENTRYPOINT ["/bin/k3s"]``,
 ``CMD ["agent"]``, the same four ``VOLUME``\ s, ``/bin/ctr`` and ``/bin/sh``.
 Inside are Debian packages only (python3, python3-cryptography, python3-yaml)
-and this package, installed as the top-level package ``k3s_double``.
+and this package, installed as the top-level package ``k3s_double``. The
+label ``org.opencontainers.image.version`` names the k3s release it claims,
+which pytest-k3s reads when a tag names none.
 
 The base is ``debian:bookworm-slim`` when the engine has it or can pull it;
 otherwise a local ``pytest-k3s-base:bookworm`` made with ``debootstrap
@@ -24,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from k3s_double.constants import DEFAULT_VERSION
 
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ RUN ln -sf /usr/local/lib/k3s-double/k3s /bin/k3s \\
  && /bin/k3s --help >/dev/null
 ENV PATH="$PATH:/bin/aux" \\
     CRI_CONFIG_FILE="/var/lib/rancher/k3s/agent/etc/crictl.yaml"
+LABEL org.opencontainers.image.version="{version}"
 VOLUME /var/lib/kubelet
 VOLUME /var/lib/rancher/k3s
 VOLUME /var/lib/cni
@@ -135,7 +140,7 @@ def base_image(client: docker.DockerClient) -> str:
 def _context(source_dir: Path, base: str, directory: Path) -> str:
     """Fill the build context; return the content hash that names the image."""
     digest = hashlib.sha256()
-    dockerfile = _DOCKERFILE.format(base=base)
+    dockerfile = _DOCKERFILE.format(base=base, version=DEFAULT_VERSION)
     files: dict[str, bytes] = {"Dockerfile": dockerfile.encode()}
     for name in ("k3s", "ctr"):
         files[name] = _LAUNCHER.format(name=name).encode()

@@ -67,6 +67,8 @@ def start_containerd(rt: Runtime, data_dir: str) -> ctr.Containerd:
         f"--state /run/k3s/containerd --root {data_dir}/agent/containerd"
     )
     containerd.start()
-    containerd.preload(os.path.join(data_dir, "agent/images"), rt.log.info)
+    containerd.preload(
+        os.path.join(data_dir, "agent/images"), rt.log.info, rt.log.error
+    )
     rt.log.ready("containerd is now running")
     return containerd

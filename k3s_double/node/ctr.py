@@ -13,12 +13,15 @@ FILE|-`` reads a ``docker save`` (or OCI) tar, validates it (a tar with
 platforms imported must be there) and records its image names, normalized
 as containerd does (``docker.io/library/x:tag``); ``ctr [-n NS] images ls [-q]``
 lists them. ``ctr [-n NS] images export [--platform P]... [--all-platforms]
-[--skip-manifest-json] [--skip-non-distributable] OUT|- NAME...`` writes an
-OCI layout of each stored name (exactly as ``ls -q`` prints it) with the
-synthesized content of :mod:`.oci`. :meth:`Containerd.pull` is CRI's
-PullImage, for the node's kubelet (:mod:`.pulls`); containerd's log lines
-go to ``<data-dir>/agent/containerd/containerd.log``. The wire protocol is
-one JSON object per line each way.
+[--skip-manifest-json] [--skip-non-distributable] [--local] OUT|- NAME...``
+writes an OCI layout of each stored name (exactly as ``ls -q`` prints it)
+with the synthesized content of :mod:`.oci`. Without ``--local``, containerd
+2's ``ctr`` exports through the transfer service, and loses the archive's
+last chunk (:func:`transfer_loss`); containerd 1.7's defaults to ``--local``.
+:meth:`Containerd.pull` is CRI's PullImage, for the node's kubelet
+(:mod:`.pulls`); containerd's log lines go to
+``<data-dir>/agent/containerd/containerd.log``. The wire protocol is one
+JSON object per line each way.
 """
 
 from __future__ import annotations
@@ -41,8 +44,14 @@ from dataclasses import dataclass
 from typing import IO
 from typing import Any
 
+from k3s_double.constants import GO_FALSE
+from k3s_double.constants import GO_TRUE
+from k3s_double.constants import K3S_VERSION
 from k3s_double.imagerefs import normalize as normalize  # ctr.normalize, too
 from k3s_double.imagerefs import repository
+from k3s_double.releases import containerd_version
+from k3s_double.releases import honours_cache_file
+from k3s_double.releases import imports_missing_platforms
 
 from . import oci
 from .oci import node_platform
@@ -52,9 +61,19 @@ SOCKET = "/run/k3s/containerd/containerd.sock"
 NAMESPACE = "k8s.io"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-VERSION = "v1.7.27-k3s1"
+#: The containerd of the k3s release the double claims.
+VERSION = containerd_version(K3S_VERSION)
 #: Seconds a simulated pull takes.
 PULL_SECONDS = 0.2
+#: Seconds k3s takes to import one archive of ``agent/images`` at start: a
+#: model of a small image's unpack, so that re-imports cost what they do.
+IMPORT_SECONDS = 0.1
+#: The file in ``agent/images`` whose presence makes k3s import only
+#: archives whose size or mtime changed since it recorded them.
+CACHE_FILE = ".cache.json"
+#: What containerd's transfer stream reads and sends at a time (``maxRead``
+#: in ``core/transfer/streaming/stream.go``).
+TRANSFER_CHUNK = 32 * 1024
 
 
 class ImageFormatError(Exception):
@@ -253,8 +272,16 @@ class Containerd:
     in the data dir, in logrus format.
     """
 
-    def __init__(self, data_dir: str, socket_path: str = SOCKET) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        socket_path: str = SOCKET,
+        *,
+        k3s_version: str = K3S_VERSION,
+    ) -> None:
         self.socket_path = socket_path
+        self.k3s_version = k3s_version
+        self.version = containerd_version(k3s_version)
         self.store = _Store(os.path.join(data_dir, "agent/containerd/images.json"))
         self.log_path = os.path.join(data_dir, "agent/containerd/containerd.log")
         self._log_lock = threading.Lock()
@@ -331,41 +358,74 @@ class Containerd:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         store = self.store
+        version = self.version
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 line = self.rfile.readline()
                 try:
                     request = json.loads(line)
-                    answer = _answer(store, request)
+                    answer = _answer(store, request, version)
                 except Exception as exc:  # any bad request gets an error answer
                     answer = {"ok": False, "error": str(exc)}
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
 
-        self.log("starting containerd", revision="", version=VERSION)
+        self.log("starting containerd", revision="", version=self.version)
         server = socketserver.ThreadingUnixStreamServer(self.socket_path, Handler)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.log(f"serving... address={self.socket_path}")
 
-    def preload(self, images_dir: str, log: Callable[[str], None]) -> None:
-        """Import the tarballs in ``agent/images`` at start, as k3s does."""
+    def preload(
+        self,
+        images_dir: str,
+        log: Callable[[str], None],
+        error: Callable[[str], None] | None = None,
+    ) -> None:
+        """Import the tarballs in ``agent/images`` at start, as k3s does.
+
+        Each import takes :data:`IMPORT_SECONDS`, and k3s holds the agent
+        until all are done. A release that honours :data:`CACHE_FILE` skips
+        the archives it lists with their size and mtime unchanged (an empty
+        file lists none) and records what it imports; older ones ignore it.
+        A release before k3s#10132 imports with all platforms, so an archive
+        holding one platform of a multi-platform image fails, with k3s' error.
+        """
+        report = error or log
         try:
             names = sorted(os.listdir(images_dir))
         except FileNotFoundError:
             return
+        cache_path = os.path.join(images_dir, CACHE_FILE)
+        cache = (
+            _read_cache(cache_path)
+            if honours_cache_file(self.k3s_version) and os.path.isfile(cache_path)
+            else None
+        )
+        lenient = imports_missing_platforms(self.k3s_version)
         for name in names:
             path = os.path.join(images_dir, name)
             if not name.endswith((".tar", ".tar.gz", ".tgz")):
                 continue
+            try:
+                seen = os.stat(path)
+            except OSError:
+                continue
+            stamp = {"size": seen.st_size, "modTime": _rfc3339(seen.st_mtime_ns)}
+            if cache is not None and cache.get(path) == stamp:
+                continue
             start = time.monotonic()
             log(f"Importing images from {path}")
+            time.sleep(IMPORT_SECONDS)
             try:
                 with open(path, "rb") as stream:
-                    images = read_archive(stream)
+                    images = read_archive(stream, all_platforms=not lenient)
             except (OSError, ImageFormatError) as exc:
-                log(f"Error while importing images from {path}: {exc}")
+                report(
+                    f"Error encountered while importing {path}: failed to import "
+                    f"images from {path}: {exc}"
+                )
                 continue
             # k3s pins what it imports, so the kubelet never collects it.
             self.store.add(
@@ -375,6 +435,9 @@ class Containerd:
             for image in images:
                 log(f"Imported {image.name}")
             log(f"Imported images from {path} in {time.monotonic() - start:.3f}s")
+            if cache is not None:
+                cache[path] = stamp
+                _write_cache(cache_path, cache)
 
     def stop(self) -> None:
         """Stop listening and remove the socket."""
@@ -385,7 +448,7 @@ class Containerd:
             os.unlink(self.socket_path)
 
 
-def _answer(store: _Store, request: dict[str, Any]) -> dict[str, Any]:
+def _answer(store: _Store, request: dict[str, Any], version: str) -> dict[str, Any]:
     op = request.get("op")
     namespace = str(request.get("namespace", NAMESPACE))
     if op == "import":
@@ -396,8 +459,31 @@ def _answer(store: _Store, request: dict[str, Any]) -> dict[str, Any]:
     if op == "remove":
         return {"ok": True, "removed": store.remove(namespace, request["names"])}
     if op == "version":
-        return {"ok": True, "version": VERSION}
+        return {"ok": True, "version": version}
     return {"ok": False, "error": f"unknown operation {op!r}"}
+
+
+def _rfc3339(ns: int) -> str:
+    stamp = datetime.datetime.fromtimestamp(ns // 10**9, datetime.timezone.utc)
+    return f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')}.{ns % 10**9:09d}Z"
+
+
+def _read_cache(path: str) -> dict[str, Any]:
+    """The entries of a ``.cache.json``: empty when it is empty or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as cached:
+            text = cached.read()
+        found = json.loads(text) if text.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _write_cache(path: str, cache: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        json.dump(cache, out, sort_keys=True)
+    os.replace(tmp, path)
 
 
 class CtrError(Exception):
@@ -556,10 +642,14 @@ def _export_args(args: list[str]) -> tuple[list[str], set[str], list[str]]:
     """(platforms, switches, operands) of ``ctr images export``.
 
     As Go's flag package parses: flags (one or two dashes) come first, the
-    first operand (``-`` is one) or ``--`` ends them.
+    first operand (``-`` is one) or ``--`` ends them. ``--local`` is a
+    boolean (``--local=false`` too); the switches hold ``--local`` when the
+    export runs locally, by the flag or by this ``ctr``'s default.
     """
     platforms: list[str] = []
     seen: set[str] = set()
+    # containerd 1.7's ``local`` is a BoolTFlag (on unless =false); 2.x's is off.
+    local = not VERSION.startswith("v2.")
     pending = list(args)
     while pending and pending[0].startswith("-") and pending[0] != "-":
         arg = pending.pop(0)
@@ -575,9 +665,30 @@ def _export_args(args: list[str]) -> tuple[list[str], set[str], list[str]]:
             platforms.append(value)
         elif flag in EXPORT_SWITCHES and not has_value:
             seen.add(flag)
+        elif flag == "--local" and (not has_value or value in GO_TRUE | GO_FALSE):
+            local = not has_value or value in GO_TRUE
+        elif flag == "--local":
+            raise CtrError(f'invalid boolean value "{value}" for -local: parse error')
         else:
             raise CtrError(f"flag provided but not defined: {flag[1:]}")
+    if local:
+        seen.add("--local")
     return platforms, seen, pending
+
+
+def transfer_loss(data: bytes) -> bytes:
+    """What an export through containerd's transfer service delivers of ``data``.
+
+    ``ctr`` hands the server a stream and a goroutine that copies it to the
+    output (``MarshalAny`` in ``core/transfer/archive/exporter.go``);
+    nothing waits for that goroutine (``core/transfer/proxy/transfer.go``),
+    so ``ctr`` exits 0 as soon as the server says it is done, and the chunks
+    still in flight are lost. The double always loses the last chunk the
+    server read (:data:`TRANSFER_CHUNK`): to a pipe or a file alike, since
+    the race is inside ``ctr``; an archive smaller than one chunk comes out
+    empty.
+    """
+    return data[: max(0, len(data) - 1) // TRANSFER_CHUNK * TRANSFER_CHUNK]
 
 
 def _export(address: str, namespace: str, args: list[str]) -> None:
@@ -604,6 +715,8 @@ def _export(address: str, namespace: str, args: list[str]) -> None:
         )
     except oci.ExportError as exc:
         raise CtrError(str(exc)) from None
+    if "--local" not in seen:
+        data = transfer_loss(data)
     if out == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)

@@ -765,8 +765,8 @@ def test_nodes_pull_system_images_and_a_seeded_node_pulls_none(
     archives: dict[str, bytes] = {}
     for image in SYSTEM_IMAGES:
         exported = first.exec_run(
-            ["ctr", "-n", "k8s.io", "images", "export", "--platform", platform,
-             "-", image],
+            ["ctr", "-n", "k8s.io", "images", "export", "--local", "--platform",
+             platform, "-", image],
             stdout=True, stderr=False,
         )  # fmt: skip
         assert exported.exit_code == 0

@@ -47,9 +47,13 @@ def containerd(tmp_path: Path) -> Iterator[ctr.Containerd]:
 
 
 def run_ctr(
-    daemon: ctr.Containerd, *args: str, stdin: bytes = b""
+    daemon: ctr.Containerd, *args: str, stdin: bytes = b"", k3s: str = ""
 ) -> subprocess.CompletedProcess[bytes]:
+    """``ctr`` against ``daemon``, as the ``ctr`` of k3s release ``k3s`` if given."""
     env = {**os.environ, "CONTAINERD_ADDRESS": daemon.socket_path}
+    env.pop("K3S_DOUBLE_VERSION", None)
+    if k3s:
+        env["K3S_DOUBLE_VERSION"] = k3s
     code = "import sys; from k3s_double.node import ctr; sys.exit(ctr.main(sys.argv))"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -209,8 +213,9 @@ def test_export_writes_an_oci_layout_that_imports_under_the_same_name(
 ) -> None:
     containerd.pull("rancher/mirrored-pause:3.6")
     done = run_ctr(
-        containerd, "-n", "k8s.io", "images", "export", "--platform", ARCH, "-", PAUSE
-    )
+        containerd, "-n", "k8s.io", "images", "export", "--local", "--platform", ARCH,
+        "-", PAUSE,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     files = members(done.stdout)
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
@@ -246,7 +251,8 @@ def test_export_writes_an_oci_layout_that_imports_under_the_same_name(
     ]
     # To a file, and back in through ctr import and through k3s' preload.
     out = tmp_path / "pause.tar"
-    assert run_ctr(containerd, "images", "export", str(out), PAUSE).returncode == 0
+    exported = run_ctr(containerd, "images", "export", "--local", str(out), PAUSE)
+    assert exported.returncode == 0
     assert out.read_bytes() == done.stdout
     other = ctr.Containerd(str(tmp_path / "other"), str(tmp_path / "other.sock"))
     other.start()
@@ -276,8 +282,9 @@ def test_export_of_several_images_and_without_manifest_json(
     containerd.pull("rancher/mirrored-pause:3.6")
     containerd.pull("rancher/mirrored-coredns-coredns:1.12.3")
     done = run_ctr(
-        containerd, "images", "export", "--skip-manifest-json", "-", PAUSE, COREDNS
-    )
+        containerd, "images", "export", "--local", "--skip-manifest-json", "-", PAUSE,
+        COREDNS,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     files = members(done.stdout)
     assert "manifest.json" not in files
@@ -328,6 +335,64 @@ def test_export_is_as_strict_as_containerd(
         ARCH, "-", PAUSE,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_containerd_2_exports_through_transfer_and_loses_the_tail_without_local(
+    containerd: ctr.Containerd, tmp_path: Path
+) -> None:
+    containerd.pull("rancher/mirrored-pause:3.6")
+    local = run_ctr(containerd, "images", "export", "--local", "-", PAUSE)
+    assert local.returncode == 0, local.stderr
+    whole = local.stdout
+    assert "index.json" in members(whole)
+    # ctr exits 0, as containerd 2's does when its copy goroutine lost the end.
+    for flags in ((), ("--local=false",), ("-local=0",)):
+        streamed = run_ctr(containerd, "images", "export", *flags, "-", PAUSE)
+        assert streamed.returncode == 0, streamed.stderr
+        assert streamed.stdout == ctr.transfer_loss(whole) != whole
+        with pytest.raises(tarfile.TarError):
+            members(streamed.stdout)
+    # To a file alike: the race is inside ctr, not in the pipe.
+    out = tmp_path / "pause.tar"
+    assert run_ctr(containerd, "images", "export", str(out), PAUSE).returncode == 0
+    assert out.read_bytes() == ctr.transfer_loss(whole)
+    for spelling in ("--local=true", "-local", "--local=1"):
+        again = run_ctr(containerd, "images", "export", spelling, "-", PAUSE)
+        assert again.stdout == whole
+    bad = run_ctr(containerd, "images", "export", "--local=yes", "-", PAUSE)
+    assert bad.returncode == 1
+    assert b"invalid boolean value" in bad.stderr
+
+
+def test_the_transfer_loses_the_last_chunk_it_read() -> None:
+    chunk = ctr.TRANSFER_CHUNK
+    assert ctr.transfer_loss(b"") == b""
+    assert ctr.transfer_loss(b"x" * (chunk - 1)) == b""
+    assert ctr.transfer_loss(b"x" * chunk) == b""
+    assert len(ctr.transfer_loss(b"x" * (chunk + 1))) == chunk
+    assert len(ctr.transfer_loss(b"x" * (3 * chunk))) == 2 * chunk
+
+
+def test_containerd_1_7_exports_locally_unless_told_otherwise(tmp_path: Path) -> None:
+    old = "v1.30.14+k3s2"
+    daemon = ctr.Containerd(
+        str(tmp_path / "node"), str(tmp_path / "ctr.sock"), k3s_version=old
+    )
+    daemon.start()
+    try:
+        daemon.pull("rancher/mirrored-pause:3.6")
+        version = run_ctr(daemon, "version", k3s=old)
+        assert b"Version:  v1.7.27-k3s1" in version.stdout
+        whole = run_ctr(daemon, "images", "export", "-", PAUSE, k3s=old).stdout
+        assert "index.json" in members(whole)
+        local = run_ctr(daemon, "images", "export", "--local", "-", PAUSE, k3s=old)
+        assert local.stdout == whole
+        streamed = run_ctr(
+            daemon, "images", "export", "--local=false", "-", PAUSE, k3s=old
+        )
+        assert streamed.stdout == ctr.transfer_loss(whole)
+    finally:
+        daemon.stop()
 
 
 def test_export_fails_without_containerd(tmp_path: Path) -> None:
