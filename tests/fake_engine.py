@@ -92,6 +92,8 @@ class FakeEngine:
         self.images = set(images)
         #: Labels of images, by reference (tests set them).
         self.image_label_values: dict[str, dict[str, str]] = {}
+        #: Labels of images, by reference (tests set them).
+        self.image_label_values: dict[str, dict[str, str]] = {}
         self.crash = set(crash)
         self.silent = set(silent)
         self.refuse_privileged = refuse_privileged
@@ -142,6 +144,9 @@ class FakeEngine:
 
     def image_platform(self, image: str) -> str:
         return "linux/amd64"
+
+    def image_labels(self, image: str) -> dict[str, str]:
+        return dict(self.image_label_values.get(image, {}))
 
     # creating, starting and stopping ---------------------------------------
 

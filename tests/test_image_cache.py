@@ -4,8 +4,13 @@ trip through nodes: a cluster pulls, saves, and the next one pulls nothing.
 
 from __future__ import annotations
 
+import io
+import logging
 import re
+import tarfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +21,15 @@ from kubernetes.client import CoreV1Api
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import SpecError
+from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.engine.node_container import AIRGAP_DIR
 from pytest_k3s.lifecycle import image_cache
+from pytest_k3s.lifecycle.containerd import export_command
+from pytest_k3s.lifecycle.seeding import IMPORT_CACHE
+from pytest_k3s.lifecycle.seeding import forget_seed
+from pytest_k3s.lifecycle.seeding import seed_archive
+from tests.fake_engine import FakeEngine
 
 
 #: Where k3s has containerd log, its pulls among them.
@@ -132,6 +143,115 @@ def test_the_cache_is_not_part_of_a_clusters_identity(tmp_path: Path) -> None:
         == ClusterSpec(image_cache=str(tmp_path)).digest()
         == ClusterSpec().digest()
     )
+
+
+def test_exports_run_in_ctr_itself_not_through_the_transfer_service() -> None:
+    # containerd 2's transfer path can exit 0 before the archive's end is out.
+    command = export_command("linux/amd64", "docker.io/rancher/mirrored-pause:3.6")
+    assert command[:6] == ["ctr", "-n", "k8s.io", "images", "export", "--local"]
+    assert command[-2:] == ["-", "docker.io/rancher/mirrored-pause:3.6"]
+
+
+@pytest.mark.parametrize(
+    ("image", "image_labels", "release"),
+    [
+        ("rancher/k3s:v1.29.4-k3s1", {}, (1, 29, 4)),
+        ("docker.io/rancher/k3s:v1.30.2-k3s2", {}, (1, 30, 2)),
+        ("registry.local:5000/rancher/k3s:v1.27.15-k3s1", {}, (1, 27, 15)),
+        ("rancher/k3s:v1.28.9-k3s1@sha256:" + "a" * 64, {}, (1, 28, 9)),
+        # The tag wins over a label; a tag that names none leaves it to the label.
+        (
+            "rancher/k3s:v1.29.4-k3s1",
+            {image_cache.VERSION_LABEL: "v1.35.5+k3s1"},
+            (1, 29, 4),
+        ),
+        (
+            "pytest-k3s-double:1580829597098eeb",
+            {image_cache.VERSION_LABEL: "v1.35.5+k3s1"},
+            (1, 35, 5),
+        ),
+        ("registry.local:5000/k3s", {image_cache.VERSION_LABEL: "1.29.1"}, (1, 29, 1)),
+        ("rancher/k3s:latest", {}, None),
+        ("rancher/k3s@sha256:" + "b" * 64, {"other": "v1.2.3"}, None),
+    ],
+)
+def test_the_k3s_release_comes_from_the_tag_or_the_version_label(
+    image: str, image_labels: dict[str, str], release: tuple[int, ...] | None
+) -> None:
+    assert image_cache.k3s_release(image, image_labels) == release
+
+
+@pytest.mark.parametrize(
+    ("release", "imports"),
+    [
+        ((1, 26, 15), False),
+        ((1, 27, 14), False),
+        ((1, 27, 15), True),
+        ((1, 28, 10), False),
+        ((1, 28, 11), True),
+        ((1, 29, 5), False),
+        ((1, 29, 6), True),
+        ((1, 30, 1), False),
+        ((1, 30, 2), True),
+        ((1, 31, 0), True),
+        ((1, 35, 5), True),
+        ((2, 0, 0), True),
+        (None, True),  # unknown: taken for a recent one
+    ],
+)
+def test_only_k3s_since_10132_imports_archives_of_one_platform(
+    release: tuple[int, ...] | None, imports: bool
+) -> None:
+    assert image_cache.imports_single_platform_archives(release) is imports
+
+
+def test_an_old_k3s_gets_no_cache_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = FakeEngine(images=["rancher/k3s:v1.29.5-k3s1", "k3s:custom"])
+    caplog.set_level(logging.INFO, logger=image_cache.__name__)
+    old = ClusterSpec(image="rancher/k3s:v1.29.5-k3s1", image_cache=str(tmp_path))
+    assert image_cache.directory_for(engine, old) is None
+    assert image_cache.directory_for(engine, old) is None
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("image cache off for rancher/k3s:v1.29.5-k3s1: k3s 1.29.5")
+    assert "k3s#10132" in line
+    # A tag that names no release: the image's label does.
+    engine.image_label_values["k3s:custom"] = {image_cache.VERSION_LABEL: "v1.35.5"}
+    custom = ClusterSpec(image="k3s:custom", image_cache=str(tmp_path))
+    assert image_cache.directory_for(engine, custom) == image_cache.directory(
+        custom, "linux/amd64"
+    )
+    engine.image_label_values["k3s:custom"] = {image_cache.VERSION_LABEL: "v1.28.3"}
+    assert image_cache.directory_for(engine, custom) is None
+    # Off stays off, without a word.
+    caplog.clear()
+    off = ClusterSpec(image="rancher/k3s:v1.29.5-k3s1", image_cache=False)
+    assert image_cache.directory_for(engine, off) is None
+    assert caplog.records == []
+
+
+def test_the_seed_holds_an_empty_import_cache_file_beside_the_archives(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (
+        cache / image_cache.archive_name("docker.io/rancher/mirrored-pause:3.6")
+    ).write_bytes(b"archive")
+    seed = seed_archive(ClusterSpec(image_cache=str(cache)), cache)
+    assert seed is not None
+    try:
+        with tarfile.open(seed) as tar:
+            found = {m.name: m for m in tar.getmembers()}
+        marker = found[f"{AIRGAP_DIR.lstrip('/')}/{IMPORT_CACHE}"]
+        assert marker.isfile()
+        assert marker.size == 0
+        assert len(found) == 2
+    finally:
+        forget_seed(seed)
+    # Nothing to seed: no file either (k3s has nothing to import).
+    assert seed_archive(ClusterSpec(image_cache=str(cache)), tmp_path / "none") is None
 
 
 # Through real Docker and the node double -------------------------------------
@@ -298,3 +418,96 @@ def test_the_run_saves_at_its_end_seeds_the_next_and_can_be_off(
     off.assert_outcomes(passed=1)
     assert "system image(s)" not in off.stdout.str()
     assert not (home / "pytest-k3s" / "images").exists()
+
+
+#: System images the double's nodes pull at start.
+SEEDED = (
+    "docker.io/rancher/mirrored-pause:3.6",
+    "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
+    "docker.io/rancher/local-path-provisioner:v0.0.32",
+)
+
+
+def fill(cache: Path | None) -> None:
+    """Fill ``cache`` as a cluster's save would (``ctr images export --local``)."""
+    from k3s_double.node import oci
+
+    assert cache is not None
+    cache.mkdir(parents=True)
+    entry = {
+        "media_type": oci.OCI_INDEX,
+        "platforms": [oci.node_platform()],
+        "listed": oci.listed_platforms(),
+    }
+    for ref in SEEDED:
+        data = oci.export_archive([(ref, entry)], platforms=[oci.node_platform()])
+        (cache / image_cache.archive_name(ref)).write_bytes(data)
+
+
+@pytest.fixture
+def old_k3s_image(
+    docker_client: docker.DockerClient, double_image: str
+) -> Iterator[str]:
+    """The double claiming k3s v1.29.5, as a tag that names no release."""
+    version = "v1.29.5+k3s1"
+    dockerfile = (
+        f"FROM {double_image}\n"
+        f"ENV K3S_DOUBLE_VERSION={version}\n"
+        f'LABEL org.opencontainers.image.version="{version}"\n'
+    )
+    tag = f"pytest-k3s-double-old:{uuid.uuid4().hex[:12]}"
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()),
+        tag=tag,
+        labels={labels.CLUSTER: "image-cache-test"},
+        rm=True,
+    )
+    try:
+        yield tag
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_an_old_k3s_is_not_seeded_so_its_nodes_log_no_import_error(
+    old_k3s_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    docker_engine: DockerEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = ClusterSpec(image=old_k3s_image, image_cache=str(tmp_path))
+    cache = image_cache.directory(spec, platform_of(docker_client, old_k3s_image))
+    fill(cache)
+    before = stamps(cache)
+    caplog.set_level(logging.INFO, logger=image_cache.__name__)
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
+        wait_for_system_pods(cluster)
+        server = cluster.servers[0]
+        assert "Starting k3s v1.29.5+k3s1" in cluster.logs(server)
+        log = cluster.logs(server)
+        # Seeded, k3s v1.29.5 would fail every archive and pull anyway.
+        assert "Error encountered while importing" not in log
+        assert "Importing images from" not in log
+        assert set(SEEDED) <= set(pulls(cluster)[server.name])
+    assert any("image cache off for" in r.getMessage() for r in caplog.records)
+    assert stamps(cache) == before  # nor is anything saved
+
+
+def test_a_restarted_node_does_not_import_its_archives_again(
+    double_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    docker_engine: DockerEngine,
+) -> None:
+    spec = ClusterSpec(image=double_image, agents=1, image_cache=str(tmp_path))
+    fill(image_cache.directory(spec, platform_of(docker_client, double_image)))
+    with K3sCluster.start(spec, engine=docker_engine) as cluster:
+        agent = cluster.node("agent-0")
+        first = cluster.logs(agent).count("Importing images from")
+        assert first == len(SEEDED)
+        cluster.restart_node("agent-0")
+        log = cluster.logs(agent)
+        assert log.count("Starting k3s agent") == 2
+        # Without the .cache.json seeded beside them, k3s imports all again.
+        assert log.count("Importing images from") == first
+        assert "Error encountered while importing" not in log

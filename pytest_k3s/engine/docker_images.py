@@ -79,6 +79,15 @@ class DockerImages:
             return f"linux/{_GOARCH.get(machine, machine or 'amd64')}"
         return f"{info.get('Os') or 'linux'}/{info.get('Architecture') or 'amd64'}"
 
+    def image_labels(self, image: str) -> dict[str, str]:
+        """The labels of a local image (empty if it has none or is gone)."""
+        try:
+            info = self.api.inspect_image(image)  # type: ignore[no-untyped-call]
+        except docker.errors.ImageNotFound:
+            return {}
+        found = (info.get("Config") or {}).get("Labels") or {}
+        return {str(key): str(value) for key, value in found.items()}
+
 
 def pull_arguments(image: str) -> tuple[str, str]:
     """Split an image reference into the repository and tag (or digest) to pull.

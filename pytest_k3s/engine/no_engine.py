@@ -83,6 +83,10 @@ class NoEngine:
         """Refused: no engine holds images."""
         self._refuse("load_image")
 
+    def image_labels(self, image: str) -> dict[str, str]:
+        """Refused: no engine holds images."""
+        self._refuse("load_image")
+
     def check_free(self, names: Iterable[str]) -> None:
         """Refused: no engine creates anything."""
         self._refuse("creating containers")

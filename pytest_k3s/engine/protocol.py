@@ -87,6 +87,9 @@ class Engine(Protocol):
     def image_platform(self, image: str) -> str:
         """The platform (``linux/<arch>``) of a local image."""
 
+    def image_labels(self, image: str) -> dict[str, str]:
+        """The labels of a local image (empty if it has none or is gone)."""
+
     # creating, starting and stopping ---------------------------------------
 
     def check_free(self, names: Iterable[str]) -> None:

@@ -44,10 +44,14 @@ def list_command() -> list[str]:
 
 
 def export_command(platform: str, ref: str) -> list[str]:
-    """``ctr images export`` of one image, for ``platform``, to standard output.
+    """``ctr images export --local`` of one image, for ``platform``, to stdout.
 
     ``ref`` is the name exactly as :func:`list_command` prints it: containerd
-    does not normalize it here.
+    does not normalize it here. ``--local`` (in ``ctr`` 1.7, where it is the
+    default, and 2.x) exports in ``ctr`` itself: containerd 2's default goes
+    through the transfer service, whose copy to the output nothing waits
+    for, so ``ctr`` can exit 0 before the archive's end is written
+    (``core/transfer/archive/exporter.go``, ``core/transfer/proxy/transfer.go``).
     """
-    command = ["ctr", "-n", NAMESPACE, "images", "export"]
+    command = ["ctr", "-n", NAMESPACE, "images", "export", "--local"]
     return [*command, "--platform", platform, "-", ref]

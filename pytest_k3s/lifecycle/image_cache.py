@@ -25,6 +25,14 @@ cluster (the run's owner, a module's worker, a library user's ``stop()``)
 saves into it without being told. Archives are written under a temporary
 name and renamed, so a reader never sees half of one; a lock keeps two
 processes from exporting into one directory at once (the second skips).
+
+An archive holds the node's platform only, and k3s imports such an archive
+only since k3s#10132 (v1.30.2, v1.29.6, v1.28.11, v1.27.15): older releases
+import with every platform, fail with ``content digest ...: not found`` on
+every node, and pull anyway. :func:`directory_for` turns the cache off for
+them, with one log line; it learns the release from the image's tag
+(``rancher/k3s:v1.29.4-k3s1``) or, when the tag names none, from its
+``org.opencontainers.image.version`` label, which costs no container.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import os
 import re
 import tarfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -56,6 +65,17 @@ SYSTEM_PATH = re.compile(r"rancher/(mirrored-|klipper-|local-path-provisioner:)"
 _SUFFIX = ".tar"
 #: A partial export older than this was left by a process that died.
 _STALE = 3600.0
+#: The image label that names a release when its tag does not.
+VERSION_LABEL = "org.opencontainers.image.version"
+_RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+#: The first release of each minor line that imports archives lacking other
+#: platforms (k3s#10132; backports k3s#10148, #10149, #10150, validated on
+#: June 12, 2024 against v1.29.5, v1.28.10 and v1.27.14, which still fail).
+_FIRST_SINGLE_PLATFORM_IMPORT = {27: 15, 28: 11, 29: 6, 30: 2}
+#: From this minor line on, every release has it.
+_SINGLE_PLATFORM_IMPORT_MINOR = 31
+#: Images whose cache was turned off and said so (one line per process).
+_told_off: set[str] = set()
 
 
 def default_root() -> Path:
@@ -75,6 +95,63 @@ def directory(spec: ClusterSpec, platform: str) -> Path | None:
     root = default_root() if spec.image_cache is True else Path(spec.image_cache)
     image = quote(normalized_reference(spec.image), safe="")
     return root / image / quote(platform, safe="")
+
+
+def k3s_release(image: str, image_labels: Mapping[str, str]) -> tuple[int, ...] | None:
+    """The k3s release ``(1, minor, patch)`` an image runs, if it says.
+
+    From the tag (``rancher/k3s:v1.29.4-k3s1``), else from the image's
+    :data:`VERSION_LABEL` (the node double's image carries one); None when
+    neither names a release.
+    """
+    name = image.partition("@")[0]
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    for text in (tag, image_labels.get(VERSION_LABEL, "")):
+        found = _RELEASE.match(text.strip())
+        if found is not None:
+            return tuple(int(part) for part in found.groups())
+    return None
+
+
+def imports_single_platform_archives(release: tuple[int, ...] | None) -> bool:
+    """Whether k3s ``release`` imports an archive holding one platform's content.
+
+    An unknown release (None) is taken to be a recent one: the default image
+    and every supported k3s line import them.
+    """
+    if release is None:
+        return True
+    major, minor, patch = release[:3]
+    if major != 1 or minor >= _SINGLE_PLATFORM_IMPORT_MINOR:
+        return major >= 1
+    first = _FIRST_SINGLE_PLATFORM_IMPORT.get(minor)
+    return first is not None and patch >= first
+
+
+def directory_for(engine: Engine, spec: ClusterSpec) -> Path | None:
+    """:func:`directory` for ``spec`` on ``engine``, None where k3s cannot use it.
+
+    The engine has the image by now; its platform chooses the directory,
+    and its release whether its nodes can import the archives.
+    """
+    cache = directory(spec, engine.image_platform(spec.image))
+    if cache is None:
+        return None
+    release = k3s_release(spec.image, engine.image_labels(spec.image))
+    if imports_single_platform_archives(release):
+        return cache
+    if spec.image not in _told_off:
+        _told_off.add(spec.image)
+        version = ".".join(str(part) for part in release or ())
+        log.info(
+            "image cache off for %s: k3s %s imports no single-platform archive "
+            "(k3s#10132, fixed in v1.30.2, v1.29.6, v1.28.11, v1.27.15); "
+            "its nodes pull the system images",
+            spec.image,
+            version,
+        )
+    return None
 
 
 def is_system_image(ref: str) -> bool:

@@ -6,14 +6,25 @@ of pulling those images. A start packs the air-gap archives the spec names,
 or else the system images cached by earlier clusters
 (:mod:`pytest_k3s.lifecycle.image_cache`), into one tar that the engine
 unpacks into every node (an agent added later gets the same).
+
+With them goes an empty ``.cache.json`` (:data:`IMPORT_CACHE`): without it,
+k3s imports every archive again at every start and holds the agent until
+done (``pkg/agent/containerd/watcher.go``), so every restart of a node, and
+every crash-loop restart of a joining server, paid the import again. With
+it (k3s v1.33.1, v1.32.5, v1.31.9, v1.30.13 and later; k3s#12237), k3s
+records each archive's size and mtime as it imports it and skips archives
+it recorded unchanged. Empty is how k3s documents turning it on; older
+releases ignore the file (they read only archive and ``.txt`` names).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +34,9 @@ from pytest_k3s.spec import ClusterSpec
 
 
 log = logging.getLogger(__name__)
+
+#: The file that makes k3s import an archive once, not at every start.
+IMPORT_CACHE = ".cache.json"
 
 
 def seed_archive(
@@ -51,6 +65,9 @@ def seed_archive(
         with tarfile.open(seed, "w") as tar:
             for archive in airgap + cached:
                 tar.add(archive, arcname=f"{AIRGAP_DIR.lstrip('/')}/{archive.name}")
+            marker = tarfile.TarInfo(f"{AIRGAP_DIR.lstrip('/')}/{IMPORT_CACHE}")
+            marker.mtime, marker.mode = int(time.time()), 0o644
+            tar.addfile(marker, io.BytesIO(b""))
     except BaseException as exc:
         shutil.rmtree(directory, ignore_errors=True)
         if airgap or not isinstance(exc, OSError):

@@ -201,7 +201,7 @@ class _Starter:
                     self.engine.pull_image(image)
                 except ImageUnavailableError as exc:
                     raise ImageUnavailableError(f"{exc}; it is {what}") from exc
-        self.cache = image_cache.directory(spec, self.engine.image_platform(spec.image))
+        self.cache = image_cache.directory_for(self.engine, spec)
         self.seed = seed_archive(spec, self.cache, self.progress)
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
