@@ -92,8 +92,6 @@ class FakeEngine:
         self.images = set(images)
         #: Labels of images, by reference (tests set them).
         self.image_label_values: dict[str, dict[str, str]] = {}
-        #: Labels of images, by reference (tests set them).
-        self.image_label_values: dict[str, dict[str, str]] = {}
         self.crash = set(crash)
         self.silent = set(silent)
         self.refuse_privileged = refuse_privileged
