@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import email.utils
+import http.server
+import json
 import re
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -78,3 +83,143 @@ def test_readyz_says_why_the_api_server_is_not_ready(
 def test_failures_read_as_the_api_says_them() -> None:
     assert failure(ApiException(status=404, reason="Not Found")) == "HTTP 404 Not Found"
     assert failure(TimeoutError("timed out")) == "TimeoutError: timed out"
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """A plain-HTTP API server stand-in that answers from a script."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
+        self.answers = answers
+        self.seen: list[str] = []
+        super().__init__(("127.0.0.1", 0), _Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def client(self) -> Any:
+        from pytest_k3s.kube.client import api_client
+
+        config = {
+            "clusters": [{"name": "c", "cluster": {"server": self.url}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        }
+        return api_client(config)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.seen.append(f"{self.command} {self.path}")
+        status, headers, body = self.server.answers.pop(0)
+        headers = dict(headers)
+        self.date = headers.pop("Date", None)
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+    date: str | None = None
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The scripted Date (a server clock of its own), else the real one."""
+        return self.date or super().date_time_string(timestamp)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+INITIALIZING = (
+    429,
+    {"Retry-After": "0"},
+    json.dumps(
+        {
+            "kind": "Status",
+            "status": "Failure",
+            "message": "storage is (re)initializing",
+            "reason": "TooManyRequests",
+            "code": 429,
+        }
+    ).encode(),
+)
+
+
+def test_a_429_after_a_restart_is_retried_for_every_verb() -> None:
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client import V1ConfigMap
+    from kubernetes.client import V1ObjectMeta
+
+    created = json.dumps(
+        {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x"}}
+    ).encode()
+    server = _Server([INITIALIZING, INITIALIZING, (201, {}, created)])
+    try:
+        core = CoreV1Api(server.client())
+        found = core.create_namespaced_config_map(
+            "default", V1ConfigMap(metadata=V1ObjectMeta(name="x"))
+        )
+    finally:
+        server.shutdown()
+    assert found.metadata.name == "x"
+    assert server.seen == ["POST /api/v1/namespaces/default/configmaps"] * 3
+
+
+def test_a_429_that_lasts_is_the_callers_answer() -> None:
+    from kubernetes.client import CoreV1Api
+
+    server = _Server([INITIALIZING] * 20)
+    try:
+        with pytest.raises(ApiException) as caught:
+            CoreV1Api(server.client()).list_node()
+    finally:
+        server.shutdown()
+    assert caught.value.status == 429
+    assert len(server.seen) == 11, "the first try and client-go's ten retries"
+
+
+def test_heartbeats_are_compared_in_the_engine_hosts_time() -> None:
+    from pytest_k3s.kube.client import nodes_ready
+
+    behind = time.time() - 600  # a remote engine whose clock is 10 min behind
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(behind))
+    node = {
+        "metadata": {"name": "n"},
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "True", "lastHeartbeatTime": stamp}
+            ]
+        },
+    }
+    body = json.dumps({"kind": "NodeList", "items": [node]}).encode()
+    date = email.utils.formatdate(behind, usegmt=True)
+    server = _Server([(200, {"Date": date}, body), (200, {}, body)])
+    try:
+        api = server.client()
+        # Started 5 s ago by our clock: a fresh heartbeat in the host's time.
+        assert nodes_ready(api, {"n"}, heartbeat_after=time.time() - 5) == (None, None)
+        # Without a Date the old comparison holds, and the heartbeat is old.
+        reason, _ = nodes_ready(api, {"n"}, heartbeat_after=time.time() - 5)
+    finally:
+        server.shutdown()
+    assert reason == "node n is not Ready"
+
+
+def test_a_skew_under_the_dates_resolution_is_none() -> None:
+    from pytest_k3s.kube.client import server_skew
+
+    now = 1_800_000_000.0
+    assert server_skew({"Date": email.utils.formatdate(now + 1, usegmt=True)}, now) == 0
+    assert server_skew(
+        {"Date": email.utils.formatdate(now - 90, usegmt=True)}, now
+    ) == (-90)
+    assert server_skew({}, now) == 0
+    assert server_skew({"Date": "yesterday"}, now) == 0

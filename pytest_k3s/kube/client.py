@@ -25,6 +25,9 @@ from pytest_k3s.kube.kubeconfig import Kubeconfig
 
 #: Requests made while waiting must not hang longer than this (seconds).
 PROBE_TIMEOUT = 5.0
+#: How often a request answered 429 is sent again, after the Retry-After the
+#: server asks for (client-go retries up to 10 times).
+RETRIES_ON_429 = 10
 
 ROLE_LABEL = "node-role.kubernetes.io/"
 #: The label of the namespaces ``k3s_namespace`` creates (and a reused
@@ -33,10 +36,30 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "pytest-k3s"}
 
 
 def api_client(config: Kubeconfig) -> k8s.ApiClient:
-    """Build an ``ApiClient`` bound to ``config`` alone."""
+    """Build an ``ApiClient`` bound to ``config`` alone.
+
+    Like client-go (kubectl, helm, controllers), it sends a request again
+    when the server answers 429 with a Retry-After, as an API server does
+    for a moment after it (re)starts ("storage is (re)initializing") and
+    under priority and fairness: the request was not processed, whatever
+    its verb.
+    """
+    import urllib3
+
     configuration = k8s.Configuration()
     k8s_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
         config, client_configuration=configuration, persist_config=False
+    )
+    configuration.retries = urllib3.Retry(
+        total=RETRIES_ON_429 + 3,
+        connect=3,  # urllib3's default: the request was never sent
+        read=0,  # a request that may have been processed is not sent again
+        redirect=0,
+        status=RETRIES_ON_429,
+        status_forcelist=(429,),
+        allowed_methods=None,  # every verb: a 429 was never processed
+        respect_retry_after_header=True,
+        raise_on_status=False,
     )
     return k8s.ApiClient(configuration)
 
@@ -92,16 +115,23 @@ def nodes_ready(
 ) -> tuple[str | None, str | None]:
     """Check that every ``expected`` node is registered and Ready.
 
-    With ``heartbeat_after`` (epoch seconds), Ready must also have been
-    reported since then (a restarted node's old condition does not count).
-    Returns (None, None) when they are, else (why not, the first node at fault).
+    With ``heartbeat_after`` (epoch seconds, this machine's clock), Ready
+    must also have been reported since then (a restarted node's old
+    condition does not count). Heartbeats carry the node's clock, which is
+    the engine host's: the API server's ``Date`` says how far that is from
+    ours, and the comparison is made in its time (a remote engine's clock
+    may be behind). Returns (None, None) when they are, else (why not, the
+    first node at fault).
     """
     try:
-        nodes: list[Any] = (
-            k8s.CoreV1Api(api).list_node(_request_timeout=PROBE_TIMEOUT).items
+        answer: Any = k8s.CoreV1Api(api).list_node_with_http_info(
+            _request_timeout=PROBE_TIMEOUT
         )
     except Exception as exc:
         return f"listing nodes failed: {failure(exc)}", None
+    nodes: list[Any] = answer[0].items
+    if heartbeat_after is not None:
+        heartbeat_after += server_skew(answer[2])
     ready = {
         node.metadata.name
         for node in nodes
@@ -126,6 +156,24 @@ def nodes_ready(
     if not_ready:
         return f"node {not_ready[0]} is not Ready", not_ready[0]
     return None, None
+
+
+def server_skew(headers: Mapping[str, str] | None, now: float | None = None) -> float:
+    """How far the server's clock (its ``Date`` header) is ahead of ours, in seconds.
+
+    ``Date`` has whole seconds, so a skew under two seconds is taken as none.
+    """
+    from email.utils import parsedate_to_datetime
+
+    stamp = (headers or {}).get("Date") or (headers or {}).get("date")
+    if not stamp:
+        return 0.0
+    try:
+        server = parsedate_to_datetime(stamp).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+    skew = server - (time.time() if now is None else now)
+    return skew if abs(skew) >= 2 else 0.0
 
 
 def default_service_account(api: k8s.ApiClient) -> str | None:
