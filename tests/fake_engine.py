@@ -344,7 +344,12 @@ class FakeApi:
         monkeypatch.setattr(client, "api_client", lambda config: _Closable())
         monkeypatch.setattr(client, "readyz", answer("readyz"))
         monkeypatch.setattr(client, "nodes_ready", answer("nodes", self.not_ready))
-        for name in ("default_service_account", "coredns_available", "delete_node"):
+        for name in (
+            "default_service_account",
+            "coredns_available",
+            "delete_node",
+            "delete_namespaces",
+        ):
             monkeypatch.setattr(client, name, answer(name))
         return self
 

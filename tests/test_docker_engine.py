@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import docker.errors
 import pytest
 
+from pytest_k3s.engine.access import Access
+from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.engine.docker_engine import _unavailable
 from pytest_k3s.engine.docker_images import pull_arguments
 
@@ -42,3 +45,62 @@ def test_a_refused_socket_says_permission_denied_and_what_to_do() -> None:
     absent = _unavailable("unix:///x.sock", FileNotFoundError(2, "No such file"))
     assert absent.startswith("no Docker engine answers at unix:///x.sock")
     assert "start the Docker engine" in absent
+
+
+class _PodmanCompat:
+    """What Podman's Docker-compatible API answers about a container's networks.
+
+    Podman cannot run on our machines, so its answers are scripted here:
+    a container attached to ``attached``, and a connect of an attached
+    container refused with 403 "network is already connected"
+    (``pkg/api/handlers/compat/networks.go``), where Docker says "already
+    exists".
+    """
+
+    def __init__(self, attached: set[str], reported: set[str]) -> None:
+        self.attached = attached
+        self.reported = reported
+        self.connects: list[str] = []
+
+    def inspect_container(self, container: str) -> dict[str, object]:
+        return {"NetworkSettings": {"Networks": {n: {} for n in self.reported}}}
+
+    def connect_container_to_network(self, container: str, network: str) -> None:
+        import requests
+
+        self.connects.append(network)
+        if network in self.attached:
+            response = requests.Response()
+            response.status_code = 403
+            raise docker.errors.APIError(
+                "403 Client Error: Forbidden",
+                response=response,
+                explanation="network is already connected",
+            )
+        self.attached.add(network)
+
+
+def _engine_in_a_container(api: _PodmanCompat) -> DockerEngine:
+    client = type("Client", (), {"api": api})()
+    engine = DockerEngine(client)
+    engine._access = Access("network", "in a container", container="c0ffee")
+    return engine
+
+
+def test_a_container_on_the_network_already_is_not_connected_again() -> None:
+    api = _PodmanCompat(attached={"k3s-x"}, reported={"bridge", "k3s-x"})
+    _engine_in_a_container(api).join_network("k3s-x")
+    assert api.connects == [], "a second xdist worker in the same container"
+
+
+def test_podmans_already_connected_is_no_error() -> None:
+    # Another worker connected the container after we looked.
+    api = _PodmanCompat(attached={"k3s-x"}, reported={"bridge"})
+    _engine_in_a_container(api).join_network("k3s-x")
+    assert api.connects == ["k3s-x"]
+
+
+def test_a_container_joins_a_network_it_is_not_on() -> None:
+    api = _PodmanCompat(attached=set(), reported={"bridge"})
+    _engine_in_a_container(api).join_network("k3s-x")
+    assert api.attached == {"k3s-x"}

@@ -14,6 +14,7 @@ import pytest
 from pytest_k3s import labels
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import UnsuitableClusterError
+from pytest_k3s.kube import client as kube_client
 from pytest_k3s.lifecycle import start
 from pytest_k3s.owner import Owner
 from pytest_k3s.run.existing import ExistingPool
@@ -219,3 +220,35 @@ def test_rm_takes_the_kubeconfig_and_spares_a_leased_reusable_cluster(
     reusing.close()  # the run ends: its lease goes
     assert remove_named(engine, [reusable.name]) == {reusable.name: "removed"}
     assert engine.labelled() == {}
+
+
+def test_a_reusable_cluster_is_asked_after_joining_its_network(
+    tmp_path: Path, api: FakeApi
+) -> None:
+    engine = FakeEngine()
+
+    def reuse_run(run_id: str) -> DockerPool:
+        info = RunInfo(
+            run_id, Owner.current(), tmp_path / run_id, "never", 60, reuse=True
+        )
+        private_directory(info.state_dir)
+        return DockerPool(info, engine, print)
+
+    first = reuse_run("run-a")
+    kept = first.acquire(SPEC)
+    first.close()
+    order: list[str] = []
+    engine.join_network = lambda network: order.append(f"join {network}")  # type: ignore[method-assign]
+    real_readyz = kube_client.readyz
+
+    def readyz(client: object) -> str | None:
+        order.append("readyz")
+        return real_readyz(client)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kube_client, "readyz", readyz)
+        second = reuse_run("run-b")
+        again = second.acquire(SPEC)
+    assert again.name == kept.name, "the healthy cluster is reused"
+    assert order[:2] == [f"join {kept.name}", "readyz"]
+    second.close()

@@ -55,8 +55,8 @@ class Access:
     """How the test process reaches a cluster's API, and why.
 
     :param mode: ``published``: the port published on the engine's host;
-        ``network``: server-0's name and port 6443 on the cluster network,
-        which ``container`` (our container's id) joins
+        ``network``: server-0's (or the load balancer's) name and port 6443
+        on the cluster network, which ``container`` (our container's id) joins
     """
 
     mode: Mode
@@ -67,8 +67,8 @@ class Access:
         """The report header's account of it."""
         if self.mode == "network":
             return (
-                f"k3s API: via the cluster network (https://<cluster>-server-0:6443); "
-                f"{self.reason}"
+                "k3s API: via the cluster network (https://<cluster>-server-0:6443, "
+                f"or <cluster>-serverlb:6443 with a load balancer); {self.reason}"
             )
         return f"k3s API: the published port; {self.reason}"
 

@@ -116,6 +116,11 @@ def acquire(
         if lease is None:
             continue  # another run has it
         try:
+            if spec.api_host is None and engine.api_host() is None:
+                # In a container we reach the API through the cluster network
+                # (as the start and attach do): join it before asking, or a
+                # healthy cluster looks dead and is removed.
+                engine.join_network(name)
             reason = _unhealthy(engine, name)
             if reason is not None:
                 progress(f"removing reusable k3s cluster {name}: {reason}")
