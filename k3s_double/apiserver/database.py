@@ -2,6 +2,10 @@
 
 Every write goes through ``commit`` or ``remove`` under one lock, gets the
 next global resourceVersion and is published to the watchers of its kind.
+A :class:`Journal` (the replicated, persisted log under an HA server, see
+``k3s_double.etcd``) sees each write before it becomes visible and may refuse
+it; writes made elsewhere arrive through :meth:`Database.apply` and whole
+states through :meth:`Database.restore`, as a watch cache follows etcd.
 Stored objects are never mutated in place (writers store fresh copies and
 readers get copies), so events can share them without copying.  Watchers
 get events through unbounded queues: a slow watch never blocks a writer.
@@ -16,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Protocol
 
 from .kinds import Kind
 from .kinds import Obj
@@ -43,6 +48,14 @@ class Watcher:
     events: queue.SimpleQueue[Change | None] = field(default_factory=queue.SimpleQueue)
 
 
+class Journal(Protocol):
+    """What makes a write durable before anyone can see it (etcd, kine)."""
+
+    def record(self, change: Change) -> None:
+        """Keep ``change`` (committed to a quorum) or raise to refuse the write."""
+        ...
+
+
 class TooOld(Exception):
     """The requested resourceVersion is older than the kept history."""
 
@@ -56,6 +69,10 @@ class Database:
         self._objects: dict[Kind, dict[tuple[str, str], Obj]] = {}
         self._history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
         self._watchers: set[Watcher] = set()
+        #: Set by the node half when a replicated, persisted log backs the store.
+        self.journal: Journal | None = None
+        #: The oldest resourceVersion the history reaches back to (a restore).
+        self._floor = 0
 
     @property
     def resource_version(self) -> str:
@@ -81,29 +98,75 @@ class Database:
     def commit(self, kind: Kind, obj: Obj) -> Obj:
         """Store an object (create or replace), assigning the next resourceVersion."""
         with self.lock:
-            self._rv += 1
+            rv = self._rv + 1
             stored = copy.deepcopy(obj)
-            stored["metadata"]["resourceVersion"] = str(self._rv)
+            stored["metadata"]["resourceVersion"] = str(rv)
             key = (stored["metadata"].get("namespace", ""), stored["metadata"]["name"])
-            bucket = self._objects.setdefault(kind, {})
-            old = bucket.get(key)
-            bucket[key] = stored
-            self._publish(
-                Change(self._rv, kind, "MODIFIED" if old else "ADDED", old, stored)
-            )
+            old = self._objects.get(kind, {}).get(key)
+            change = Change(rv, kind, "MODIFIED" if old else "ADDED", old, stored)
+            if self.journal is not None:
+                self.journal.record(change)
+            self._rv = rv
+            self._objects.setdefault(kind, {})[key] = stored
+            self._publish(change)
             return copy.deepcopy(stored)
 
     def remove(self, kind: Kind, namespace: str, name: str) -> Obj | None:
         """Delete an object; the DELETED event carries a new resourceVersion."""
         with self.lock:
-            old = self._objects.get(kind, {}).pop((namespace, name), None)
+            old = self._objects.get(kind, {}).get((namespace, name))
             if old is None:
                 return None
-            self._rv += 1
+            rv = self._rv + 1
             gone = copy.deepcopy(old)
-            gone["metadata"]["resourceVersion"] = str(self._rv)
-            self._publish(Change(self._rv, kind, "DELETED", old, gone))
+            gone["metadata"]["resourceVersion"] = str(rv)
+            change = Change(rv, kind, "DELETED", old, gone)
+            if self.journal is not None:
+                self.journal.record(change)
+            self._rv = rv
+            del self._objects[kind][(namespace, name)]
+            self._publish(change)
             return copy.deepcopy(gone)
+
+    def apply(self, rv: int, kind: Kind, obj: Obj, *, deleted: bool) -> None:
+        """Install a write committed elsewhere, with its own resourceVersion.
+
+        ``obj`` is the object as stored (for a deletion, as it was deleted);
+        watchers see it as they would have seen the local write.
+        """
+        with self.lock:
+            meta = obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            bucket = self._objects.setdefault(kind, {})
+            old = bucket.get(key)
+            self._rv = max(self._rv, rv)
+            if deleted:
+                if old is None:
+                    return
+                del bucket[key]
+                self._publish(Change(rv, kind, "DELETED", old, obj))
+                return
+            bucket[key] = obj
+            self._publish(Change(rv, kind, "MODIFIED" if old else "ADDED", old, obj))
+
+    def restore(self, rv: int, objects: list[tuple[Kind, Obj]]) -> None:
+        """Replace every object (a snapshot from the leader, or from disk).
+
+        Open watches end, as the watch cache ends them when it re-lists, and
+        the history starts again: an older resourceVersion is 410 Expired.
+        """
+        with self.lock:
+            self._objects = {}
+            for kind, obj in objects:
+                meta = obj["metadata"]
+                bucket = self._objects.setdefault(kind, {})
+                bucket[(meta.get("namespace", ""), meta["name"])] = obj
+            self._rv = rv
+            self._floor = rv
+            self._history.clear()
+            for watcher in self._watchers:
+                watcher.events.put(None)
+            self._watchers.clear()
 
     def _publish(self, change: Change) -> None:
         self._history.append(change)
@@ -130,6 +193,8 @@ class Database:
             else:
                 oldest = self._history[0].rv if self._history else self._rv + 1
                 if since < oldest - 1 and len(self._history) == HISTORY:
+                    raise TooOld(str(since))
+                if since < self._floor:
                     raise TooOld(str(since))
                 replay = [c for c in self._history if c.rv > since and c.kind == kind]
             self._watchers.add(watcher)

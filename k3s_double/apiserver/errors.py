@@ -38,12 +38,23 @@ class ApiError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
         }
+        if self.reason:
+            body["reason"] = self.reason
         if self.details is not None:
             body["details"] = self.details
         body["code"] = self.code
         return body
+
+
+def storage_error(message: str) -> ApiError:
+    """500 for an etcd error the API server passes through unconverted.
+
+    ``responsewriters.ErrorToAPIStatus`` turns an error that is no ``Status``
+    into code 500 with reason ``StatusReasonUnknown`` (empty, so left out)
+    and the error's text, e.g. etcd's ``etcdserver: request timed out``.
+    """
+    return ApiError(500, "", message)
 
 
 def _details(kind: Kind, name: str, *, kind_name: str | None = None) -> Obj:

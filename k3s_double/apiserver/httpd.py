@@ -110,6 +110,8 @@ def send_response(handler: BaseHTTPRequestHandler, reply: Response) -> None:
     handler.send_header("Content-Type", reply.content_type)
     handler.send_header("Audit-Id", "00000000-0000-0000-0000-000000000000")
     handler.send_header("Cache-Control", "no-cache, private")
+    for name, value in reply.headers.items():
+        handler.send_header(name, value)
     if stream is None:
         handler.send_header("Content-Length", str(len(reply.body)))
         handler.end_headers()
@@ -259,7 +261,7 @@ class APIServer(ThreadingHTTPServer):
         handler: _Handler,
     ) -> Any:
         """Pick the supervisor or the API, authenticating for each."""
-        if path in ("/cacerts", "/ping") or path.startswith("/v1-k3s/"):
+        if path in ("/cacerts", "/ping", "/db/info") or path.startswith("/v1-k3s/"):
             return self.supervisor.supervise(
                 method, path, headers, body, _basic_auth(headers)
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 
@@ -16,6 +17,8 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     stream: Iterator[bytes] | None = None
+    #: Extra response headers (``Retry-After``).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def json_response(status: int, obj: Any) -> Response:

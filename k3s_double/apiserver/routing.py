@@ -72,6 +72,20 @@ CUSTOM_PATCH_TYPES = (
 )
 
 
+def initializing() -> Response:
+    """What the watch cache answers before it is ready (cacher ``ready.wait``).
+
+    ``errors.NewTooManyRequests("storage is (re)initializing", 1)``: 429,
+    reason TooManyRequests, ``retryAfterSeconds: 1`` and ``Retry-After: 1``.
+    """
+    failure = ApiError(
+        429, "TooManyRequests", "storage is (re)initializing", {"retryAfterSeconds": 1}
+    )
+    answer = json_response(429, failure.status())
+    answer.headers["Retry-After"] = "1"
+    return answer
+
+
 class Router:
     """The HTTP-shaped front of a :class:`~.storage.Storage`.
 
@@ -133,6 +147,8 @@ class Router:
             group, version, rest = segments[1], segments[2], segments[3:]
         else:
             return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
+        if not self.storage.ready.is_set():
+            return initializing()
         watch = query.get("watch") in GO_TRUE
         if rest and rest[0] == "watch":
             watch, rest = True, rest[1:]
@@ -310,6 +326,8 @@ class Router:
         failing = set()
         if check == "readyz" and not self.storage.ready.is_set():
             failing = {"etcd", "etcd-readiness", *STORAGE_HOOKS}
+        elif check == "readyz" and not self.storage.datastore_ok():
+            failing = {"etcd", "etcd-readiness"}
         if not verbose and not failing:
             return Response(200, b"ok", "text/plain; charset=utf-8")
         lines = [

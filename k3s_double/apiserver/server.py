@@ -19,7 +19,9 @@ how to stop it with :meth:`KubeAPI.on_stop`.
 Contract with the node half::
 
     KubeAPI(*, git_version=K3S_VERSION, disable=frozenset(), ca_pem="",
-            storage_start=0.0)   # seconds until the storage is ready
+            storage_start=0.0,   # seconds until the storage is ready; None:
+                                 # the caller sets storage.ready
+            populate=True)       # False: no bootstrap objects (call populate())
     KubeAPI.handle(method, target, headers, body, *, user) -> Response
     KubeAPI.on_stop(callback); KubeAPI.stop()
 """
@@ -59,12 +61,16 @@ class KubeAPI:
         git_version: str = K3S_VERSION,
         disable: frozenset[str] = frozenset(),
         ca_pem: str = "",
-        storage_start: float = 0.0,
+        storage_start: float | None = 0.0,
+        populate: bool = True,
     ) -> None:
         self.storage = Storage(disable=disable, ca_pem=ca_pem)
         self.router = Router(self.storage, git_version=git_version)
         self._on_stop: list[Callable[[], None]] = []
-        bootstrap(self.storage)
+        if populate:
+            self.populate()
+        if storage_start is None:
+            return
         if storage_start > 0:
             timer = threading.Timer(storage_start, self.storage.ready.set)
             timer.daemon = True
@@ -84,6 +90,10 @@ class KubeAPI:
     ) -> Response:
         """Answer one request; ``target`` is the raw path plus query string."""
         return self.router.handle(method, target, headers, body, user=user)
+
+    def populate(self) -> None:
+        """Create the objects a fresh k3s server holds (:mod:`.bootstrap`)."""
+        bootstrap(self.storage)
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` first when the API stops (background work ends)."""

@@ -99,6 +99,9 @@ class Storage:
         #: Set once the storage backend (k3s' kine/etcd) and the post-start
         #: hooks that write through it are done; ``/readyz`` fails until then.
         self.ready = threading.Event()
+        #: Whether the datastore answers now (etcd has quorum); ``/readyz``
+        #: fails with ``[-]etcd failed`` while it does not.
+        self.datastore_ok: Callable[[], bool] = lambda: True
 
     def get(self, kind: Kind, namespace: str, name: str) -> Obj:
         """Return one object or raise NotFound."""
