@@ -3,7 +3,12 @@
 Run from the repository root::
 
     python -m benchmarks.startup [--image IMAGE] [--rounds N]
-        [--image-cache seeded|empty|off]
+        [--image-cache seeded|empty|off] [--load-balancer-image IMAGE]
+
+3+1 is measured twice: with its load balancer (the default for more than one
+server) and without, so the balancer's cost shows as a ratio. Without
+``--load-balancer-image`` it uses ``PYTEST_K3S_LOAD_BALANCER_IMAGE``, or
+builds the test image from Debian's haproxy.
 
 Without ``--image`` it uses ``PYTEST_K3S_IMAGE``, or builds the k3s node
 double. All topologies are measured in one run, round-robin, so the ratios
@@ -42,7 +47,8 @@ from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 
 
-TOPOLOGIES = ((1, 0), (1, 2), (3, 1))
+#: (servers, agents, load balancer): None is the default (with > 1 server).
+TOPOLOGIES = ((1, 0, None), (1, 2, None), (3, 1, None), (3, 1, False))
 CACHE_MODES = ("seeded", "empty", "off")
 
 
@@ -98,16 +104,33 @@ def main() -> None:
     parser.add_argument("--image", default=os.environ.get("PYTEST_K3S_IMAGE"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--image-cache", choices=CACHE_MODES, default="seeded")
+    parser.add_argument(
+        "--load-balancer-image",
+        default=os.environ.get("PYTEST_K3S_LOAD_BALANCER_IMAGE"),
+    )
     options = parser.parse_args()
     image = options.image
     if not image:
         from k3s_double.build import ensure_image
 
         image = ensure_image()
+    balancer = options.load_balancer_image
+    if not balancer:
+        from k3s_double.haproxy_image import ensure_load_balancer_image
 
-    def spec(servers: int, agents: int, cache: bool | str) -> ClusterSpec:
+        balancer = ensure_load_balancer_image()
+
+    def spec(
+        servers: int, agents: int, cache: bool | str, lb: bool | None = None
+    ) -> ClusterSpec:
         return ClusterSpec(
-            image=image, servers=servers, agents=agents, timeout=300, image_cache=cache
+            image=image,
+            servers=servers,
+            agents=agents,
+            timeout=300,
+            image_cache=cache,
+            load_balancer=lb,
+            load_balancer_image=balancer,
         )
 
     mode = options.image_cache
@@ -127,9 +150,9 @@ def main() -> None:
         else:
             how = "off (nodes pull every system image, stops save none)"
         for _ in range(options.rounds):
-            for (servers, agents), samples in results.items():
+            for (servers, agents, lb), samples in results.items():
                 with image_cache(mode, private) as cache:
-                    measure(spec(servers, agents, cache), samples)
+                    measure(spec(servers, agents, cache, lb), samples)
         if mode == "seeded" and archives(private)[0] != count:
             how += (
                 f"; the measured clusters saved {archives(private)[0] - count} "
@@ -137,26 +160,36 @@ def main() -> None:
             )
 
     median = statistics.median
-    print(f"image {image}, {options.rounds} round(s), medians in seconds")
+    print(
+        f"image {image}, load balancer {balancer}, {options.rounds} round(s), "
+        "medians in seconds"
+    )
     print(f"image cache: {how}")
     print(
-        f"{'topology':>9} {'usable':>8} {'waiting':>8} {'own':>8} {'own %':>6} "
+        f"{'topology':>12} {'usable':>8} {'waiting':>8} {'own':>8} {'own %':>6} "
         f"{'stop':>6}"
     )
-    for (servers, agents), s in results.items():
+    for (servers, agents, lb), s in results.items():
         usable = median(s.usable)
+        name = f"{servers}+{agents}" + (" no LB" if lb is False else "")
         print(
-            f"{servers}+{agents:<7} {usable:8.2f} {median(s.waiting):8.2f} "
+            f"{name:<12} {usable:8.2f} {median(s.waiting):8.2f} "
             f"{median(s.own):8.2f} {100 * median(s.own) / usable:5.0f}% "
             f"{median(s.stop):6.2f}"
         )
-    base = median(results[1, 0].usable)
-    for topology in ((1, 2), (3, 1)):
+    base = median(results[1, 0, None].usable)
+    for topology in ((1, 2, None), (3, 1, None)):
         ratio = median(results[topology].usable) / base
         print(
             f"ratio {topology[0]}+{topology[1]} / 1+0 time to usable client: "
             f"{ratio:.2f}x"
         )
+    with_lb = median(results[3, 1, None].usable)
+    without = median(results[3, 1, False].usable)
+    print(
+        f"ratio 3+1 with its load balancer / without, time to usable client: "
+        f"{with_lb / without:.2f}x (target: at most 1.10x)"
+    )
 
 
 if __name__ == "__main__":
