@@ -475,20 +475,23 @@ class K3sCluster:
     # helpers ---------------------------------------------------------------------
 
     def container_states(self) -> list[str]:
-        """One line per node: its container's state (for failure reports)."""
+        """One line per container (nodes, load balancer): its state, for reports."""
         lines: list[str] = []
         if not self.in_docker:
             return lines
-        for node in self.nodes:
+        containers = [(node.name, node.container_id) for node in self.nodes]
+        if self._balancer is not None:
+            containers.append((balancer_name(self.name), self._balancer))
+        for name, container_id in containers:
             try:
-                state = self._engine.state(node.container_id)
+                state = self._engine.state(container_id)
             except Exception as exc:  # gone, or the engine is: report, don't fail
-                lines.append(f"container {node.name}: unknown ({exc})")
+                lines.append(f"container {name}: unknown ({exc})")
                 continue
             status = state.get("Status", "?")
             if status != "running":
                 status += f" (exit code {state.get('ExitCode')})"
-            lines.append(f"container {node.name}: {status}")
+            lines.append(f"container {name}: {status}")
         return lines
 
     def logs(self, node: Node | str, *, tail: int | None = None) -> str:

@@ -205,7 +205,8 @@ class _Starter:
         self.seed = seed_archive(spec, self.cache, self.progress)
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
-        self.engine.check_free([self.name, self.endpoint])
+        server0 = node_name(self.name, "server", 0)
+        self.engine.check_free(dict.fromkeys([self.name, server0, self.endpoint]))
         subnet = self.engine.create_network(self.name, self._labels("network"))
         self._assign_addresses(subnet)
         if self.via_network:
