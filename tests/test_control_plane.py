@@ -191,3 +191,9 @@ def test_a_node_port_through_the_balancer_outlives_the_node_that_served_it(
     answers = [served_by() for _ in range(6)]  # each within the connect timeout
     assert first not in answers
     assert set(answers) <= {n.name for n in cluster.nodes}
+    # An added agent is taken in by a reload of the running balancer.
+    added = cluster.add_agent(timeout=60)
+    deadline = time.monotonic() + 15
+    while added.name not in answers and time.monotonic() < deadline:
+        answers.append(served_by())
+    assert added.name in answers
