@@ -79,6 +79,8 @@ def status_reply(code: int, reason: str, message: str) -> Response:
     return Response(code, json.dumps(status).encode())
 
 
+#: How a :class:`Forwarder` says the server it relays to did not answer.
+UNREACHABLE = "error trying to reach the server"
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -415,8 +417,10 @@ class Forwarder:
     ``Impersonate-User``; watch streams are relayed chunk by chunk.
     """
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, *, timeout: float = 3600) -> None:
         self.upstream = upstream
+        #: Seconds to wait for an answer (a watch may stream for an hour).
+        self.timeout = timeout
 
     def handle(
         self,
@@ -438,12 +442,10 @@ class Forwarder:
             send["Content-Length"] = str(len(body))
         try:
             response, conn = self.upstream.request(
-                method, target, body, send, timeout=3600
+                method, target, body, send, timeout=self.timeout
             )
         except OSError as exc:
-            return status_reply(
-                503, "ServiceUnavailable", f"error trying to reach the server: {exc}"
-            )
+            return status_reply(503, "ServiceUnavailable", f"{UNREACHABLE}: {exc}")
         content_type = response.getheader("Content-Type", "application/json")
         if not response.chunked:
             data = response.read()

@@ -18,12 +18,14 @@ but for writes, following kube-apiserver over etcd:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
 from k3s_double.apiserver.errors import storage_error
+from k3s_double.apiserver.httpd import UNREACHABLE
 from k3s_double.apiserver.httpd import Forwarder
 from k3s_double.apiserver.response import Response
 from k3s_double.apiserver.response import json_response
@@ -31,6 +33,7 @@ from k3s_double.apiserver.server import KubeAPI
 from k3s_double.constants import GO_TRUE
 
 from .raft import LEADER_CHANGED
+from .raft import TIMED_OUT
 from .raft import EtcdError
 from .raft import Member
 
@@ -108,20 +111,66 @@ class ReplicatedAPI:
             return self.api.handle(method, target, headers, body, user=user)
         if headers.get(FORWARDED):
             return _failure(EtcdError(LEADER_CHANGED))
-        url = self.member.leader_url()
-        if url is None:
-            return _failure(EtcdError(LEADER_CHANGED))
-        host = urlsplit(url).hostname or ""
-        with self._lock:
-            forwarder = self._forwarders.get(host)
-            if forwarder is None:
-                forwarder = self._forwarders[host] = self.forwarder(host)
-        reply = forwarder.handle(
-            method, target, {**headers, FORWARDED: "1"}, body, user=user
-        )
+        reply = self._relay(method, target, headers, body, user)
+        if reply is None:
+            return _failure(EtcdError(TIMED_OUT))
         if reply.status < 500:
             try:
                 self.member.linearize(self.request_timeout)
             except EtcdError as error:
                 return _failure(error)
         return reply
+
+    def _relay(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        user: str,
+    ) -> Response | None:
+        """Send a write to the leader; look for the leader again while it fails."""
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            if self.member.is_leader:
+                # This member won the election while the write waited.
+                return self.api.handle(method, target, headers, body, user=user)
+            url = self.member.leader_url()
+            if url is not None:
+                host = urlsplit(url).hostname or ""
+                with self._lock:
+                    forwarder = self._forwarders.get(host)
+                    if forwarder is None:
+                        forwarder = self._forwarders[host] = self.forwarder(host)
+                sent = {**headers, FORWARDED: "1"}
+                reply = self._ask(forwarder, url, method, target, sent, body, user)
+                if reply is not None and UNREACHABLE.encode() not in reply.body:
+                    return reply
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def _ask(
+        self,
+        forwarder: Forwarder,
+        url: str,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        user: str,
+    ) -> Response | None:
+        """One relayed request; None when the leader is lost before it answers."""
+        answers: list[Response] = []
+        done = threading.Event()
+
+        def call() -> None:
+            answers.append(forwarder.handle(method, target, headers, body, user=user))
+            done.set()
+
+        threading.Thread(target=call, daemon=True).start()
+        # A leader that died mid-request never answers: stop waiting as soon
+        # as this member notices, and look for the new one.
+        while not done.wait(0.05) and self.member.leader_url() == url:
+            pass
+        return answers[0] if answers else None

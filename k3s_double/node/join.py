@@ -15,6 +15,8 @@ HTTP Basic credentials:
   certificate (``CN=system:node:<name>``, ``O=system:nodes``) followed by its
   key, in PEM.
 - ``GET /v1-k3s/readyz``: ``ok`` once the server is serving.
+- ``GET /db/info`` as ``server:<secret>`` (joining servers): the etcd member
+  list, names and peer URLs, as etcd's MemberList gives them.
 
 Wrong credentials get a 401; the node logs the failure and keeps retrying, as
 k3s does.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import ssl
+from collections.abc import Callable
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -62,7 +65,9 @@ class JoinService:
         agent_secret: str,
         *,
         ready: bool = True,
+        db_info: Callable[[], bytes] | None = None,
     ) -> None:
+        self.db_info = db_info
         self.server_ca = server_ca
         self.client_ca = client_ca
         self.server_secret = server_secret
@@ -112,6 +117,14 @@ class JoinService:
                 return status_reply(400, "BadRequest", "K3s-Node-Name is required")
             pair = client_cert(self.client_ca, f"system:node:{name}", ["system:nodes"])
             return Response(200, pair.cert + pair.key, "text/plain")
+        if path == "/db/info":
+            if not self._allowed(credentials, ("server",)):
+                return status_reply(401, "Unauthorized", "Unauthorized")
+            if self.db_info is None:
+                return status_reply(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            return Response(200, self.db_info())
         if path == "/v1-k3s/readyz":
             if not self._allowed(credentials, ("node", "server")):
                 return status_reply(401, "Unauthorized", "Unauthorized")
@@ -175,6 +188,14 @@ def server_bootstrap(url: str, token: Token) -> tuple[KeyPair, KeyPair]:
     if server_ca.cert != ca:
         raise JoinError("bootstrap data does not match the cluster CA")
     return server_ca, client_ca
+
+
+def member_urls(url: str, token: Token) -> list[tuple[str, str]]:
+    """The etcd members of the cluster at ``url``: ``(name, peer URL)`` pairs."""
+    ca = fetch_ca(url, token)
+    data = _get(url, client_context(ca), "/db/info", _basic("server", token.password))
+    members = json.loads(data).get("members") or []
+    return [(str(m["name"]), str(m["peerURLs"][0])) for m in members if m["peerURLs"]]
 
 
 def kubelet_cert(url: str, token: Token, node_name: str) -> tuple[bytes, KeyPair]:

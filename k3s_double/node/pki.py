@@ -114,9 +114,10 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 def _issue(
     ca: KeyPair,
     subject: x509.Name,
-    usage: x509.ObjectIdentifier,
+    usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier],
     sans: list[x509.GeneralName] | None = None,
 ) -> KeyPair:
+    usages = usage if isinstance(usage, list) else [usage]
     ca_cert = x509.load_pem_x509_certificate(ca.cert)
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
@@ -132,7 +133,7 @@ def _issue(
         .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(_key_usage(ca=False), True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), False)
+        .add_extension(x509.ExtendedKeyUsage(usages), False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             False,
@@ -201,6 +202,20 @@ def serving_cert(server_ca: KeyPair, sans: Iterable[str]) -> KeyPair:
 def client_cert(client_ca: KeyPair, cn: str, orgs: Iterable[str] = ()) -> KeyPair:
     """A client certificate: the API authenticates its CN as the user."""
     return _issue(client_ca, _name(cn, orgs), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def peer_cert(server_ca: KeyPair, sans: Iterable[str]) -> KeyPair:
+    """The ``peer-server-client`` certificate of etcd: server and client use.
+
+    Peers present it both ways on 2380; the server CA issued it, so only a
+    server (which holds the CA key) can be a peer.
+    """
+    return _issue(
+        server_ca,
+        _name("etcd-peer", ["etcd"]),
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        _general_names(sans),
+    )
 
 
 def ca_hash(ca_pem: bytes) -> str:

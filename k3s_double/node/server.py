@@ -11,20 +11,18 @@ import threading
 from dataclasses import dataclass
 
 from k3s_double.apiserver.httpd import APIServer
-from k3s_double.apiserver.httpd import Backend
-from k3s_double.apiserver.httpd import Forwarder
 from k3s_double.apiserver.httpd import Upstream
 from k3s_double.apiserver.httpd import client_context
 from k3s_double.apiserver.httpd import serve_in_thread
 from k3s_double.apiserver.httpd import server_context
-from k3s_double.apiserver.server import KubeAPI
 from k3s_double.constants import K3S_VERSION
-from k3s_double.controllers import start_controllers
 from k3s_double.controllers.base import NODE_MONITOR_GRACE
 from k3s_double.controllers.base import Settings
 
 from . import flags
 from .agent import start_containerd
+from .datastore import Datastore
+from .datastore import start_datastore
 from .files import GLOBAL_KUBECONFIG
 from .files import kubeconfig
 from .files import token_secret
@@ -33,7 +31,6 @@ from .identity import Node
 from .identity import make_node
 from .join import JoinService
 from .join import server_bootstrap
-from .join import split_url
 from .kubelet import Kubelet
 from .pki import KeyPair
 from .pki import Token
@@ -46,8 +43,10 @@ from .runtime import COMMIT
 from .runtime import Runtime
 
 
-#: Seconds from the API server's start to its storage being ready (kine and
-#: the storage post-start hooks); ``/readyz`` answers 500 until then.
+#: Seconds from the datastore being in place (loaded, joined) to the API
+#: server's storage being ready (the watch cache's first list and the storage
+#: post-start hooks): ``/readyz`` answers 500 and resource requests 429
+#: ``storage is (re)initializing`` until then, after every start.
 STORAGE_START = 0.5
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
@@ -120,8 +119,8 @@ def run_server(rt: Runtime, opts: flags.Options) -> None:
     port = opts.number("https-listen-port")
     bind = opts.text("bind-address")
     local_host = bind if bind and bind not in ("0.0.0.0", "::") else "127.0.0.1"
-    backend = _api_backend(rt, opts, pki)
-    _serve_api(rt, opts, node, pki, backend)
+    datastore = _api_backend(rt, opts, node, pki)
+    _serve_api(rt, opts, node, pki, datastore)
     _log_control_plane(rt, opts)
     _write_tokens(rt, data_dir, node, pki, port)
     config, mode = _write_kubeconfigs(
@@ -181,6 +180,12 @@ def _cluster_cas(
     """The server and client CAs: the joined cluster's, saved ones, or new ones."""
     log = rt.log
     join_url = opts.text("server")
+    saved = [KeyPair.load(tls_dir, name) for name in ("server-ca", "client-ca")]
+    member_file = os.path.join(opts.text("data-dir"), "server/db/etcd/member.json")
+    if join_url and os.path.exists(member_file) and saved[0] and saved[1]:
+        # A member that joined before bootstraps from its own datastore, as
+        # k3s does: the server it joined through may be down now.
+        return saved[0], saved[1]
     if join_url:
         if not token.password:
             log.fatal(
@@ -206,30 +211,28 @@ def _cluster_cas(
     return cas[0], cas[1]
 
 
-def _api_backend(rt: Runtime, opts: flags.Options, pki: ServerPKI) -> Backend:
-    """What answers API requests: a new API server, or the joined server's."""
-    join_url = opts.text("server")
-    if join_url:
-        host, join_port = split_url(join_url)
-        context = client_context(pki.server_ca.cert, *pki.supervisor_files)
-        return Forwarder(Upstream(host, join_port, context))
-    disabled = set(opts.split("disable")) | set(opts.split("no-deploy"))
+def _api_backend(
+    rt: Runtime, opts: flags.Options, node: Node, pki: ServerPKI
+) -> Datastore:
+    """What answers API requests: this server's own replica of the datastore."""
     try:
         grace = node_monitor_grace(opts.items("kube-controller-manager-arg"))
     except ValueError as exc:
         rt.log.fatal(str(exc))
-    api = KubeAPI(
-        git_version=K3S_VERSION,
-        disable=frozenset(disabled),
-        ca_pem=pki.server_ca.cert.decode(),
-        storage_start=STORAGE_START,
+    return start_datastore(
+        rt,
+        opts,
+        node,
+        pki.server_ca,
+        pki.supervisor_files,
+        pki.token,
+        Settings(node_grace=grace),
+        STORAGE_START,
     )
-    start_controllers(api, Settings(node_grace=grace))
-    return api
 
 
 def _serve_api(
-    rt: Runtime, opts: flags.Options, node: Node, pki: ServerPKI, backend: Backend
+    rt: Runtime, opts: flags.Options, node: Node, pki: ServerPKI, store: Datastore
 ) -> None:
     """Listen on the HTTPS port: the API and the join endpoint (``/v1-k3s``)."""
     port = opts.number("https-listen-port")
@@ -250,15 +253,16 @@ def _serve_api(
         pki.token.password,
         agent_secret,
         ready=not rt.never_ready,
+        db_info=store.db_info,
     )
     try:
         listener = APIServer(
             port,
             server_context(*pki.serving_files, pki.client_ca.cert),
-            backend,
+            store.backend,
             service,
             log=rt.log,
-            ready=lambda: not rt.never_ready,
+            ready=lambda: not (rt.never_ready or store.failed.is_set()),
         )
     except OSError as exc:
         rt.log.fatal(f"starting kubernetes: listen tcp :{port}: {exc}")
