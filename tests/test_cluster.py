@@ -72,6 +72,7 @@ def cluster_objects(client: docker.DockerClient, name: str) -> list[str]:
 )
 def test_topology_gives_a_working_client_and_leaves_nothing(
     double_image: str,
+    balancer_image: str,
     docker_client: docker.DockerClient,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -80,7 +81,13 @@ def test_topology_gives_a_working_client_and_leaves_nothing(
     docker_engine: DockerEngine,
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    spec = ClusterSpec(image=double_image, servers=servers, agents=agents, timeout=120)
+    spec = ClusterSpec(
+        image=double_image,
+        load_balancer_image=balancer_image,
+        servers=servers,
+        agents=agents,
+        timeout=120,
+    )
     with K3sCluster.start(spec, engine=docker_engine) as cluster:
         expected = {f"{cluster.name}-server-{i}" for i in range(servers)} | {
             f"{cluster.name}-agent-{i}" for i in range(agents)
@@ -111,8 +118,12 @@ def test_topology_gives_a_working_client_and_leaves_nothing(
             assert obj_labels[labels.SPEC] == spec.digest()
             assert labels.owner_of(obj_labels) == Owner.current()
         assert server0.attrs["Config"]["Hostname"] == server0.name
-        binding = server0.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
+        # The API is published by the load balancer where there is one.
+        endpoint = f"{cluster.name}-server{'lb' if servers > 1 else '-0'}"
+        published = docker_client.containers.get(endpoint)
+        binding = published.attrs["HostConfig"]["PortBindings"]["6443/tcp"][0]
         assert binding["HostIp"] == "127.0.0.1"
+        assert 20000 <= int(binding["HostPort"]) < 30000, "chosen, kept on restarts"
     assert cluster_objects(docker_client, cluster.name) == []
     assert not path.exists()
     cluster.stop()  # idempotent
