@@ -186,6 +186,24 @@ def test_a_429_that_lasts_is_the_callers_answer() -> None:
     assert len(server.seen) == 11, "the first try and client-go's ten retries"
 
 
+def test_only_a_429_is_sent_again_not_a_503_that_says_when() -> None:
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client import V1ConfigMap
+    from kubernetes.client import V1ObjectMeta
+
+    unavailable = (503, {"Retry-After": "0"}, b'{"kind": "Status", "code": 503}')
+    server = _Server([unavailable, unavailable])
+    try:
+        with pytest.raises(ApiException) as caught:
+            CoreV1Api(server.client()).create_namespaced_config_map(
+                "default", V1ConfigMap(metadata=V1ObjectMeta(name="x"))
+            )
+    finally:
+        server.shutdown()
+    assert caught.value.status == 503
+    assert len(server.seen) == 1, "a POST the server may have processed"
+
+
 def test_heartbeats_are_compared_in_the_engine_hosts_time() -> None:
     from pytest_k3s.kube.client import nodes_ready
 
@@ -206,7 +224,7 @@ def test_heartbeats_are_compared_in_the_engine_hosts_time() -> None:
         api = server.client()
         # Started 5 s ago by our clock: a fresh heartbeat in the host's time.
         assert nodes_ready(api, {"n"}, heartbeat_after=time.time() - 5) == (None, None)
-        # Without a Date the old comparison holds, and the heartbeat is old.
+        # With the real Date (no skew) the heartbeat is ten minutes old.
         reason, _ = nodes_ready(api, {"n"}, heartbeat_after=time.time() - 5)
     finally:
         server.shutdown()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -35,6 +36,21 @@ ROLE_LABEL = "node-role.kubernetes.io/"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pytest-k3s"}
 
 
+class RetryAfter429(urllib3.Retry):
+    """urllib3's retries, sending again what got a 429 with a Retry-After.
+
+    The server processed none of such a request, whatever its verb (client-go
+    retries it so). No other status is retried: urllib3 would also resend a
+    POST answered 503 or 413 with a Retry-After.
+    """
+
+    def is_retry(
+        self, method: str, status_code: int, has_retry_after: bool = False
+    ) -> bool:
+        """Retry a 429 that says when, while retries are left."""
+        return status_code == 429 and has_retry_after and bool(self.total)
+
+
 def api_client(config: Kubeconfig) -> k8s.ApiClient:
     """Build an ``ApiClient`` bound to ``config`` alone.
 
@@ -44,20 +60,17 @@ def api_client(config: Kubeconfig) -> k8s.ApiClient:
     under priority and fairness: the request was not processed, whatever
     its verb.
     """
-    import urllib3
-
     configuration = k8s.Configuration()
     k8s_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
         config, client_configuration=configuration, persist_config=False
     )
-    configuration.retries = urllib3.Retry(
+    configuration.retries = RetryAfter429(
         total=RETRIES_ON_429 + 3,
         connect=3,  # urllib3's default: the request was never sent
-        read=0,  # a request that may have been processed is not sent again
+        read=3,  # urllib3's default, for idempotent verbs only
+        other=0,  # an error after sending: the request may have been processed
         redirect=0,
         status=RETRIES_ON_429,
-        status_forcelist=(429,),
-        allowed_methods=None,  # every verb: a 429 was never processed
         respect_retry_after_header=True,
         raise_on_status=False,
     )
@@ -165,11 +178,13 @@ def server_skew(headers: Mapping[str, str] | None, now: float | None = None) -> 
     """
     from email.utils import parsedate_to_datetime
 
+    # Date is cut to the second: the server's clock is half a second on, on
+    # average.
     stamp = (headers or {}).get("Date") or (headers or {}).get("date")
     if not stamp:
         return 0.0
     try:
-        server = parsedate_to_datetime(stamp).timestamp()
+        server = parsedate_to_datetime(stamp).timestamp() + 0.5
     except (TypeError, ValueError):
         return 0.0
     skew = server - (time.time() if now is None else now)
