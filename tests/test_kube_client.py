@@ -236,8 +236,7 @@ def test_a_skew_under_the_dates_resolution_is_none() -> None:
 
     now = 1_800_000_000.0
     assert server_skew({"Date": email.utils.formatdate(now + 1, usegmt=True)}, now) == 0
-    assert server_skew(
-        {"Date": email.utils.formatdate(now - 90, usegmt=True)}, now
-    ) == (-90)
+    behind = {"Date": email.utils.formatdate(now - 90, usegmt=True)}
+    assert server_skew(behind, now) == -89.5, "Date cuts half a second on average"
     assert server_skew({}, now) == 0
     assert server_skew({"Date": "yesterday"}, now) == 0
