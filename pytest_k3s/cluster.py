@@ -30,6 +30,7 @@ from pytest_k3s.engine.node_container import node_order
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import balancer_container
 from pytest_k3s.engine.protocol import node_containers
+from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
@@ -207,8 +208,8 @@ class K3sCluster:
                 key=node_order,
             )
             balancer = balancer_container(used, name)
-            if spec.api_host is None and used.api_host() is None:
-                used.join_network(name)  # in a container: as the start did
+            if via_network(used, spec.api_host):
+                used.join_network(name)  # as the start did
         except BaseException:
             if owns_engine:
                 used.close()

@@ -29,6 +29,7 @@ from pytest_k3s.errors import SpecError
 from pytest_k3s.run.state import KeepMode
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import DEFAULT_KEEP_FOR
+from pytest_k3s.spec import DEFAULT_LOAD_BALANCER_IMAGE
 from pytest_k3s.spec import DEFAULT_REUSE_FOR
 from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
@@ -251,7 +252,7 @@ KNOBS = (
     ),
     Knob(
         "load-balancer-image",
-        "The load balancer's image (default: a pinned haproxy image)",
+        f"The load balancer's image (default {DEFAULT_LOAD_BALANCER_IMAGE})",
         str,
         "IMAGE",
     ),

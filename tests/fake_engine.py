@@ -78,6 +78,8 @@ class FakeEngine:
         hosts do ("unable to apply caps")
     :param ports_move: publish a container's ports elsewhere at each start
         (an engine that does not keep host ports)
+    :param in_container: this process is one of the engine's containers (it
+        reaches APIs on the cluster networks)
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class FakeEngine:
         silent: Iterable[str] = (),
         refuse_privileged: bool = False,
         ports_move: bool = False,
+        in_container: bool = False,
     ) -> None:
         self.images = set(images)
         #: Labels of images, by reference (tests set them).
@@ -96,6 +99,7 @@ class FakeEngine:
         self.silent = set(silent)
         self.refuse_privileged = refuse_privileged
         self.ports_move = ports_move
+        self.in_container = in_container
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.networks: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
@@ -116,6 +120,8 @@ class FakeEngine:
         return None
 
     def access(self) -> Access:
+        if self.in_container:
+            return Access("network", "a fake container", container="fake")
         return Access("published", "the fake engine publishes on 127.0.0.1")
 
     def join_network(self, network: str) -> None:

@@ -104,3 +104,78 @@ def test_a_container_joins_a_network_it_is_not_on() -> None:
     api = _PodmanCompat(attached=set(), reported={"bridge"})
     _engine_in_a_container(api).join_network("k3s-x")
     assert api.attached == {"k3s-x"}
+
+
+class _Allocating:
+    """Docker's answers when a host port we chose was taken meanwhile.
+
+    The first start fails as Docker's port allocator says; the container is
+    made again with another port. A stopped container of ours keeps 25000.
+    """
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, object]] = []
+        self.removed: list[str] = []
+        self.starts = 0
+
+    def containers(self, all: bool, filters: object) -> list[dict[str, str]]:
+        return [{"Id": "stopped"}]
+
+    def inspect_container(self, container: str) -> dict[str, object]:
+        bindings = {"6443/tcp": [{"HostIp": "127.0.0.1", "HostPort": "25000"}]}
+        return {"HostConfig": {"PortBindings": bindings}, "Name": "/x"}
+
+    def create_host_config(self, **options: object) -> dict[str, object]:
+        return options
+
+    def create_container(self, image: str, **options: object) -> dict[str, str]:
+        self.created.append(options)
+        return {"Id": f"c{len(self.created)}"}
+
+    def put_archive(self, container: str, path: str, data: object) -> None:
+        pass
+
+    def start(self, container: str) -> None:
+        import requests
+
+        self.starts += 1
+        if self.starts == 1:
+            response = requests.Response()
+            response.status_code = 500
+            raise docker.errors.APIError(
+                "500 Server Error",
+                response=response,
+                explanation="driver failed programming external connectivity on "
+                "endpoint x: Bind for 127.0.0.1:21000 failed: port is already "
+                "allocated",
+            )
+
+    def remove_container(self, container: str, **options: object) -> None:
+        self.removed.append(container)
+
+
+def test_a_host_port_taken_meanwhile_is_chosen_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_k3s.engine import addressing
+    from pytest_k3s.engine.node_container import NodeContainer
+    from pytest_k3s.spec import PortMapping
+
+    monkeypatch.setattr(addressing, "HOST_PORTS", range(25000, 25003))
+    api = _Allocating()
+    engine = _engine_in_a_container(api)  # type: ignore[arg-type]
+    balancer = NodeContainer(
+        name="k3s-x-serverlb",
+        image="haproxy:test",
+        command=["-f", "/cfg"],
+        environment={},
+        labels={},
+        network="k3s-x",
+        ports=(("127.0.0.1", PortMapping(6443)),),
+    )
+    assert engine.start_proxy(balancer) == "c2"
+    assert api.removed == ["c1"], "the container that could not start"
+    ports = [c["host_config"]["port_bindings"]["6443/tcp"] for c in api.created]  # type: ignore[index]
+    assert [host_port for _, host_port in ports if host_port == 25000] == [], (
+        "25000 is a stopped container's"
+    )

@@ -135,7 +135,7 @@ def test_bad_marker_fails_collection_naming_the_test(
             "*ERROR collecting test_bad_marker_fails_collection_naming_the_test.py*",
             "test_bad_marker_fails_collection_naming_the_test.py::test_typo: "
             "@pytest.mark.k3s got an unknown argument 'agnets'; valid arguments are "
-            "agent_args, agent_env, agents, image, ports, *",
+            "agent_args, agent_env, agents, image, load_balancer, ports, *",
         ]
     )
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()

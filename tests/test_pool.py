@@ -225,7 +225,7 @@ def test_rm_takes_the_kubeconfig_and_spares_a_leased_reusable_cluster(
 def test_a_reusable_cluster_is_asked_after_joining_its_network(
     tmp_path: Path, api: FakeApi
 ) -> None:
-    engine = FakeEngine()
+    engine = FakeEngine(in_container=True)
 
     def reuse_run(run_id: str) -> DockerPool:
         info = RunInfo(

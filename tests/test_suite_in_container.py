@@ -68,17 +68,22 @@ def test_examples_pass_inside_a_container_of_the_engine(
 
 
 def test_a_ha_cluster_is_reached_through_its_balancer_from_a_container(
-    double_image: str, docker_client: docker.DockerClient
+    double_image: str, balancer_image: str, docker_client: docker.DockerClient
 ) -> None:
     output = _pytest_in_a_container(
         docker_client,
         double_image,
         ["examples/test_deployment.py"],
-        {"PYTEST_K3S_SERVERS": "3", "PYTEST_K3S_AGENTS": "1"},
+        {
+            "PYTEST_K3S_SERVERS": "3",
+            "PYTEST_K3S_AGENTS": "1",
+            "PYTEST_K3S_LOAD_BALANCER_IMAGE": balancer_image,
+        },
         workers=0,
     )
     assert "1 passed" in output
     assert "3 server(s) + 1 agent(s)" in output
+    assert "started load balancer" in output, "its kubeconfig names serverlb:6443"
 
 
 def _pytest_in_a_container(
@@ -122,9 +127,6 @@ def _pytest_in_a_container(
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTEST_DEBUG_TEMPROOT": "/tmp",
             "PYTEST_K3S_IMAGE": image,
-            "PYTEST_K3S_LOAD_BALANCER_IMAGE": os.environ.get(
-                "PYTEST_K3S_LOAD_BALANCER_IMAGE", ""
-            ),
             "PYTEST_K3S_REQUIRE_DOCKER": "1",
             "DOCKER_HOST": "unix:///var/run/docker.sock",
             **environment,

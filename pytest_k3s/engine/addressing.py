@@ -85,12 +85,16 @@ def choose_host_ports(
     result = []
     for host_ip, mapping in ports:
         if mapping.host_port is None:
+            candidate = rng.choice(HOST_PORTS)
             for _ in range(50):
-                candidate = rng.choice(HOST_PORTS)
                 if candidate not in chosen and is_free(
                     host_ip, candidate, mapping.protocol
                 ):
                     break
+                candidate = rng.choice(HOST_PORTS)
+            else:  # none looked free: one of ours it is not, the engine decides
+                while candidate in chosen:
+                    candidate = rng.choice(HOST_PORTS)
             chosen.add(candidate)
             mapping = replace(mapping, host_port=candidate)
         result.append((host_ip, mapping))

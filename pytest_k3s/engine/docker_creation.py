@@ -271,6 +271,10 @@ class DockerCreation:
                         port_bindings=_bindings(concrete),
                         network_mode=concrete.network,
                         restart_policy={"Name": "no"},
+                        # The official haproxy image runs as a user: ports
+                        # below 1024 (an ingress' 80) need this, which Docker
+                        # sets by default and Podman does not.
+                        sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
                     ),
                     networking_config=self._endpoint(concrete),
                 )
@@ -302,13 +306,17 @@ class DockerCreation:
         """
         local = self.api_host() is None and self.access().container is None
         automatic = any(m.host_port is None for _, m in node.ports)
+        # Ports of our stopped containers are free on the host, but theirs.
+        claimed = self._claimed_host_ports() if automatic else set()
+
+        def free(host_ip: str, port: int, protocol: str) -> bool:
+            if port in claimed:
+                return False
+            return addressing.bindable(host_ip, port, protocol) if local else True
+
         for attempt in range(1, PORT_ATTEMPTS + 1):
             concrete = replace(
-                node,
-                ports=addressing.choose_host_ports(
-                    node.ports,
-                    addressing.bindable if local else lambda *_: True,
-                ),
+                node, ports=addressing.choose_host_ports(node.ports, free)
             )
             try:
                 return start(concrete)
@@ -328,6 +336,21 @@ class DockerCreation:
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _claimed_host_ports(self) -> set[int]:
+        """The host ports our containers keep, running or stopped."""
+        claimed: set[int] = set()
+        for found in self.api.containers(all=True, filters={"label": labels.CLUSTER}):
+            try:
+                info = self.api.inspect_container(found["Id"])
+            except docker.errors.NotFound:
+                continue  # removed meanwhile
+            bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+            for entries in bindings.values():
+                for entry in entries or ():
+                    if str(entry.get("HostPort") or "").isdigit():
+                        claimed.add(int(entry["HostPort"]))
+        return claimed
+
     @property
     def privileged_refused(self) -> bool:
         """Whether this engine refused privileged mode (and we fell back)."""
@@ -338,8 +361,19 @@ class DockerCreation:
         self.api.stop(container_id, timeout=timeout)
 
     def start_container(self, container_id: str) -> None:
-        """Start a stopped container again."""
-        self.api.start(container_id)
+        """Start a stopped container again (on the host ports it was made with)."""
+        try:
+            self.api.start(container_id)
+        except docker.errors.APIError as exc:
+            name = self.api.inspect_container(container_id)["Name"].lstrip("/")
+            message = explain(exc)
+            hint = (
+                ": another process took its host port while it was stopped; free "
+                "that port, or remove the cluster and start a new one"
+                if addressing.port_taken(message)
+                else ""
+            )
+            raise K3sError(f"Docker could not start {name}: {message}{hint}") from exc
 
 
 def _bindings(node: NodeContainer) -> dict[int | str, Any]:

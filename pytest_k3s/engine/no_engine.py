@@ -85,7 +85,7 @@ class NoEngine:
 
     def image_labels(self, image: str) -> dict[str, str]:
         """Refused: no engine holds images."""
-        self._refuse("load_image")
+        self._refuse("reading image labels")
 
     def check_free(self, names: Iterable[str]) -> None:
         """Refused: no engine creates anything."""

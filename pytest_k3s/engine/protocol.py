@@ -173,6 +173,20 @@ class Engine(Protocol):
         """Remove a cluster's containers, network and volumes (of ``run`` only)."""
 
 
+def via_network(engine: Engine, api_host: str | None) -> bool:
+    """Whether this process reaches cluster APIs on their networks.
+
+    So it is in one of the engine's containers, which joins each cluster's
+    network (:meth:`Engine.join_network`); an ``api_host`` given by the user
+    means the user knows better, and a remote engine's API is published.
+    """
+    return (
+        api_host is None
+        and engine.api_host() is None
+        and engine.access().mode == "network"
+    )
+
+
 def node_containers(engine: Engine, cluster: str) -> list[Listed]:
     """The node containers of ``cluster``: its labelled containers but a probe.
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from pytest_k3s import labels
@@ -38,6 +39,7 @@ from pytest_k3s.engine.node_container import node_container
 from pytest_k3s.engine.node_container import node_name
 from pytest_k3s.engine.node_container import node_order
 from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
@@ -164,9 +166,7 @@ class _Starter:
         #: In a container of the engine, we join the cluster network and use
         #: server-0's name and port (:mod:`pytest_k3s.engine.access`); an
         #: explicit api_host means the user knows better.
-        self.via_network = (
-            spec.api_host is None and not remote and engine.access().mode == "network"
-        )
+        self.via_network = via_network(engine, spec.api_host)
         #: The container the kubeconfig names: the load balancer, or server-0.
         self.endpoint = (
             load_balancer.balancer_name(name)
@@ -267,7 +267,15 @@ class _Starter:
         names = [load_balancer.balancer_name(self.name)] * self.spec.has_load_balancer
         names += [node_name(self.name, "server", i) for i in range(self.spec.servers)]
         names += [node_name(self.name, "agent", i) for i in range(self.spec.agents)]
-        self.addresses = dict(zip(names, fixed_addresses(subnet), strict=False))
+        addresses = list(islice(fixed_addresses(subnet), len(names)))
+        if len(addresses) < len(names):
+            raise ClusterStartError(
+                f"the subnet {subnet} the engine gave cluster {self.name} has "
+                f"{len(addresses)} fixed addresses for {len(names)} containers; "
+                "start fewer nodes, or give the engine larger address pools "
+                "(default-address-pools in its daemon.json)"
+            )
+        self.addresses = dict(zip(names, addresses, strict=True))
 
     def _balancer(self) -> tuple[str, str | None] | None:
         if not self.spec.has_load_balancer:
@@ -329,6 +337,12 @@ class _Starter:
     def _start_node(self, role: Role, index: int) -> None:
         if self.cancelled.is_set():
             raise K3sError(f"start of cluster {self.name} cancelled")
+        if self.balancer_id is not None and (role, index) != ("server", 0):
+            # Joining nodes join through it: a balancer that exited (a wrong
+            # image, say) must fail the start now, not after the deadline.
+            load_balancer.check_running(
+                self.engine, self.balancer_id, self.name, self.spec.load_balancer_image
+            )
         name = node_name(self.name, role, index)
         node = node_container(
             self.spec,

@@ -28,6 +28,7 @@ from pytest_k3s import labels
 from pytest_k3s.cluster import K3sCluster
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import node_containers
+from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
 from pytest_k3s.kube import kubeconfig
@@ -116,9 +117,8 @@ def acquire(
         if lease is None:
             continue  # another run has it
         try:
-            if spec.api_host is None and engine.api_host() is None:
-                # In a container we reach the API through the cluster network
-                # (as the start and attach do): join it before asking, or a
+            if via_network(engine, spec.api_host):
+                # Join before asking (as the start and attach do), or a
                 # healthy cluster looks dead and is removed.
                 engine.join_network(name)
             reason = _unhealthy(engine, name)
