@@ -12,6 +12,7 @@ Services (polled every half second). UDP NodePorts are not served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -70,7 +71,11 @@ class NodePorts:
 
     def _sync(self, wanted: dict[int, str]) -> None:
         for port in set(self.listeners) - set(wanted):
-            self.listeners.pop(port).close()
+            listener = self.listeners.pop(port)
+            # close() alone leaves a thread blocked in accept() listening.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         for port, service in wanted.items():
             if port in self.listeners:
                 continue
