@@ -15,6 +15,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,6 +37,7 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
 from pytest_k3s.kube import kubeconfig
 from pytest_k3s.kube import objects
+from pytest_k3s.kube import streams
 from pytest_k3s.kube.objects import Manifests
 from pytest_k3s.lifecycle import node_operations
 from pytest_k3s.lifecycle.load_balancer import balancer_name
@@ -546,6 +548,80 @@ class K3sCluster:
             delete=delete,
             timeout=timeout,
         )
+
+    def exec(
+        self,
+        pod: str,
+        command: Sequence[str],
+        *,
+        namespace: str = "default",
+        container: str | None = None,
+        stdin: str | bytes | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in a pod's container, as ``kubectl exec`` does.
+
+        Returns its ``returncode``, ``stdout`` and ``stderr`` (text), like
+        :func:`subprocess.run`; a non-zero exit is a result, not an error.
+        Through the API server's ``pods/exec`` stream, in this process.
+
+        :param command: the program and its arguments (a shell line needs
+            ``["sh", "-c", line]``)
+        :param stdin: text (or bytes) for its standard input
+        :raises K3sError: the pod is not there, the command could not start,
+            or it ran longer than ``timeout`` seconds
+        """
+        if isinstance(command, str):
+            raise K3sError(
+                f"exec takes the command as a list of arguments, not the string "
+                f"{command!r}; for a shell line use ['sh', '-c', {command!r}]"
+            )
+        api = self._new_client()
+        try:
+            return streams.exec_in_pod(
+                api,
+                pod,
+                command,
+                namespace=namespace,
+                container=container,
+                stdin=stdin,
+                timeout=timeout,
+            )
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+
+    def port_forward(
+        self,
+        target: str,
+        port: int | str,
+        *,
+        namespace: str = "default",
+        local_port: int = 0,
+    ) -> AbstractContextManager[streams.Forwarded]:
+        """Forward a local port to a pod, Service or Deployment while in the block.
+
+        ``with cluster.port_forward("svc/web", "http") as fwd: get(fwd.url)``.
+        ``target`` is ``pod/NAME``, ``svc/NAME``, ``deploy/NAME`` or a pod's
+        name; ``port`` a number or a named port, resolved as kubectl does
+        (a Service's port to its ``targetPort`` on a ready pod). Each new
+        connection resolves a Service or Deployment again, so a replaced pod
+        is picked up; a connection that cannot be forwarded is closed and
+        logged. It listens on 127.0.0.1, on a free port unless
+        ``local_port`` says which.
+
+        :raises K3sError: the target or its port cannot be resolved now
+        """
+        return streams.forward(
+            self._new_client,
+            target,
+            port,
+            namespace=namespace,
+            local_port=local_port,
+        )
+
+    def _new_client(self) -> ApiClient:
+        """An ApiClient of its own (streams borrow the one they are given)."""
+        return kube.api_client(kubeconfig.parse(self.kubeconfig_path.read_bytes()))
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         """Run ``kubectl`` against this cluster and return its output.

@@ -1,0 +1,159 @@
+"""Reaching workloads: targets, ports and exit codes resolved as kubectl does.
+
+The API is a scripted local HTTP server (``tests.test_kube_client``); the
+streams themselves run against the double in ``tests/test_workloads.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pytest_k3s.kube import streams
+from tests.test_kube_client import _Server
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("web", ("pod", "web")),
+        ("pod/web", ("pod", "web")),
+        ("svc/web", ("service", "web")),
+        ("service/web", ("service", "web")),
+        ("deploy/web", ("deployment", "web")),
+        ("deployment/web", ("deployment", "web")),
+    ],
+)
+def test_targets_are_named_as_kubectl_names_them(
+    target: str, expected: tuple[str, str]
+) -> None:
+    assert streams.parse_target(target) == expected
+
+
+def test_an_unknown_kind_of_target_says_what_is_accepted() -> None:
+    with pytest.raises(streams.StreamError, match="is not pod/NAME, svc/NAME"):
+        streams.parse_target("job/web")
+
+
+def test_the_exit_code_comes_from_the_error_channels_status() -> None:
+    failure = {
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": "3"}]},
+    }
+    assert streams._exit_code(json.dumps({"status": "Success"}), ["x"], "p") == 0
+    assert streams._exit_code(json.dumps(failure), ["x"], "p") == 3
+    not_started = {
+        "status": "Failure",
+        "message": 'exec: "nope": executable file not found in $PATH',
+    }
+    with pytest.raises(streams.StreamError, match=r"could not run: exec: .nope."):
+        streams._exit_code(json.dumps(not_started), ["nope"], "default/p")
+    with pytest.raises(streams.StreamError, match="without an exit status"):
+        streams._exit_code("", ["x"], "default/p")
+
+
+def _pod(name: str, *, ready: bool, created: str, phase: str = "Running") -> Any:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"app": "web"},
+            "creationTimestamp": created,
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "python:3.12-slim",
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                }
+            ]
+        },
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+SERVICE = {
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {
+        "selector": {"app": "web"},
+        "ports": [{"name": "front", "port": 80, "targetPort": "http"}],
+    },
+}
+
+
+def _answers(*bodies: Any) -> list[tuple[int, dict[str, str], bytes]]:
+    return [(200, {}, json.dumps(body).encode()) for body in bodies]
+
+
+def test_a_service_port_goes_to_its_named_target_port_on_the_newest_ready_pod() -> None:
+    pods = {
+        "kind": "PodList",
+        "items": [
+            _pod("web-old", ready=True, created="2026-01-01T00:00:00Z"),
+            _pod("web-new", ready=True, created="2026-01-02T00:00:00Z"),
+            _pod("web-starting", ready=False, created="2026-01-03T00:00:00Z"),
+        ],
+    }
+    server = _Server(_answers(SERVICE, pods, SERVICE, pods))
+    try:
+        api = server.client()
+        by_number = streams.resolve(api, "service", "web", 80, "default")
+        by_name = streams.resolve(api, "service", "web", "front", "default")
+    finally:
+        server.shutdown()
+    assert by_number == by_name == ("web-new", 8080)
+    assert server.seen[1].startswith("GET /api/v1/namespaces/default/pods?")
+    assert "labelSelector=app%3Dweb" in server.seen[1]
+
+
+def test_a_service_without_a_ready_pod_or_the_port_says_so() -> None:
+    pods = {
+        "kind": "PodList",
+        "items": [_pod("web-1", ready=False, created="2026-01-01T00:00:00Z")],
+    }
+    server = _Server(_answers(SERVICE, pods, SERVICE))
+    try:
+        api = server.client()
+        with pytest.raises(streams.StreamError, match="no running, ready pod"):
+            streams.resolve(api, "service", "web", 80, "default")
+        with pytest.raises(
+            streams.StreamError, match="has no port 81; it has front:80"
+        ):
+            streams.resolve(api, "service", "web", 81, "default")
+    finally:
+        server.shutdown()
+
+
+def test_a_pods_named_port_is_its_container_port() -> None:
+    pod = _pod("web-1", ready=True, created="2026-01-01T00:00:00Z")
+    server = _Server(_answers(pod, pod))
+    try:
+        api = server.client()
+        assert streams.resolve(api, "pod", "web-1", "http", "default") == (
+            "web-1",
+            8080,
+        )
+        with pytest.raises(streams.StreamError, match="no container port named 'x'"):
+            streams.resolve(api, "pod", "web-1", "x", "default")
+    finally:
+        server.shutdown()
+
+
+def test_a_missing_target_is_named() -> None:
+    status = b'{"kind": "Status", "code": 404, "reason": "NotFound"}'
+    missing: tuple[int, dict[str, str], bytes] = (404, {}, status)
+    server = _Server([missing])
+    try:
+        with pytest.raises(
+            streams.StreamError, match="deployment default/web not found"
+        ):
+            streams.resolve(server.client(), "deployment", "web", 80, "default")
+    finally:
+        server.shutdown()
