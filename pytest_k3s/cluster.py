@@ -35,6 +35,7 @@ from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
+from pytest_k3s.kube import diagnostics
 from pytest_k3s.kube import kubeconfig
 from pytest_k3s.kube import objects
 from pytest_k3s.kube import streams
@@ -501,6 +502,34 @@ class K3sCluster:
         """Return a node's container log (all of it, or the last ``tail`` lines)."""
         target = node if isinstance(node, Node) else self.node(node)
         return self._engine.logs(target.container_id, tail=tail)
+
+    def pod_logs(
+        self,
+        pod: str,
+        *,
+        namespace: str = "default",
+        container: str | None = None,
+        previous: bool = False,
+        tail: int | None = None,
+    ) -> str:
+        """Return a pod's container log, as ``kubectl logs`` prints it.
+
+        Through the API only, so an existing cluster has it too.
+
+        :param container: the container (needed when the pod has more than one)
+        :param previous: the log of the container's previous run, after a restart
+        :param tail: only the last ``tail`` lines
+        :raises K3sError: no such pod or container, the container has not
+            started (or, with ``previous``, not restarted); the message says which
+        """
+        return diagnostics.pod_logs(
+            self.api_client,
+            pod,
+            namespace=namespace,
+            container=container,
+            previous=previous,
+            tail=tail,
+        )
 
     def apply(
         self, manifests: Manifests, *, namespace: str | None = None
