@@ -47,6 +47,8 @@ SPEC_KEY = pytest.StashKey[ClusterSpec]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
 SIGNALS_KEY = pytest.StashKey[dict[int, Any]]()
+#: The user property of a report whose test got a failure bundle: its path.
+BUNDLE_PROPERTY = "k3s_failure_bundle"
 WORKER_INPUT = "pytest_k3s_run"
 #: Fixtures whose failing tests get the cluster's state in their report.
 CLUSTER_FIXTURES = ("k3s_cluster", "k3s_module_cluster", "k3s_session_cluster")
@@ -230,7 +232,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    summary = config.stash.get(SUMMARY_KEY, [])
+    summary = [*config.stash.get(SUMMARY_KEY, [])]
+    # The reports of every process (xdist workers' too) end up here.
+    bundles = {
+        value
+        for kind in ("failed", "error")
+        for report in terminalreporter.stats.get(kind, [])
+        for key, value in getattr(report, "user_properties", ())
+        if key == BUNDLE_PROPERTY
+    }
+    if bundles:
+        directory = config.stash[SETTINGS_KEY].artifacts
+        summary.append(
+            f"failure bundles of {len(bundles)} failing test(s) in {directory}"
+        )
     if summary:
         terminalreporter.write_sep("-", "k3s clusters")
         for line in summary:
@@ -249,11 +264,14 @@ def pytest_runtest_makereport(
         # The message says all (what failed, which node, its last log lines,
         # what to do); the traceback through our code does not.
         report.longrepr = f"{excinfo.type.__name__}: {excinfo.value}"
-    if report.when == "call" and report.failed:
+    if report.when in ("setup", "call") and report.failed:
+        # At setup, the fixtures set up before the one that failed are there.
         funcargs: dict[str, Any] = getattr(item, "funcargs", {})
         for name in CLUSTER_FIXTURES:
             if name in funcargs:
-                _add_diagnostics(report, funcargs[name], funcargs.get("k3s_namespace"))
+                _add_diagnostics(
+                    item, report, funcargs[name], funcargs.get("k3s_namespace")
+                )
                 break
     return report
 
@@ -264,15 +282,25 @@ def _module_id(node: pytest.Item) -> str:
 
 
 def _add_diagnostics(
-    report: pytest.TestReport, cluster: K3sCluster, namespace: str | None
+    item: pytest.Item,
+    report: pytest.TestReport,
+    cluster: K3sCluster,
+    namespace: str | None,
 ) -> None:
+    """Give a failing test's report the cluster's state; write its bundle."""
     from pytest_k3s.kube.client import diagnostics
+    from pytest_k3s.run.artifacts import collect
 
+    directory = item.config.stash[SETTINGS_KEY].artifacts
+    bundle = collect(cluster, namespace, test_id=item.nodeid, directory=directory)
     lines = [
         *cluster.container_states(),
         diagnostics(cluster.api_client, namespace),
+        *bundle.report_lines(),
     ]
     report.sections.append((f"k3s cluster {cluster.name}", "\n".join(lines)))
+    if bundle.path is not None:
+        report.user_properties.append((BUNDLE_PROPERTY, str(bundle.path)))
 
 
 # ---------------------------------------------------------------------------

@@ -36,6 +36,11 @@ from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
 
 
+#: Where failure bundles go in CI runs (``CI=true``), unless told otherwise:
+#: relative to the directory pytest was started in.
+CI_DIRECTORY = "pytest-k3s-artifacts"
+
+
 def _count(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -99,6 +104,15 @@ def _load_balancer(text: str) -> bool | None:
     if text.strip().lower() == "auto":
         return None
     return _flag(text)
+
+
+def _directory(text: str) -> str | bool:
+    """``--k3s-artifacts``: a directory, or off (``off``, ``false``, ``0``)."""
+    if text.strip().lower() in ("off", "false", "no", "0"):
+        return False
+    if not text.strip():
+        raise ValueError("give a directory, or off")
+    return text.strip()
 
 
 def _privilege(text: str) -> str:
@@ -257,6 +271,15 @@ KNOBS = (
         "IMAGE",
     ),
     Knob(
+        "artifacts",
+        "Write a failure bundle (events, pods as YAML, pod and node logs; "
+        "never Secrets) for each failing test that used a cluster into a "
+        f"directory of this one (default off; {CI_DIRECTORY} where CI=true; "
+        "off turns it off)",
+        _directory,
+        "DIR|off",
+    ),
+    Knob(
         "keep-for",
         "How long kept clusters are spared by the automatic sweep of leftovers "
         "(default 24h; e.g. 90m, 7d)",
@@ -294,6 +317,8 @@ class Settings:
     #: An existing cluster's kubeconfig and context (--k3s-kubeconfig).
     kubeconfig: Path | None = None
     context: str | None = None
+    #: Where failing tests' bundles go (--k3s-artifacts), or None.
+    artifacts: Path | None = None
 
     @classmethod
     def from_config(
@@ -351,6 +376,11 @@ class Settings:
         ):
             if name in values:
                 values[name.replace("-", "_")] = values.pop(name)
+        artifacts = _artifacts(
+            values.pop("artifacts", None),
+            environ,
+            Path(config.invocation_params.dir),
+        )
         existing = values.pop("kubeconfig", None)
         context = values.pop("context", None)
         if context is not None and existing is None:
@@ -370,6 +400,7 @@ class Settings:
             reuse_for=reuse_for,
             kubeconfig=Path(existing).expanduser() if existing else None,
             context=context,
+            artifacts=artifacts,
         )
 
     def header(self, server: str | None = None) -> str:
@@ -410,6 +441,22 @@ def _raw(
         return (value if value else None), f"{knob.env}={value}"
     value = config.getini(knob.ini)
     return (value if value not in (None, "", []) else None), f"ini {knob.ini}"
+
+
+def _artifacts(
+    value: str | bool | None, environ: Mapping[str, str], start: Path
+) -> Path | None:
+    """The bundles' directory: as set, else :data:`CI_DIRECTORY` in CI, else none.
+
+    ``CI=true`` is what GitHub Actions, GitLab CI, CircleCI, Travis and most
+    others set. A relative directory is taken from where pytest started.
+    """
+    if value is None:
+        ci = environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+        value = CI_DIRECTORY if ci else False
+    if value is False or value is True:
+        return None
+    return (start / Path(str(value)).expanduser()).absolute()
 
 
 def _check_image_pair(found: Mapping[str, Any], level: str) -> None:
