@@ -264,6 +264,14 @@ def test_read_state_reads_the_namespace_and_no_secret() -> None:
         "workloads.txt",
     ]
     assert state.files["pods/fine/c.log"] == "fine line\n"
+    # As kubectl get -o yaml shows them: the API leaves kinds out of lists.
+    assert yaml.safe_load(state.files["nodes.yaml"]) == {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-0"}}],
+    }
+    fine = yaml.safe_load(state.files["pods/fine.yaml"])
+    assert (fine["apiVersion"], fine["kind"]) == ("v1", "Pod")
     assert state.files["workloads.txt"] == "(no workloads)\n"
     assert state.problems == []
     # Only the failing pod's last lines go to the report.

@@ -199,6 +199,15 @@ def to_yaml(obj: Any) -> str:
     return yaml.safe_dump(_without_managed_fields(obj), sort_keys=False)
 
 
+def as_list(kind: str, listed: Mapping[str, Any]) -> dict[str, Any]:
+    """A core list as ``kubectl get -o yaml`` shows it: a List, each item kinded.
+
+    The API leaves ``apiVersion`` and ``kind`` out of a list's items.
+    """
+    items = [{"apiVersion": "v1", "kind": kind, **item} for item in listed["items"]]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
 def _without_managed_fields(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_without_managed_fields(item) for item in obj]
@@ -367,12 +376,16 @@ def read_state(
             "or nodes from the API in this bundle"
         )
         return state
+    except BudgetSpent:
+        state.problems.append("nothing read from the API: the time ran out")
+        return state
     except K3sError as exc:
         state.problems.append(f"nodes: {exc}")
         nodes = {"items": []}
+    nodes["items"] = nodes.get("items") or []
     steps: list[tuple[str, Callable[[], None]]] = []
     if full:
-        state.files["nodes.yaml"] = to_yaml(nodes.get("items") or [])
+        state.files["nodes.yaml"] = to_yaml(as_list("Node", nodes))
         steps.append(("cluster Warning events", lambda: _warnings(api, state, budget)))
     if namespace and full:
         steps += [
@@ -459,7 +472,9 @@ def _pods(
         name = str(pod["metadata"]["name"])
         failing = is_failing(pod)
         if full:
-            state.files[f"pods/{name}.yaml"] = to_yaml(pod)
+            state.files[f"pods/{name}.yaml"] = to_yaml(
+                {"apiVersion": "v1", "kind": "Pod", **pod}
+            )
         elif not failing:
             continue
         for container, has_previous in containers_of(pod):
