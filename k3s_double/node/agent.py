@@ -14,6 +14,7 @@ from .files import token_secret
 from .files import write_private
 from .identity import make_node
 from .join import JoinError
+from .join import client_ca
 from .join import kubelet_cert
 from .join import split_url
 from .kubelet import Kubelet
@@ -46,6 +47,11 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
     agent_dir = os.path.join(data_dir, "agent")
     write_private(os.path.join(agent_dir, "server-ca.crt"), ca, 0o644)
     files = pair.save(agent_dir, "client-kubelet")
+    client = rt.retry(
+        lambda: client_ca(url, token, ca),
+        f"Failed to validate connection to cluster at {url}",
+    )
+    write_private(os.path.join(agent_dir, "client-ca.crt"), client, 0o644)
     containerd = start_containerd(rt, data_dir)
     Kubelet(
         rt,
@@ -54,6 +60,8 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
         opts.items("kubelet-arg"),
         containerd,
         opts.text("pause-image"),
+        client_ca=client,
+        data_dir=data_dir,
     ).start()
 
 

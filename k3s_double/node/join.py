@@ -14,6 +14,9 @@ HTTP Basic credentials:
   use ``server:<secret>``) with the ``K3s-Node-Name`` header: a kubelet client
   certificate (``CN=system:node:<name>``, ``O=system:nodes``) followed by its
   key, in PEM.
+- ``GET /v1-k3s/client-ca.crt`` as ``node:<secret>`` or ``server:<secret>``:
+  the client CA, which the kubelet checks the API server's certificate against
+  on its port 10250.
 - ``GET /v1-k3s/readyz``: ``ok`` once the server is serving.
 - ``GET /db/info`` as ``server:<secret>`` (joining servers): the etcd member
   list, names and peer URLs, as etcd's MemberList gives them.
@@ -117,6 +120,10 @@ class JoinService:
                 return status_reply(400, "BadRequest", "K3s-Node-Name is required")
             pair = client_cert(self.client_ca, f"system:node:{name}", ["system:nodes"])
             return Response(200, pair.cert + pair.key, "text/plain")
+        if path == "/v1-k3s/client-ca.crt":
+            if not self._allowed(credentials, ("node", "server")):
+                return status_reply(401, "Unauthorized", "Unauthorized")
+            return Response(200, self.client_ca.cert, "text/plain")
         if path == "/db/info":
             if not self._allowed(credentials, ("server",)):
                 return status_reply(401, "Unauthorized", "Unauthorized")
@@ -209,3 +216,12 @@ def kubelet_cert(url: str, token: Token, node_name: str) -> tuple[bytes, KeyPair
     if not sep:
         raise JoinError("malformed kubelet certificate from server")
     return ca, KeyPair(cert, sep + key)
+
+
+def client_ca(url: str, token: Token, server_ca: bytes) -> bytes:
+    """The cluster's client CA, for an agent's kubelet to authenticate callers."""
+    user = token.username if token.username in ("server", "node") else "node"
+    return _get(
+        url, client_context(server_ca), "/v1-k3s/client-ca.crt",
+        _basic(user, token.password),
+    )  # fmt: skip

@@ -1,23 +1,34 @@
-"""The node's kubelet: registers the Node, heartbeats, pulls images.
+"""The node's kubelet: registers the Node, heartbeats, pulls images, runs pods.
 
 The one ``Kubelet`` of the double: it runs in every node process and talks
-to the API over HTTPS, as a real kubelet does. (Pods going Running is the
-:class:`~k3s_double.controllers.nodes.PodLifecycle` controller's part.)
+to the API over HTTPS, as a real kubelet does. Given the cluster's client CA
+(a node process always is), it runs the pods it can as processes
+(:mod:`.containers`), serves their logs, exec and port-forward on 10250
+(:mod:`.kubeletserver`) and says so on its Node
+(:data:`k3s_double.runnable.RUNS_PROCESSES`). Pods that run nothing go
+Running by the :class:`~k3s_double.controllers.nodes.PodLifecycle`
+controller, as before.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+from k3s_double import runnable
 from k3s_double.apiserver.httpd import Upstream
 from k3s_double.constants import K3S_VERSION
 
+from . import containers
 from . import ctr
 from . import pulls
 from .identity import Node
+from .kubeletserver import KUBELET_PORT
+from .kubeletserver import KubeletServer
+from .kubeletserver import kubelet_context
 from .nodeinfo import node_object
 from .nodeports import NodePorts
 from .runtime import RETRY_SECONDS
@@ -41,8 +52,16 @@ class Kubelet:
         kubelet_args: Sequence[str],
         containerd: ctr.Containerd | None = None,
         pause_image: str = pulls.PAUSE_IMAGE,
+        *,
+        client_ca: bytes = b"",
+        data_dir: str = "",
     ) -> None:
         self.rt = rt
+        #: The client CA the kubelet port checks callers against; without it
+        #: the kubelet runs no pods (the controllers simulate them all).
+        self.client_ca = client_ca
+        self.data_dir = data_dir
+        self.runtime: containers.ContainerRuntime | None = None
         self.node = node
         self.api = api
         self.kubelet_args = list(kubelet_args)
@@ -97,6 +116,9 @@ class Kubelet:
         status_part = obj.get("status")
         if isinstance(status_part, dict):
             status_part["images"] = self._images()
+        meta = obj.get("metadata")
+        if self.client_ca and isinstance(meta, dict):
+            meta.setdefault("annotations", {})[runnable.RUNS_PROCESSES] = "true"
         body = json.dumps(obj).encode()
         log.klog(
             "kubelet_node_status.go:75",
@@ -128,6 +150,8 @@ class Kubelet:
             self.rt.sleep(RETRY_SECONDS)
         log.klog("kube.go:146", "Node controller sync successful")
         NodePorts(self.rt, self.node.name, self.api).start()
+        if self.client_ca:
+            self._start_runtime()
         if self.containerd is not None:
             puller = pulls.ImagePuller(
                 self.containerd, self._pods, self._report_images, self.pause_image
@@ -136,6 +160,53 @@ class Kubelet:
                 target=self.rt.guard(lambda: self._pull(puller)), daemon=True
             ).start()
         self._heartbeat()
+
+    def _start_runtime(self) -> None:
+        """Run the node's pods and serve the kubelet port."""
+        from .pki import new_ca
+        from .pki import serving_cert
+
+        containerd = self.containerd
+        runtime = containers.ContainerRuntime(
+            self.api,
+            self.node.name,
+            self.node.ip,
+            containerd.has if containerd is not None else (lambda _: True),
+        )
+        self.runtime = runtime
+        # k3s' kubelet serves a certificate of its own CA; kube-apiserver
+        # does not verify it (k3s sets no --kubelet-certificate-authority).
+        pair = serving_cert(
+            new_ca(f"k3s-kubelet-serving-ca@{self.node.name}"),
+            [self.node.ip, self.node.name, "127.0.0.1", "localhost"],
+        )
+        files = pair.save(
+            os.path.join(self.data_dir or "/tmp", "agent"), "serving-kubelet"
+        )
+        try:
+            server = KubeletServer(
+                KUBELET_PORT,
+                kubelet_context(*files, self.client_ca),
+                runtime,
+                self.rt.log,
+            )
+        except OSError as exc:
+            self.rt.log.error(f"Failed to listen on the kubelet port: {exc}")
+        else:
+            server.start()
+            self.rt.log.klog(
+                "server.go:163", "Starting to listen", address="0.0.0.0",
+                port=str(KUBELET_PORT),
+            )  # fmt: skip
+
+        def sync() -> None:
+            while True:
+                pods = self._pods()
+                if pods is not None:
+                    runtime.sync(pods)
+                self.rt.sleep(containers.SYNC_SECONDS)
+
+        threading.Thread(target=self.rt.guard(sync), daemon=True).start()
 
     def _images(self) -> list[dict[str, Any]]:
         return pulls.node_images(self.containerd)
