@@ -107,6 +107,11 @@ def _subject(cert: Mapping[str, Any]) -> tuple[str, list[str]]:
 
 def send_response(handler: BaseHTTPRequestHandler, reply: Response) -> None:
     """Write ``reply`` as the API server would: whole, or chunked for a watch."""
+    if reply.takeover is not None:
+        handler.close_connection = True
+        handler.wfile.flush()
+        reply.takeover(handler.connection, handler.rfile)  # type: ignore[arg-type]
+        return
     stream = reply.stream
     handler.send_response(reply.status)
     handler.send_header("Content-Type", reply.content_type)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+from typing import BinaryIO
 
 
 @dataclass
@@ -19,6 +21,9 @@ class Response:
     stream: Iterator[bytes] | None = None
     #: Extra response headers (``Retry-After``).
     headers: dict[str, str] = field(default_factory=dict)
+    #: For an upgrade (exec, port-forward): takes the client's connection and
+    #: its buffered reader over; the listener writes nothing itself.
+    takeover: Callable[[Any, BinaryIO], None] | None = None
 
 
 def json_response(status: int, obj: Any) -> Response:

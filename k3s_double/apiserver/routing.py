@@ -30,6 +30,7 @@ from k3s_double.constants import GO_TRUE
 from k3s_double.constants import go_arch
 
 from . import discovery
+from . import kubelets
 from . import subresources
 from .bodies import APPLY
 from .bodies import decode_body
@@ -96,6 +97,8 @@ class Router:
     def __init__(self, storage: Storage, *, git_version: str) -> None:
         self.storage = storage
         self.git_version = git_version
+        #: How this API reaches kubelets (None: no kubelet is reachable).
+        self.kubelets: kubelets.KubeletClient | None = None
 
     def handle(
         self,
@@ -169,7 +172,11 @@ class Router:
         if sub is not None and not (
             (sub == "status" and kind.has_status)
             or (sub == "scale" and kind.scale)
-            or (sub == "log" and kind.kind == "Pod" and not kind.custom)
+            or (
+                sub in ("log", "exec", "portforward", "attach")
+                and kind.kind == "Pod"
+                and not kind.custom
+            )
         ):
             raise no_resource()
         if kind.custom and method == "POST" and name is None:
@@ -186,6 +193,7 @@ class Router:
             body,
             watch=watch,
             table=table,
+            raw_query=split.query,
         )
 
     def _refuse_if_terminating(self, kind: Kind) -> None:
@@ -213,6 +221,7 @@ class Router:
         *,
         watch: bool,
         table: bool,
+        raw_query: str = "",
     ) -> Response:
         ns = namespace or ""
         dry_run = query.get("dryRun") == "All"
@@ -255,7 +264,15 @@ class Router:
         if sub == "log":
             if method != "GET":
                 raise method_not_allowed()
-            return subresources.pod_log(self.storage, ns, name, query)
+            return subresources.pod_log(
+                self.storage, ns, name, query, self.kubelets, raw_query
+            )
+        if sub in ("exec", "portforward", "attach"):
+            if method not in ("GET", "POST"):
+                raise method_not_allowed()
+            return kubelets.pod_stream(
+                self.storage, self.kubelets, sub, ns, name, query, raw_query, headers
+            )
         if sub == "scale":
             return subresources.scale(
                 self.storage, method, kind, ns, name, headers, body

@@ -1,10 +1,11 @@
 """The ``log`` and ``scale`` subresources.
 
-``pods/<name>/log`` answers with the few lines the double's kubelet
-"writes"; ``<kind>/<name>/scale`` reads and writes an ``autoscaling/v1``
-Scale: ``spec.replicas`` of Deployments and ReplicaSets, or the paths a
-CustomResourceDefinition declares for its custom resources
-(:mod:`.customresources`).
+``pods/<name>/log`` comes from the pod's kubelet when that kubelet runs the
+pod as processes (:mod:`.kubelets`), else (no container of the pod runs)
+with a few canned lines and an event that says so; ``<kind>/<name>/scale``
+reads and writes an ``autoscaling/v1`` Scale: ``spec.replicas`` of
+Deployments and ReplicaSets, or the paths a CustomResourceDefinition declares
+for its custom resources (:mod:`.customresources`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from k3s_double.constants import GO_TRUE
 
+from . import kubelets
 from .bodies import decode_body
 from .customresources import scale_of as custom_scale_of
 from .customresources import set_replicas
@@ -47,26 +49,27 @@ SCALE_PATCH_TYPES = (
 
 
 def pod_log(
-    api: Storage, namespace: str, name: str, query: Mapping[str, str]
+    api: Storage,
+    namespace: str,
+    name: str,
+    query: Mapping[str, str],
+    client: kubelets.KubeletClient | None = None,
+    raw_query: str = "",
 ) -> Response:
-    """``GET pods/<name>/log``."""
+    """``GET pods/<name>/log``: from the pod's kubelet when it runs the pod."""
     pod = api.get(BY_KIND["Pod"], namespace, name)
-    containers = [c["name"] for c in pod["spec"].get("containers") or []]
-    container = query.get("container")
-    if container is None:
-        if len(containers) != 1:
-            raise bad_request(
-                f"a container name must be specified for pod {name}, choose one "
-                f"of: [{' '.join(containers)}]"
-            )
-        container = containers[0]
-    if container not in containers:
-        raise bad_request(f"container {container} is not valid for pod {name}")
+    container = kubelets.pick_container(pod, query)
     if pod.get("status", {}).get("phase") not in ("Running", "Succeeded", "Failed"):
         raise bad_request(
             f'container "{container}" in pod "{name}" is waiting to start: '
             "ContainerCreating"
         )
+    endpoint = kubelets.reachable(api, pod)
+    if endpoint is not None:
+        if client is None:
+            raise kubelets.not_running(name, "pods/log")
+        path = kubelets.kubelet_path("log", namespace, name, {"container": container})
+        return kubelets.container_log(client, *endpoint, path, raw_query)
     image = next(
         c["image"] for c in pod["spec"]["containers"] if c["name"] == container
     )

@@ -15,6 +15,8 @@ from k3s_double.apiserver.httpd import Upstream
 from k3s_double.apiserver.httpd import client_context
 from k3s_double.apiserver.httpd import serve_in_thread
 from k3s_double.apiserver.httpd import server_context
+from k3s_double.apiserver.kubelets import KubeletClient
+from k3s_double.apiserver.kubelets import client_context as kubelet_context
 from k3s_double.constants import K3S_VERSION
 from k3s_double.controllers.base import NODE_MONITOR_GRACE
 from k3s_double.controllers.base import Settings
@@ -235,6 +237,12 @@ def _serve_api(
     rt: Runtime, opts: flags.Options, node: Node, pki: ServerPKI, store: Datastore
 ) -> None:
     """Listen on the HTTPS port: the API and the join endpoint (``/v1-k3s``)."""
+    # kube-apiserver reaches kubelets with a client certificate of its own.
+    kubelet_client = client_cert(pki.client_ca, "kube-apiserver", ["system:masters"])
+    tls_dir = os.path.join(opts.text("data-dir"), "server/tls")
+    store.api.router.kubelets = KubeletClient(
+        kubelet_context(*kubelet_client.save(tls_dir, "client-kube-apiserver"))
+    )
     port = opts.number("https-listen-port")
     tls_dir = os.path.join(opts.text("data-dir"), "server/tls")
     apiserver_args = [
@@ -381,6 +389,8 @@ def _start_kubelet(
         opts.items("kubelet-arg"),
         containerd,
         opts.text("pause-image"),
+        client_ca=pki.client_ca.cert,
+        data_dir=data_dir,
     ).start(after=ready)
 
 
