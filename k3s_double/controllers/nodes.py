@@ -10,7 +10,10 @@
   grace is over. A pod starts only once its node's ``status.images`` holds
   every image it does not pull ``Never`` (the node's own kubelet pulls
   them: :mod:`k3s_double.node.pulls`); until then it waits in
-  ``ContainerCreating``.
+  ``ContainerCreating``. A pod the node's kubelet runs as processes
+  (:func:`k3s_double.runnable.run_by_kubelet`) is started, reported and
+  stopped by that kubelet (:mod:`k3s_double.node.containers`); this
+  controller only removes it once its containers have stopped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from k3s_double.apiserver.kinds import now
 from k3s_double.apiserver.kinds import set_condition
 from k3s_double.imagerefs import normalize
 from k3s_double.imagerefs import repository
+from k3s_double.runnable import run_by_kubelet
 
 from .base import Reconciler
 from .base import Settings
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 START_DELAY = 0.4
 TERMINATE_DELAY = 0.3
 JOB_RUN_TIME = 1.0
+#: Seconds past a pod's grace period after which a pod whose kubelet never
+#: reported its processes stopped is removed anyway.
+KUBELET_GONE = 10.0
 NOT_READY = "node.kubernetes.io/not-ready"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
@@ -263,6 +270,16 @@ class PodLifecycle(Reconciler):
             if not pod["spec"].get("nodeName"):
                 continue
             uid, phase = uid_of(pod), (pod.get("status") or {}).get("phase", "Pending")
+            owned = run_by_kubelet(pod, node)
+            if owned and terminating(pod) and node is not None and is_ready(node):
+                # Its kubelet stops the processes; the pod goes once they have.
+                grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+                waited = self._since(f"{uid}/terminating")
+                if waited >= TERMINATE_DELAY and (
+                    _stopped(pod) or waited > grace + KUBELET_GONE
+                ):
+                    self.storage.store.remove(BY_KIND["Pod"], ns_of(pod), name_of(pod))
+                continue
             if terminating(pod):
                 # A pod on an unreachable node stays Terminating until its
                 # kubelet is back (or the Node goes, and pod GC removes it).
@@ -296,9 +313,12 @@ class PodLifecycle(Reconciler):
                     continue
                 self._pulling(pod, node)
                 if _pulled_images(pod) <= set(_node_images(node)):
-                    self._start(pod, node)
+                    if not owned:  # else its kubelet starts it
+                        self._start(pod, node)
                 elif self._once(f"{uid}/creating", "yes"):
                     self.storage.mutate("Pod", ns_of(pod), name_of(pod), _creating)
+            elif owned:
+                continue  # its kubelet reports its containers
             elif phase == "Running" and not is_ready(pod):
                 self.storage.mutate("Pod", ns_of(pod), name_of(pod), _mark_pod_ready)
             elif phase == "Running" and self._is_job_pod(pod):  # noqa: SIM102
@@ -471,8 +491,20 @@ def _image_id(image: str, images: dict[str, Obj]) -> str:
     return f"{repository(full)}@sha256:{digest}"
 
 
+def _stopped(pod: Obj) -> bool:
+    """Whether none of the pod's containers runs any more, as its kubelet says."""
+    status = pod.get("status") or {}
+    return not any(
+        "running" in (c.get("state") or {})
+        for c in (status.get("containerStatuses") or [])
+        + (status.get("initContainerStatuses") or [])
+    )
+
+
 def _creating(pod: Obj) -> None:
     """Pending while the kubelet pulls: containers wait in ContainerCreating."""
+    if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
+        return
 
     def waiting(container: Obj, reason: str) -> Obj:
         return {
