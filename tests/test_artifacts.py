@@ -475,3 +475,17 @@ def test_the_artifacts_directory(
         assert resolved is None
     else:
         assert resolved == pytester.path / expected
+
+
+def test_the_report_gains_failing_pods_last_lines_and_the_bundle() -> None:
+    bundle = artifacts.Bundle(
+        path=Path("/out/test_x"), tails={"ns/web/c": ["one", "two"], "ns/db/c": []}
+    )
+    assert bundle.report_lines() == [
+        "last log lines of ns/web/c:",
+        "    one",
+        "    two",
+        "last log lines of ns/db/c:",
+        "    (empty)",
+        "failure bundle: /out/test_x",
+    ]

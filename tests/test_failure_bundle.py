@@ -1,0 +1,178 @@
+"""Failure bundles (``--k3s-artifacts``) of inner pytest runs against the double.
+
+The pure parts (names, caps, YAML, the Secret rule, time limits) are in
+``test_artifacts.py``; here a real run writes them: only for the test that
+failed, with its pod, its namespace's events and the nodes' logs, and no
+Secret's value; and with the API server stopped, it still writes what the
+engine has and says in one line why the rest is missing, promptly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+#: The log the double answers for a pod it does not run (issue 19 makes its
+#: kubelet run a pod's command: then the log is what the pod echoed).
+CANNED_LOG = (
+    "Starting container c from image busybox:1.36\nc: configuration loaded\nc: ready\n"
+)
+
+SECRET_VALUE = "s3cr3t-value-never-in-a-bundle"
+
+FAILING_AND_PASSING = f"""
+import pytest
+from kubernetes.client import CoreV1Api
+
+
+def deploy(cluster, namespace):
+    core = CoreV1Api(cluster.api_client)
+    core.create_namespaced_secret(
+        namespace,
+        {{"metadata": {{"name": "creds"}},
+          "stringData": {{"password": "{SECRET_VALUE}"}}}},
+    )
+    env = [{{"name": "PASSWORD",
+             "valueFrom": {{"secretKeyRef": {{"name": "creds", "key": "password"}}}}}}]
+    cluster.apply(
+        {{
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {{"name": "web"}},
+            "spec": {{"containers": [{{
+                "name": "c",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo bundle-log-line; exec sleep 3600"],
+                "env": env,
+            }}]}},
+        }},
+        namespace=namespace,
+    )
+    cluster.wait_for(
+        "Pod", "web", namespace=namespace,
+        jsonpath="{{.status.phase}}=Running", timeout=90,
+    )
+
+
+def test_fails(k3s_cluster, k3s_namespace):
+    deploy(k3s_cluster, k3s_namespace)
+    assert False, "deliberately"
+
+
+def test_passes(k3s_cluster, k3s_namespace):
+    deploy(k3s_cluster, k3s_namespace)
+"""
+
+
+def files_under(directory: Path) -> list[str]:
+    return sorted(
+        str(path.relative_to(directory))
+        for path in directory.rglob("*")
+        if path.is_file()
+    )
+
+
+def collected_seconds(summary: str) -> float:
+    found = re.search(r"^collected in ([0-9.]+)s", summary, re.M)
+    assert found, summary
+    return float(found.group(1))
+
+
+@pytest.mark.docker
+def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_bundle=FAILING_AND_PASSING)
+    artifacts = pytester.path / "artifacts"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-n", "2", "--k3s-artifacts=artifacts", timeout=400
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    # The terminal summary names the directory; the report names the bundle.
+    result.stdout.fnmatch_lines(
+        [
+            "failure bundle: */artifacts/test_bundle.py__test_fails",
+            f"failure bundles of 1 failing test(s) in {artifacts}",
+        ]
+    )
+    assert [p.name for p in artifacts.iterdir()] == ["test_bundle.py__test_fails"]
+    bundle = artifacts / "test_bundle.py__test_fails"
+    written = files_under(bundle)
+    for expected in (
+        "summary.txt",
+        "nodes.yaml",
+        "warning-events.txt",
+        "events.txt",
+        "workloads.txt",
+        "pods/web.yaml",
+        "pods/web/c.log",
+        "nodes/server-0/k3s.log",
+        "nodes/server-0/containerd.log",
+    ):
+        assert expected in written, written
+
+    summary = (bundle / "summary.txt").read_text()
+    assert "test: test_bundle.py::test_fails" in summary
+    assert "missing:" not in summary, summary
+    assert collected_seconds(summary) < 10
+
+    pod = yaml.safe_load((bundle / "pods/web.yaml").read_text())
+    assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
+    assert pod["metadata"]["name"] == "web"
+    assert "managedFields" not in pod["metadata"]
+    assert pod["status"]["phase"] == "Running"
+    nodes = yaml.safe_load((bundle / "nodes.yaml").read_text())
+    assert nodes["kind"] == "List"
+    assert [n["kind"] for n in nodes["items"]] == ["Node"]
+
+    events = (bundle / "events.txt").read_text()
+    assert re.search(r"Pod/test-fails-\w+/web", events), events
+    log = (bundle / "pods/web/c.log").read_text()
+    assert log.strip(), log
+    assert not log.startswith("(no log"), log
+    if log != CANNED_LOG:  # the pod ran: its own line is in the bundle
+        assert "bundle-log-line" in log, log
+    assert "k3s" in (bundle / "nodes/server-0/k3s.log").read_text().lower()
+
+    for name in written:
+        assert SECRET_VALUE not in (bundle / name).read_text(), name
+    assert SECRET_VALUE not in result.stdout.str()
+
+
+API_DOWN = """
+def test_api_down(k3s_module_cluster):
+    k3s_module_cluster.stop_node("server-0")
+    assert False, "deliberately, with the API server stopped"
+"""
+
+
+@pytest.mark.docker
+def test_a_bundle_is_written_when_the_api_is_down(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_down=API_DOWN)
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "--k3s-artifacts", str(pytester.path / "out"), timeout=300
+    )
+    took = time.monotonic() - started
+    result.assert_outcomes(failed=1)
+    bundle = pytester.path / "out" / "test_down.py__test_api_down"
+    summary = (bundle / "summary.txt").read_text()
+    missing = summary.split("missing:\n", 1)[1].splitlines()
+    assert len(missing) == 1, summary
+    assert missing[0].startswith("- the API server did not answer ("), summary
+    assert "no events, pods, pod logs or nodes from the API" in missing[0]
+    # What the engine has, it still gives: the stopped node's own logs.
+    assert files_under(bundle) == [
+        "nodes/server-0/containerd.log",
+        "nodes/server-0/k3s.log",
+        "summary.txt",
+    ]
+    assert (bundle / "nodes/server-0/k3s.log").stat().st_size > 0
+    assert collected_seconds(summary) < 5
+    result.stdout.fnmatch_lines(["failure bundle: *test_down.py__test_api_down"])
+    print(f"inner run with the API down: {took:.1f}s, bundle {summary}")
