@@ -1,4 +1,4 @@
-"""Failure bundles (``--k3s-artifacts``) of inner pytest runs against the double.
+"""Failure bundles (``--k3s-artifacts``) and ``K3sCluster.pod_logs``, on the double.
 
 The pure parts (names, caps, YAML, the Secret rule, time limits) are in
 ``test_artifacts.py``; here a real run writes them: only for the test that
@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import SHARED_CLUSTERS
+from pytest_k3s import ClusterSpec
+from pytest_k3s import K3sCluster
+from pytest_k3s import K3sError
+from pytest_k3s.engine.docker_engine import DockerEngine
 
 
 #: The log the double answers for a pod it does not run (issue 19 makes its
@@ -27,7 +34,6 @@ SECRET_VALUE = "s3cr3t-value-never-in-a-bundle"
 
 FAILING_AND_PASSING = f"""
 import pytest
-from kubernetes.client import CoreV1Api
 
 
 def deploy(cluster, namespace):
@@ -176,3 +182,52 @@ def test_a_bundle_is_written_when_the_api_is_down(pytester: pytest.Pytester) -> 
     assert collected_seconds(summary) < 5
     result.stdout.fnmatch_lines(["failure bundle: *test_down.py__test_api_down"])
     print(f"inner run with the API down: {took:.1f}s, bundle {summary}")
+
+
+# --- K3sCluster.pod_logs ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(double_image: str, docker_engine: DockerEngine) -> Iterator[K3sCluster]:
+    spec = ClusterSpec(image=double_image, timeout=90)
+    with K3sCluster.start(spec, engine=docker_engine) as started:
+        SHARED_CLUSTERS.add(started.name)
+        yield started
+
+
+def run_pod(cluster: K3sCluster, name: str, script: str) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "busybox:1.36",
+                        "command": ["sh", "-c", script],
+                    }
+                ]
+            },
+        },
+        namespace="default",
+    )
+    cluster.wait_for(
+        "Pod", name, namespace="default", jsonpath="{.status.phase}=Running", timeout=90
+    )
+
+
+def test_pod_logs_current_tail_and_errors(cluster: K3sCluster) -> None:
+    run_pod(cluster, "web", "echo first-line; echo pod-logs-line; exec sleep 3600")
+    log = cluster.pod_logs("web")
+    if log != CANNED_LOG:
+        assert log == "first-line\npod-logs-line\n"
+    assert cluster.pod_logs("web", tail=1) == log.splitlines(keepends=True)[-1]
+    assert cluster.pod_logs("web", container="c") == log
+    with pytest.raises(K3sError, match=r"logs of pod default/gone: .*HTTP 404"):
+        cluster.pod_logs("gone")
+    with pytest.raises(
+        K3sError, match=r"logs of container nope of pod default/web: .*HTTP 400"
+    ):
+        cluster.pod_logs("web", container="nope")
