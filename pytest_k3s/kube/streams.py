@@ -280,7 +280,8 @@ class Forwarded:
 class PortForward:
     """A local listener whose every connection is a stream to a pod's port.
 
-    :param client: makes the ApiClient the forward's streams use (one, kept)
+    :param client: makes the ApiClients the forward uses (two, kept: one
+        for reads, one lent to the client library to open streams)
     """
 
     def __init__(
@@ -295,7 +296,10 @@ class PortForward:
         self.kind, self.name = parse_target(target)
         self.port = port
         self.namespace = namespace
+        #: For reading pods and Services; ``streams`` is lent to the library
+        #: while it opens a stream (one at a time), so never used for reads.
         self.api = client()
+        self.streams = client()
         self._opening = threading.Lock()
         self._closed = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -330,7 +334,7 @@ class PortForward:
             pod, port = self._pinned or self._resolve()
             with self._opening:  # the library borrows the ApiClient to open it
                 forward = portforward(
-                    k8s.CoreV1Api(self.api).connect_get_namespaced_pod_portforward,
+                    k8s.CoreV1Api(self.streams).connect_get_namespaced_pod_portforward,
                     pod,
                     self.namespace,
                     ports=str(port),
@@ -382,6 +386,7 @@ class PortForward:
                 connection.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
         self.api.close()  # type: ignore[no-untyped-call]
+        self.streams.close()  # type: ignore[no-untyped-call]
 
 
 def _relay(client: socket.socket, remote: Any, closed: threading.Event) -> None:
