@@ -44,6 +44,7 @@ _UPGRADE_HEADERS = (
     "sec-websocket-version",
     "sec-websocket-protocol",
     "sec-websocket-extensions",
+    "x-stream-protocol-version",
 )
 
 
@@ -107,8 +108,9 @@ def _dial_error(host: str, port: int, error: OSError) -> ApiError:
     )
 
 
-def _request(path: str, query: str, headers: Mapping[str, str]) -> bytes:
-    lines = [f"GET {path}{'?' + query if query else ''} HTTP/1.1", "Host: kubelet"]
+def _request(method: str, path: str, query: str, headers: Mapping[str, str]) -> bytes:
+    target = f"{path}{'?' + query if query else ''}"
+    lines = [f"{method} {target} HTTP/1.1", "Host: kubelet"]
     lines += [
         f"{name}: {headers[name]}" for name in _UPGRADE_HEADERS if name in headers
     ]
@@ -161,10 +163,12 @@ def upgrade(
     path: str,
     query: str,
     headers: Mapping[str, str],
+    method: str = "GET",
 ) -> Response:
     """Relay an exec or port-forward upgrade to the kubelet, both ways."""
-    if headers.get("upgrade", "").lower() != "websocket":
-        offered = headers.get("upgrade", "")
+    offered = headers.get("upgrade", "")
+    spdy = path.startswith("/portForward/") and offered.lower().startswith("spdy/3.1")
+    if offered.lower() != "websocket" and not spdy:
         if offered:
             raise bad_request(
                 f"the k3s double serves {path.split('/')[1]} over websockets "
@@ -179,7 +183,7 @@ def upgrade(
 
     def takeover(downstream: socket.socket, rfile: BinaryIO) -> None:
         try:
-            tls.sendall(_request(path, query, headers))
+            tls.sendall(_request(method, path, query, headers))
         except OSError:
             tls.close()
             return
@@ -259,6 +263,7 @@ def pick_container(pod: Obj, query: Mapping[str, str]) -> str:
 
 
 def pod_stream(
+    method: str,
     storage: Storage,
     client: KubeletClient | None,
     sub: str,
@@ -287,4 +292,4 @@ def pod_stream(
     if endpoint is None or client is None:
         raise not_running(name, f"pods/{sub}")
     path = kubelet_path(sub, namespace, name, {"container": container})
-    return upgrade(client, *endpoint, path, raw_query, headers)
+    return upgrade(client, *endpoint, path, raw_query, headers, method)

@@ -271,7 +271,15 @@ class Router:
             if method not in ("GET", "POST"):
                 raise method_not_allowed()
             return kubelets.pod_stream(
-                self.storage, self.kubelets, sub, ns, name, query, raw_query, headers
+                method,
+                self.storage,
+                self.kubelets,
+                sub,
+                ns,
+                name,
+                query,
+                raw_query,
+                headers,
             )
         if sub == "scale":
             return subresources.scale(

@@ -36,6 +36,7 @@ from typing import Any
 from k3s_double import runnable
 
 from . import crilog
+from . import spdy
 from . import websocket
 from .containers import Container
 from .containers import ContainerRuntime
@@ -240,15 +241,70 @@ class _Handler(BaseHTTPRequestHandler):
                 "NotFound",
                 f'pod "{pod}" in namespace "{ns}" is not run by this node',
             )
-        numbers = []
+        numbers: list[int] = []
         for port in ports:
             if not port.isdigit() or not 0 < int(port) < 65536:
                 raise bad_request(f"invalid port {port!r}")
             numbers.append(int(port))
-        if not numbers:
+        if headers.get("upgrade", "").lower().startswith("spdy/3.1"):
+            self.wfile.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: "
+                + spdy.PORTFORWARD.encode()
+                + b"\r\n\r\n"
+            )
+            self.wfile.flush()
+            self.close_connection = True
+            spdy.PortForwardSession(_SocketTransport(self), pod).serve()
+            return
+        tunnel = spdy.TUNNEL_PROTOCOL in headers.get("sec-websocket-protocol", "")
+        if not numbers and not tunnel:
             raise bad_request('query parameter "port" is required')
         ws = self._upgrade(headers, websocket.PORTFORWARD_PROTOCOLS)
+        if ws.protocol == spdy.TUNNEL_PROTOCOL:
+            spdy.PortForwardSession(_TunnelTransport(ws), pod).serve()
+            return
         run_portforward(ws, pod, numbers)
+
+
+class _SocketTransport:
+    """The upgraded HTTP connection itself (SPDY/3.1)."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self.handler = handler
+
+    def read(self) -> bytes:
+        data: bytes = self.handler.rfile.read1(65536)
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.handler.wfile.write(data)
+        self.handler.wfile.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _TunnelTransport:
+    """SPDY bytes in a websocket's binary messages."""
+
+    def __init__(self, ws: websocket.Connection) -> None:
+        self.ws = ws
+
+    def read(self) -> bytes:
+        while True:
+            message = self.ws.receive()
+            if message is None:
+                return b""
+            if message:  # gorilla's writer may send empty messages
+                return message
+
+    def write(self, data: bytes) -> None:
+        self.ws.send_raw(data)
+
+    def close(self) -> None:
+        self.ws.close()
 
 
 def _status(code: int, command: list[str]) -> bytes:

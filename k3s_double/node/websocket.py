@@ -28,8 +28,9 @@ V4 = "v4.channel.k8s.io"
 V5 = "v5.channel.k8s.io"
 #: What ``exec`` speaks, newest first (kubelet 1.30+ knows v5).
 EXEC_PROTOCOLS = (V5, V4, "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
-#: What ``portForward`` over websockets speaks (wsstream's port-forward protocols).
-PORTFORWARD_PROTOCOLS = ("portforward.k8s.io", V4)
+#: What ``portForward`` over websockets speaks: SPDY tunnelled in binary
+#: messages (kubectl), or wsstream's port-forward channels.
+PORTFORWARD_PROTOCOLS = ("SPDY/3.1+portforward.k8s.io", "portforward.k8s.io", V4)
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 
@@ -142,6 +143,10 @@ class Connection:
     def send(self, channel: int, data: bytes) -> None:
         """One binary message on ``channel``."""
         self._send(OP_BINARY, bytes([channel]) + data)
+
+    def send_raw(self, data: bytes) -> None:
+        """One binary message of ``data`` as it is (a tunnel's bytes)."""
+        self._send(OP_BINARY, data)
 
     def _send(self, opcode: int, payload: bytes) -> None:
         with self._lock:
