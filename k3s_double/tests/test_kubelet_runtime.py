@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -274,9 +276,10 @@ def test_a_pod_runs_as_a_process_with_its_log_exec_and_port_forward(
     assert status.container_statuses[0].state.running is not None
     assert status.pod_ip == "127.0.0.1"
     log = core.read_namespaced_pod_log("web", "default", timestamps=True)
-    first = log.splitlines()[0]
-    assert first.endswith(" hello-log")
-    assert first[29] == "Z"
+    # stdout and stderr are two pipes: either line may come first.
+    first = next(line for line in log.splitlines() if "hello-log" in line)
+    assert first.endswith("Z hello-log")
+    assert len(first.split(" ")[0]) == 30
     assert "to-err" in log
     # exec: stdout, stderr and the exit code, through the official client.
     resp = stream(
@@ -455,3 +458,68 @@ def _ask_without_certificate(port: int) -> None:
         tls.sendall(b"GET /containerLogs/a/b/c HTTP/1.1\r\nHost: x\r\n\r\n")
         if not tls.recv(100):
             raise ConnectionError("closed without an answer")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_kubectl_logs_and_exec(core: Any, runner: str, kubeconfig: Path) -> None:
+    core.create_namespaced_pod(
+        "default", _pod("k", ["sh", "-c", "echo from-k; exec sleep 60"])
+    )
+    wait_for(lambda: _phase(core, "k") == "Running", 15)
+    base = ["kubectl", "--kubeconfig", str(kubeconfig)]
+    logs = wait_for(
+        lambda: (
+            subprocess.run(
+                [*base, "logs", "k"], capture_output=True, text=True, check=False
+            ).stdout
+        ),
+        10,
+    )
+    assert logs == "from-k\n"
+    done = subprocess.run(
+        [*base, "exec", "k", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (
+        3, "out\n", "err\ncommand terminated with exit code 3\n"
+    )  # fmt: skip
+    fed = subprocess.run(
+        [*base, "exec", "-i", "k", "--", "cat"],
+        input="through stdin\n", capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert (fed.returncode, fed.stdout) == (0, "through stdin\n"), fed.stderr
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_kubectl_port_forward(core: Any, runner: str, kubeconfig: Path) -> None:
+    port = _free_port()
+    server = f"{sys.executable} -m http.server {port} --bind 127.0.0.1"
+    core.create_namespaced_pod("default", _pod("pf", ["sh", "-c", f"exec {server}"]))
+    wait_for(lambda: _phase(core, "pf") == "Running", 15)
+    local = _free_port()
+    forward = subprocess.Popen(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "port-forward", "pod/pf",
+         f"{local}:{port}", "-v=6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline, bodies = time.monotonic() + 15, None
+    while bodies is None and time.monotonic() < deadline and forward.poll() is None:
+        time.sleep(0.3)
+        bodies = _get_all(f"http://127.0.0.1:{local}/", 5)
+    forward.terminate()
+    out, err = forward.communicate(timeout=10)
+    assert bodies is not None, err
+    assert all(b"Directory listing" in body for body in bodies), err
+    assert f"Forwarding from 127.0.0.1:{local} -> {port}" in out, err
+
+
+def _get_all(url: str, count: int) -> list[bytes] | None:
+    try:
+        bodies = []
+        for _ in range(count):
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                bodies.append(reply.read())
+    except OSError:
+        return None
+    return bodies

@@ -1,0 +1,245 @@
+"""Pods that really run in the double's nodes, through the real Docker engine.
+
+A server and an agent of the built image; the pods go to the agent, so the
+server's API reaches the agent's kubelet over the cluster network for
+``pods/log``, ``pods/exec`` and ``pods/portforward``, with the official
+client and with the machine's kubectl.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.stream import portforward
+from kubernetes.stream import stream
+
+from .test_node_contract import TOKEN
+from .test_node_contract import Cluster
+from .test_node_contract import api_client
+from .test_node_contract import kubeconfig_for
+from .test_node_contract import new_cluster
+from .test_node_contract import wait_for_log
+from .test_node_contract import wait_until
+
+
+pytestmark = pytest.mark.docker
+
+WEB = "echo hello-log; exec python3 -m http.server 8080"
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_client: docker.DockerClient, double_image: str) -> Iterator[Cluster]:
+    """A server and an agent; the agent runs the tests' pods."""
+    with new_cluster(docker_client, double_image) as c:
+        server = c.run(
+            "server", ["server", "--tls-san", "127.0.0.1"], {"K3S_TOKEN": TOKEN},
+            publish=True,
+        )  # fmt: skip
+        c.run(
+            "agent", ["agent"],
+            {"K3S_TOKEN": TOKEN, "K3S_URL": f"https://{server.name}:6443"},
+        )  # fmt: skip
+        wait_for_log(server, "k3s is up and running")
+        wait_for_log(c.agents[0], "Successfully registered node")
+        c.api = api_client(kubeconfig_for(server))
+        yield c
+
+
+@pytest.fixture(scope="module")
+def core(cluster: Cluster) -> Any:
+    return k8s.CoreV1Api(cluster.client)
+
+
+def _pod(cluster: Cluster, name: str, script: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "nodeName": cluster.agents[0].name,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3.12-slim",
+                    "command": ["sh", "-c", script],
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+def _processes(pattern: str) -> list[str]:
+    """A command that fails unless a process of the node matches ``pattern``."""
+    # The node's userland has no ps: read /proc.
+    script = (
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; "
+        f"done | grep -v grep | grep -q '{pattern}'"
+    )
+    return ["sh", "-c", script]
+
+
+def _running(core: Any, name: str) -> Any:
+    pod = core.read_namespaced_pod(name, "default")
+    statuses = pod.status.container_statuses or []
+    if pod.status.phase == "Running" and statuses and statuses[0].ready:
+        return pod
+    return None
+
+
+@pytest.fixture(scope="module")
+def web(cluster: Cluster, core: Any) -> str:
+    core.create_namespaced_pod("default", _pod(cluster, "web", WEB))
+    wait_until(lambda: _running(core, "web"), 60, "pod web Running")
+    return "web"
+
+
+def test_a_pod_runs_in_its_node_and_its_log_comes_from_there(
+    cluster: Cluster, core: Any, web: str
+) -> None:
+    log = wait_until(
+        lambda: core.read_namespaced_pod_log(web, "default"), 20, "log of web"
+    )
+    assert log.splitlines()[0] == "hello-log"
+    pod = core.read_namespaced_pod(web, "default")
+    assert pod.status.pod_ip == pod.status.host_ip
+    # The process runs in the agent's container, and its CRI log is there.
+    agent = cluster.agents[0]
+    found = agent.exec_run(_processes("http.server 8080"))
+    assert found.exit_code == 0, found.output
+    uid = pod.metadata.uid
+    cri = agent.exec_run(["cat", f"/var/log/pods/default_web_{uid}/main/0.log"])
+    first = cri.output.decode().splitlines()[0]
+    stamp, stream_, tag, text = first.split(" ", 3)
+    assert (stream_, tag, text) == ("stdout", "F", "hello-log")
+    assert stamp.endswith("Z")
+    stamped = core.read_namespaced_pod_log(web, "default", timestamps=True)
+    assert stamped.splitlines()[0].endswith("Z hello-log")
+
+
+def test_exec_gives_stdout_stderr_and_the_exit_code(core: Any, web: str) -> None:
+    resp = stream(
+        core.connect_get_namespaced_pod_exec, web, "default",
+        command=["sh", "-c", "echo out; echo err >&2; exit 3"],
+        stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+    )  # fmt: skip
+    resp.run_forever(timeout=20)
+    assert resp.read_stdout() == "out\n"
+    assert resp.read_stderr() == "err\n"
+    assert resp.returncode == 3
+
+
+def _http_get(sock: socket.socket) -> bytes:
+    sock.setblocking(True)
+    sock.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+    reply = b""
+    while data := sock.recv(65536):
+        reply += data
+    sock.close()
+    return reply
+
+
+def test_port_forward_reaches_the_pods_real_listener(core: Any, web: str) -> None:
+    for _ in range(3):  # one websocket per connection, one after another
+        forward = portforward(
+            core.connect_get_namespaced_pod_portforward, web, "default", ports="8080"
+        )
+        reply = _http_get(forward.socket(8080))
+        assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
+        assert b"Directory listing" in reply
+        assert forward.error(8080) is None
+
+
+def test_a_crashing_container_restarts_and_shows_its_previous_log(
+    cluster: Cluster, core: Any
+) -> None:
+    core.create_namespaced_pod(
+        "default", _pod(cluster, "crash", "echo attempt-$(date +%s%N); exit 4")
+    )
+
+    def restarted() -> Any:
+        statuses = core.read_namespaced_pod("crash", "default").status
+        found = statuses.container_statuses or []
+        return found and found[0].restart_count >= 1 and found[0]
+
+    container = wait_until(restarted, 30, "a restart of crash")
+    assert container.last_state.terminated.exit_code == 4
+    previous = core.read_namespaced_pod_log("crash", "default", previous=True)
+    assert previous.startswith("attempt-")
+    with pytest.raises(k8s.ApiException) as caught:
+        core.read_namespaced_pod_log("web", "default", previous=True)
+    assert caught.value.status == 400
+    assert json.loads(str(caught.value.body))["message"] == (
+        'previous terminated container "main" in pod "web" not found'
+    )
+
+
+def test_a_deleted_pod_takes_its_process_with_it(cluster: Cluster, core: Any) -> None:
+    core.create_namespaced_pod(
+        "default", _pod(cluster, "doomed", "exec python3 -m http.server 8099")
+    )
+    wait_until(lambda: _running(core, "doomed"), 60, "pod doomed Running")
+    agent = cluster.agents[0]
+    probe = _processes("http.server 8099")
+    assert agent.exec_run(probe).exit_code == 0
+    core.delete_namespaced_pod("doomed", "default")
+
+    def gone() -> bool:
+        names = [p.metadata.name for p in core.list_namespaced_pod("default").items]
+        return "doomed" not in names
+
+    wait_until(gone, 30, "pod doomed removed")
+    assert agent.exec_run(probe).exit_code != 0
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_kubectl_logs_exec_and_port_forward(
+    cluster: Cluster, web: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(kubeconfig_for(cluster.servers[0])))
+    base = ["kubectl", "--kubeconfig", str(config)]
+    logs = subprocess.run(
+        [*base, "logs", web], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert logs.stdout.splitlines()[0] == "hello-log", logs.stderr
+    done = subprocess.run(
+        [*base, "exec", web, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (3, "out\n")
+    assert done.stderr.startswith("err\n")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        local = free.getsockname()[1]
+    forward = subprocess.Popen(
+        [*base, "port-forward", f"pod/{web}", f"{local}:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{local}/", timeout=5
+                ) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline or forward.poll() is not None:
+                    raise
+                time.sleep(0.3)
+    finally:
+        forward.terminate()
+        out, err = forward.communicate(timeout=10)
+    assert f"Forwarding from 127.0.0.1:{local} -> 8080" in out, err
