@@ -70,6 +70,7 @@ from typing import Any
 
 from k3s_double.constants import K3S_VERSION
 
+from . import children
 from . import ctr
 from . import flags
 from .agent import run_agent
@@ -121,14 +122,9 @@ def _config_path(args: Sequence[str]) -> tuple[str, bool]:
 
 
 def _reap_children() -> None:
-    # As PID 1 we inherit orphans of `docker exec` sessions; reap them.
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    # As PID 1 we inherit orphans of `docker exec` sessions; reap them, but
+    # not the pods' and execs' processes, whose exit statuses we need.
+    children.reap_orphans()
 
 
 def main(argv: Sequence[str]) -> int:

@@ -38,6 +38,7 @@ from typing import Protocol
 
 from k3s_double import runnable
 
+from . import children
 from . import crilog
 
 
@@ -321,7 +322,7 @@ class Container:
             begun = time.monotonic()
             try:
                 os.makedirs(cwd, exist_ok=True)
-                self.process = subprocess.Popen(
+                self.process = children.popen(
                     argv,
                     cwd=cwd,
                     env=self.env,
@@ -360,7 +361,7 @@ class Container:
                 ]
                 for pump in pumps:
                     pump.start()
-                code = exit_code(self.process.wait())
+                code = exit_code(children.wait(self.process))
                 for pump in pumps:
                     pump.join(5)
                 writer.close()

@@ -35,6 +35,7 @@ from typing import Any
 
 from k3s_double import runnable
 
+from . import children
 from . import crilog
 from . import spdy
 from . import websocket
@@ -360,7 +361,7 @@ def run_exec(
         return
     cwd = str(container.spec.get("workingDir") or "/")
     try:
-        process = subprocess.Popen(
+        process = children.popen(
             [executable, *command[1:]],
             executable=executable,
             cwd=cwd,
@@ -417,7 +418,7 @@ def run_exec(
     for thread in pumps:
         thread.start()
     threading.Thread(target=feed, daemon=True).start()
-    code = exit_code(process.wait())
+    code = exit_code(children.wait(process))
     for thread in pumps:
         thread.join()
     with contextlib.suppress(OSError):

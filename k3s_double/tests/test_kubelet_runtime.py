@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -33,6 +34,7 @@ from k3s_double import runnable
 from k3s_double.apiserver.kubelets import KubeletClient
 from k3s_double.apiserver.kubelets import client_context
 from k3s_double.apiserver.server import KubeAPI
+from k3s_double.node import children
 from k3s_double.node import crilog
 from k3s_double.node import websocket
 from k3s_double.node.containers import ContainerRuntime
@@ -523,3 +525,13 @@ def _get_all(url: str, count: int) -> list[bytes] | None:
     except OSError:
         return None
     return bodies
+
+
+def test_reaping_orphans_leaves_the_nodes_own_children_their_exit_status() -> None:
+    own = children.popen(["sh", "-c", "exit 3"])
+    stray = subprocess.Popen(["sh", "-c", "exit 5"])  # as an orphan would be
+    time.sleep(0.3)
+    children.reap_orphans()
+    assert children.wait(own) == 3
+    with pytest.raises(ChildProcessError):
+        os.waitpid(stray.pid, os.WNOHANG)  # already reaped
