@@ -9,6 +9,7 @@ engine has and says in one line why the rest is missing, promptly.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from collections.abc import Iterator
@@ -31,9 +32,15 @@ CANNED_LOG = (
 )
 
 SECRET_VALUE = "s3cr3t-value-never-in-a-bundle"
+SECRET_BASE64 = base64.b64encode(SECRET_VALUE.encode()).decode()
 
 FAILING_AND_PASSING = f"""
+import time
+
 import pytest
+from kubernetes.client import CoreV1Api
+
+from pytest_k3s import K3sError
 
 
 def deploy(cluster, namespace):
@@ -41,7 +48,7 @@ def deploy(cluster, namespace):
     core.create_namespaced_secret(
         namespace,
         {{"metadata": {{"name": "creds"}},
-          "stringData": {{"password": "{SECRET_VALUE}"}}}},
+          "data": {{"password": "{SECRET_BASE64}"}}}},
     )
     env = [{{"name": "PASSWORD",
              "valueFrom": {{"secretKeyRef": {{"name": "creds", "key": "password"}}}}}}]
@@ -63,6 +70,18 @@ def deploy(cluster, namespace):
         "Pod", "web", namespace=namespace,
         jsonpath="{{.status.phase}}=Running", timeout=90,
     )
+    # Running comes before the process has written anything.
+    deadline = time.monotonic() + 30
+    while not log_of(cluster, namespace):
+        assert time.monotonic() < deadline, "the pod never logged"
+        time.sleep(0.2)
+
+
+def log_of(cluster, namespace):
+    try:
+        return cluster.pod_logs("web", namespace=namespace)
+    except K3sError:  # not started yet
+        return ""
 
 
 def test_fails(k3s_cluster, k3s_namespace):
@@ -146,7 +165,9 @@ def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
     assert "k3s" in (bundle / "nodes/server-0/k3s.log").read_text().lower()
 
     for name in written:
-        assert SECRET_VALUE not in (bundle / name).read_text(), name
+        text = (bundle / name).read_text()
+        assert SECRET_VALUE not in text, name
+        assert SECRET_BASE64 not in text, name
     assert SECRET_VALUE not in result.stdout.str()
 
 
@@ -218,9 +239,19 @@ def run_pod(cluster: K3sCluster, name: str, script: str) -> None:
     )
 
 
+def logged(cluster: K3sCluster, pod: str, lines: int = 2) -> str:
+    """The pod's log once it has ``lines`` lines (Running comes before them)."""
+    deadline = time.monotonic() + 30
+    while True:
+        log = cluster.pod_logs(pod)
+        if log.count("\n") >= lines or time.monotonic() > deadline:
+            return log
+        time.sleep(0.2)
+
+
 def test_pod_logs_current_tail_and_errors(cluster: K3sCluster) -> None:
     run_pod(cluster, "web", "echo first-line; echo pod-logs-line; exec sleep 3600")
-    log = cluster.pod_logs("web")
+    log = logged(cluster, "web")
     if log != CANNED_LOG:
         assert log == "first-line\npod-logs-line\n"
     assert cluster.pod_logs("web", tail=1) == log.splitlines(keepends=True)[-1]
