@@ -456,6 +456,39 @@ class PodSandbox:
         self._conditions: dict[str, Obj] = {}
         self.done = threading.Event()
 
+    def resume(self) -> None:
+        """Carry restart counts and last states over from the pod's status."""
+        status = self.pod.get("status") or {}
+        previous = {
+            s.get("name"): s
+            for s in (status.get("containerStatuses") or [])
+            + (status.get("initContainerStatuses") or [])
+        }
+        self.event(
+            "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
+        )
+        for container in self.init + self.main:
+            old = previous.get(container.name)
+            if old is None:
+                continue
+            container.restarts = int(old.get("restartCount") or 0) + 1
+            container.status["restartCount"] = container.restarts
+            state = old.get("state") or {}
+            terminated = state.get("terminated")
+            if "running" in state:
+                terminated = {
+                    "exitCode": 255,
+                    "reason": "Unknown",
+                    "startedAt": state["running"].get("startedAt"),
+                    "finishedAt": now(),
+                    "containerID": old.get("containerID", ""),
+                }
+            if terminated:
+                container.status["lastState"] = {"terminated": terminated}
+        started = status.get("startTime")
+        if started:
+            self.started_at = str(started)
+
     def container(self, name: str) -> Container | None:
         """The container called ``name``, init or not."""
         return next((c for c in self.init + self.main if c.name == name), None)
@@ -678,13 +711,18 @@ class ContainerRuntime:
             absent = self._absent.setdefault(
                 uid, {i for i in images if not self.has_image(i)}
             )
-            if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
+            phase = (pod.get("status") or {}).get("phase", "Pending")
+            if phase in ("Succeeded", "Failed"):
                 continue
             if not all(self.has_image(i) for i in images):
                 continue
             sandbox = PodSandbox(
                 self.api, pod, self.node_name, self.node_ip, self.log_root, absent
             )
+            if phase != "Pending":
+                # This kubelet restarted (its node container did): the pod's
+                # processes died with it, so its containers start again.
+                sandbox.resume()
             with self._lock:
                 self.sandboxes[uid] = sandbox
             sandbox.start()

@@ -9,6 +9,7 @@ ephemeral port), and the official client's ``pods/log``, ``stream`` and
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import os
@@ -240,6 +241,20 @@ def runner(api: KubeAPI, core: Any, node: str, tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
+def _get_through(core: Any, port: int) -> bytes:
+    forward = portforward(
+        core.connect_get_namespaced_pod_portforward, "web", "default", ports=str(port)
+    )
+    sock = forward.socket(port)
+    sock.setblocking(True)
+    sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    reply = b""
+    while data := sock.recv(65536):
+        reply += data
+    sock.close()
+    return reply
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -262,7 +277,7 @@ def _phase(core: Any, name: str) -> str:
 
 
 def test_a_pod_runs_as_a_process_with_its_log_exec_and_port_forward(
-    core: Any, runner: str
+    core: Any, runner: str, url: str
 ) -> None:
     port = _free_port()
     server = f"{sys.executable} -m http.server {port} --bind 127.0.0.1"
@@ -314,6 +329,17 @@ def test_a_pod_runs_as_a_process_with_its_log_exec_and_port_forward(
     sock.close()
     assert reply.startswith(b"HTTP/1.0 200")
     assert forward.error(port) is None
+
+    # Many at once: one websocket (and one TCP connection) each. The official
+    # client swaps its ApiClient's request method for a websocket call, so
+    # each thread needs an ApiClient of its own.
+    def fetch(_: int) -> bytes:
+        with k8s.ApiClient(k8s.Configuration(host=url)) as own:
+            return _get_through(k8s.CoreV1Api(own), port)
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(fetch, range(40)))
+    assert all(r.startswith(b"HTTP/1.0 200") for r in replies)
     # Deleted, the pod's process gets SIGTERM and is gone.
     core.delete_namespaced_pod("web", "default", grace_period_seconds=5)
     wait_for(

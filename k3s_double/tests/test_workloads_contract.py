@@ -243,3 +243,21 @@ def test_kubectl_logs_exec_and_port_forward(
         forward.terminate()
         out, err = forward.communicate(timeout=10)
     assert f"Forwarding from 127.0.0.1:{local} -> 8080" in out, err
+
+
+def test_a_restarted_node_starts_its_pods_processes_again(
+    cluster: Cluster, core: Any, web: str
+) -> None:
+    agent = cluster.agents[0]
+    agent.restart(timeout=10)
+
+    def again() -> Any:
+        pod = _running(core, web)
+        statuses = pod.status.container_statuses if pod else []
+        return statuses and statuses[0].restart_count >= 1 and statuses[0]
+
+    container = wait_until(again, 90, "web running again after its node restarted")
+    assert container.last_state.terminated.reason == "Unknown"
+    assert agent.exec_run(_processes("http.server 8080")).exit_code == 0
+    previous = core.read_namespaced_pod_log(web, "default", previous=True)
+    assert previous.splitlines()[0] == "hello-log"
