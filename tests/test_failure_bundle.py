@@ -78,8 +78,34 @@ def log_of(cluster, namespace):
         return ""
 
 
+def crash_loop(cluster, namespace):
+    cluster.apply(
+        {{
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {{"name": "crash"}},
+            "spec": {{"containers": [{{
+                "name": "c",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo crash-line; exit 3"],
+            }}]}},
+        }},
+        namespace=namespace,
+    )
+    core = CoreV1Api(cluster.api_client)
+    deadline = time.monotonic() + 60
+    while True:
+        pod = core.read_namespaced_pod("crash", namespace)
+        statuses = pod.status.container_statuses
+        if statuses and statuses[0].restart_count:
+            return
+        assert time.monotonic() < deadline, "the container never restarted"
+        time.sleep(0.2)
+
+
 def test_fails(k3s_cluster, k3s_namespace):
     deploy(k3s_cluster, k3s_namespace)
+    crash_loop(k3s_cluster, k3s_namespace)
     assert False, "deliberately"
 
 
@@ -115,6 +141,10 @@ def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
     # The terminal summary names the directory; the report names the bundle.
     result.stdout.fnmatch_lines(
         [
+            # The report has the crashing pod's last log lines (not web's:
+            # it is Ready).
+            "last log lines of test-fails-*/crash/c:",
+            "    crash-line",
             "failure bundle: */artifacts/test_bundle.py__test_fails",
             f"failure bundles of 1 failing test(s) in {artifacts}",
         ]
@@ -130,6 +160,9 @@ def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
         "workloads.txt",
         "pods/web.yaml",
         "pods/web/c.log",
+        "pods/crash.yaml",
+        "pods/crash/c.log",
+        "pods/crash/c.previous.log",
         "nodes/server-0/k3s.log",
         "nodes/server-0/containerd.log",
     ):
@@ -153,6 +186,8 @@ def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
     assert re.search(r"Pod/test-fails-\w+/web", events), events
     log = (bundle / "pods/web/c.log").read_text()
     assert log == "bundle-log-line\n"
+    assert (bundle / "pods/crash/c.previous.log").read_text() == "crash-line\n"
+    assert "/web/c:" not in result.stdout.str()  # web is Ready: no tail of it
     assert "k3s" in (bundle / "nodes/server-0/k3s.log").read_text().lower()
 
     for name in written:
