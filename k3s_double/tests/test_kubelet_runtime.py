@@ -561,3 +561,23 @@ def test_reaping_orphans_leaves_the_nodes_own_children_their_exit_status() -> No
     assert children.wait(own) == 3
     with pytest.raises(ChildProcessError):
         os.waitpid(stray.pid, os.WNOHANG)  # already reaped
+
+
+def test_a_followed_log_streams_until_the_container_exits(
+    core: Any, runner: str
+) -> None:
+    script = "echo first; sleep 1; echo second; sleep 1; echo third"
+    core.create_namespaced_pod(
+        "default", _pod("talker", ["sh", "-c", script], restartPolicy="Never")
+    )
+    wait_for(lambda: _phase(core, "talker") == "Running", 15)
+    wait_for(lambda: core.read_namespaced_pod_log("talker", "default"), 10)
+    started = time.monotonic()
+    reply = core.read_namespaced_pod_log(
+        "talker", "default", follow=True, _preload_content=False
+    )
+    chunks = [chunk for chunk in reply.stream(16) if chunk]
+    assert b"".join(chunks) == b"first\nsecond\nthird\n"
+    assert time.monotonic() - started >= 1  # it waited for the later lines
+    assert core.read_namespaced_pod_log("talker", "default", tail_lines=1) == "third\n"
+    assert core.read_namespaced_pod_log("talker", "default", since_seconds=3600)
