@@ -581,3 +581,45 @@ def test_a_followed_log_streams_until_the_container_exits(
     assert time.monotonic() - started >= 1  # it waited for the later lines
     assert core.read_namespaced_pod_log("talker", "default", tail_lines=1) == "third\n"
     assert core.read_namespaced_pod_log("talker", "default", since_seconds=3600)
+
+
+def test_a_forward_to_a_port_nobody_listens_on_says_so_on_its_error_channel(
+    core: Any, runner: str
+) -> None:
+    core.create_namespaced_pod("default", _pod("quiet", ["sleep", "30"]))
+    wait_for(lambda: _phase(core, "quiet") == "Running", 15)
+    port = _free_port()
+    forward = portforward(
+        core.connect_get_namespaced_pod_portforward, "quiet", "default",
+        ports=str(port),
+    )  # fmt: skip
+    sock = forward.socket(port)
+    sock.setblocking(True)
+    assert sock.recv(10) == b""  # closed, not hanging
+    error = wait_for(lambda: forward.error(port), 5)
+    assert f"error forwarding port {port} to pod quiet" in error
+    assert "connection refused" in error.lower()
+
+
+def test_a_pod_that_runs_nothing_keeps_its_canned_log_and_says_so(
+    api: KubeAPI, core: Any, runner: str
+) -> None:
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "still"},
+            "spec": {
+                "nodeSelector": {"role": "runner"},
+                "containers": [{"name": "main", "image": "nginx:1.27"}],
+            },
+        },
+    )
+    wait_for(lambda: _phase(core, "still") == "Running", 15)
+    assert "nginx:1.27" in core.read_namespaced_pod_log("still", "default")
+    messages = [
+        e["message"]
+        for e in api.objects("Event", "default")
+        if e["involvedObject"]["name"] == "still" and e["reason"] == "DoubleSimulated"
+    ]
+    assert any(m.startswith("container not run") for m in messages), messages
+    assert any(m.startswith("log lines are canned") for m in messages), messages
