@@ -691,7 +691,7 @@ class ContainerRuntime:
             with self._lock:
                 sandbox = self.sandboxes.get(uid)
             if meta.get("deletionTimestamp"):
-                if sandbox is not None:
+                if sandbox is not None and not sandbox.stopping.is_set():
                     grace = float(
                         meta.get("deletionGracePeriodSeconds")
                         or spec.get("terminationGracePeriodSeconds")
