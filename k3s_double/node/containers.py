@@ -40,6 +40,7 @@ from k3s_double import runnable
 
 from . import children
 from . import crilog
+from . import probes
 
 
 Obj = dict[str, Any]
@@ -341,15 +342,18 @@ class Container:
                 )
             else:
                 started = now()
+                probe = None if self.init else self.spec.get("readinessProbe")
                 self.status.update(
                     containerID=cid,
                     restartCount=self.restarts,
-                    ready=not self.init,
+                    ready=not self.init and not probe,
                     started=not self.init,
                     state={"running": {"startedAt": started}},
                 )
                 box.started_events(self)
                 box.changed()
+                if probe:
+                    self._probe(probe, self.process)
                 pumps = [
                     threading.Thread(
                         target=writer.pump, args=(stream, pipe), daemon=True
@@ -407,6 +411,27 @@ class Container:
             old = self.log_path(self.restarts - 2)
             if self.restarts >= 2 and os.path.exists(old):
                 os.remove(old)  # the kubelet keeps the current and previous log
+
+    def _probe(self, probe: Obj, process: subprocess.Popen[bytes]) -> None:
+        """Follow the readiness probe of this run of the process."""
+
+        def report(ready: bool) -> None:
+            if self.process is process:
+                self.status.update(ready=ready)
+                self.sandbox.changed()
+
+        threading.Thread(
+            target=probes.follow,
+            args=(
+                probe,
+                self.spec,
+                self.env,
+                lambda: process.poll() is None,
+                self.sandbox.stopping,
+                report,
+            ),
+            daemon=True,
+        ).start()
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the container's process group."""
