@@ -6,6 +6,7 @@ semantics and defaulting for a resource; the store itself is generic.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import hashlib
@@ -272,6 +273,14 @@ def apply_defaults(kind: Kind, obj: Obj) -> None:
         labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
     elif kind.kind == "Secret":
         obj.setdefault("type", "Opaque")
+        # The API server folds stringData into data (base64) on every write
+        # and never stores it; a stringData key wins over the same data key.
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict) and string_data:
+            data = obj.get("data") or {}
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
     elif kind.kind == "Service":
         _default_service(obj.setdefault("spec", {}))
     elif kind.kind == "Deployment":

@@ -511,3 +511,15 @@ def test_readyz_fails_until_the_storage_is_ready() -> None:
         wait_for(ready, 5)
     finally:
         kube.stop()
+
+
+def test_a_secrets_string_data_is_folded_into_data_and_not_stored(core: Any) -> None:
+    secret = {
+        "metadata": {"name": "creds"},
+        "data": {"user": "b2xk", "token": "eA=="},
+        "stringData": {"user": "admin", "password": "s3cret"},
+    }
+    core.create_namespaced_secret("default", secret)
+    stored = core.read_namespaced_secret("creds", "default")
+    assert stored.data == {"user": "YWRtaW4=", "token": "eA==", "password": "czNjcmV0"}
+    assert stored.string_data is None
