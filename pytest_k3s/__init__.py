@@ -23,6 +23,7 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.errors import NoEngineError
 from pytest_k3s.errors import SpecError
+from pytest_k3s.errors import StreamError
 from pytest_k3s.errors import UnsuitableClusterError
 from pytest_k3s.errors import WaitTimeoutError
 from pytest_k3s.spec import DEFAULT_IMAGE
@@ -33,6 +34,7 @@ from pytest_k3s.spec import PortMapping
 if TYPE_CHECKING:
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.engine.node_container import Node
+    from pytest_k3s.kube.streams import Forwarded
 
 __version__ = "0.2.0"
 
@@ -43,6 +45,7 @@ __all__ = [
     "ClusterStartError",
     "ClusterTimeoutError",
     "DockerUnavailableError",
+    "Forwarded",
     "ImageUnavailableError",
     "K3sCluster",
     "K3sError",
@@ -51,6 +54,7 @@ __all__ = [
     "Node",
     "PortMapping",
     "SpecError",
+    "StreamError",
     "UnsuitableClusterError",
     "WaitTimeoutError",
     "__version__",
@@ -59,7 +63,11 @@ __all__ = [
 #: Names imported on first use: the cluster machinery pulls in the Docker and
 #: Kubernetes layers' dependencies, which a pytest run that uses no k3s
 #: fixture (the plugin loads with every run) should not pay for.
-_LAZY = {"K3sCluster": "pytest_k3s.cluster", "Node": "pytest_k3s.engine.node_container"}
+_LAZY = {
+    "K3sCluster": "pytest_k3s.cluster",
+    "Node": "pytest_k3s.engine.node_container",
+    "Forwarded": "pytest_k3s.kube.streams",
+}
 
 
 def __getattr__(name: str) -> object:

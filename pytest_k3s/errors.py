@@ -67,3 +67,7 @@ class UnsuitableClusterError(K3sError):
 
 class WaitTimeoutError(K3sError):
     """An object did not reach the state waited for in time."""
+
+
+class StreamError(K3sError):
+    """An exec or a port-forward could not be set up or finish; the message says why."""

@@ -7,10 +7,14 @@ streams themselves run against the double in ``tests/test_workloads.py``.
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from typing import Any
 
 import pytest
 
+from pytest_k3s.errors import StreamError
 from pytest_k3s.kube import streams
 from tests.test_kube_client import _Server
 
@@ -33,7 +37,7 @@ def test_targets_are_named_as_kubectl_names_them(
 
 
 def test_an_unknown_kind_of_target_says_what_is_accepted() -> None:
-    with pytest.raises(streams.StreamError, match="is not pod/NAME, svc/NAME"):
+    with pytest.raises(StreamError, match="is not pod/NAME, svc/NAME"):
         streams.parse_target("job/web")
 
 
@@ -49,9 +53,9 @@ def test_the_exit_code_comes_from_the_error_channels_status() -> None:
         "status": "Failure",
         "message": 'exec: "nope": executable file not found in $PATH',
     }
-    with pytest.raises(streams.StreamError, match=r"could not run: exec: .nope."):
+    with pytest.raises(StreamError, match=r"could not run: exec: .nope."):
         streams._exit_code(json.dumps(not_started), ["nope"], "default/p")
-    with pytest.raises(streams.StreamError, match="without an exit status"):
+    with pytest.raises(StreamError, match="without an exit status"):
         streams._exit_code("", ["x"], "default/p")
 
 
@@ -121,11 +125,9 @@ def test_a_service_without_a_ready_pod_or_the_port_says_so() -> None:
     server = _Server(_answers(SERVICE, pods, SERVICE))
     try:
         api = server.client()
-        with pytest.raises(streams.StreamError, match="no running, ready pod"):
+        with pytest.raises(StreamError, match="no running, ready pod"):
             streams.resolve(api, "service", "web", 80, "default")
-        with pytest.raises(
-            streams.StreamError, match="has no port 81; it has front:80"
-        ):
+        with pytest.raises(StreamError, match="has no port 81; it has front:80"):
             streams.resolve(api, "service", "web", 81, "default")
     finally:
         server.shutdown()
@@ -140,7 +142,7 @@ def test_a_pods_named_port_is_its_container_port() -> None:
             "web-1",
             8080,
         )
-        with pytest.raises(streams.StreamError, match="no container port named 'x'"):
+        with pytest.raises(StreamError, match="no container port named 'x'"):
             streams.resolve(api, "pod", "web-1", "x", "default")
     finally:
         server.shutdown()
@@ -151,9 +153,124 @@ def test_a_missing_target_is_named() -> None:
     missing: tuple[int, dict[str, str], bytes] = (404, {}, status)
     server = _Server([missing])
     try:
-        with pytest.raises(
-            streams.StreamError, match="deployment default/web not found"
-        ):
+        with pytest.raises(StreamError, match="deployment default/web not found"):
             streams.resolve(server.client(), "deployment", "web", 80, "default")
     finally:
         server.shutdown()
+
+
+class _Forward:
+    """What the client library's ``portforward`` returns, over a socketpair.
+
+    The far end echoes what it is sent, as a pod's server would answer.
+    """
+
+    def __init__(self) -> None:
+        self.near, far = socket.socketpair()
+        self.closed = False
+
+        def echo() -> None:
+            with far:
+                while data := far.recv(65536):
+                    far.sendall(data)
+
+        threading.Thread(target=echo, daemon=True).start()
+
+    def socket(self, port: int) -> socket.socket:
+        return self.near
+
+    def error(self, port: int) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+        self.near.close()
+
+
+@pytest.fixture
+def forwarding(monkeypatch: pytest.MonkeyPatch) -> list[_Forward]:
+    from kubernetes import client as k8s
+    from kubernetes import stream
+
+    opened: list[_Forward] = []
+
+    def portforward(*args: object, **kwargs: object) -> _Forward:
+        opened.append(_Forward())
+        return opened[-1]
+
+    monkeypatch.setattr(stream, "portforward", portforward)
+    monkeypatch.setattr(streams, "resolve", lambda *args: ("web-1", 8080))
+    monkeypatch.setattr(streams, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(k8s.CoreV1Api, "connect_get_namespaced_pod_portforward", None)
+    return opened
+
+
+def _client() -> Any:
+    from kubernetes import client as k8s
+
+    return k8s.ApiClient(k8s.Configuration())
+
+
+def test_a_forward_relays_each_connection_and_closes_it_with_the_block(
+    forwarding: list[_Forward],
+) -> None:
+    with streams.forward(_client, "pod/web-1", 8080, namespace="default") as where:
+        with socket.create_connection((where.host, where.port), timeout=5) as one:
+            one.sendall(b"ping")
+            assert one.recv(4) == b"ping"
+            left_open = socket.create_connection((where.host, where.port), timeout=5)
+            left_open.sendall(b"x")
+            assert left_open.recv(1) == b"x"
+        began = time.monotonic()
+    assert time.monotonic() - began < 2, "close() waits for its connections"
+    assert left_open.recv(1) == b"", "an open connection is ended by close()"
+    left_open.close()
+    assert all(f.closed for f in forwarding)
+    with pytest.raises(OSError):
+        socket.create_connection((where.host, where.port), timeout=2)
+
+
+def test_a_connection_that_cannot_be_forwarded_is_closed_and_logged(
+    forwarding: list[_Forward],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kubernetes import stream
+
+    stuck = threading.Event()
+
+    def hangs(*args: object, **kwargs: object) -> _Forward:
+        stuck.wait(30)  # a handshake the API server never answers
+        return _Forward()
+
+    monkeypatch.setattr(stream, "portforward", hangs)
+    with (
+        streams.forward(_client, "svc/web", 80, namespace="default") as where,
+        socket.create_connection((where.host, where.port), timeout=5) as client,
+    ):
+        began = time.monotonic()
+        assert client.recv(1) == b"", "the client sees a closed connection"
+        assert time.monotonic() - began < 3, "never a hang"
+    stuck.set()
+    assert "did not open it within" in caplog.text
+
+
+def test_a_taken_local_port_is_a_clear_error(forwarding: list[_Forward]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(StreamError, match=f"cannot listen on .*:{port}"):
+            streams.PortForward(
+                _client, "pod/web-1", 8080, namespace="default", local_port=port
+            )
+
+
+def test_an_exec_that_keeps_running_is_stopped_at_its_deadline() -> None:
+    quiet, _other = socket.socketpair()
+    ws: Any = type("WS", (), {})()
+    ws.sock = type("Sock", (), {"sock": quiet})()
+    began = time.monotonic()
+    with pytest.raises(TimeoutError):
+        streams._read_frames(ws, time.monotonic() + 0.3)
+    assert time.monotonic() - began < 2
+    quiet.close()
+    _other.close()

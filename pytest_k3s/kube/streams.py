@@ -5,8 +5,10 @@ Both go through the API server's streaming subresources (``pods/exec`` and
 process: no kubectl, and nothing listening anywhere but on this machine's
 loopback. The client library swaps a method of the ``ApiClient`` while it
 opens a stream, so streams never share the client a test uses for ordinary
-calls: each exec gets one of its own, and each forward one for all its
-connections, opened one at a time.
+calls: each exec and each forwarded connection gets one of its own. Opening a
+stream is bounded in time (the library's handshake has no timeout), and so
+is every read a forward makes, so a hung API server costs a closed
+connection and a log line, never a hang.
 
 A forward resolves its target as kubectl does: ``svc/NAME`` through the
 Service's port (by number or name) to its ``targetPort`` on a ready pod the
@@ -35,7 +37,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from pytest_k3s.errors import K3sError
+from pytest_k3s.errors import StreamError
 
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,12 @@ KINDS = {
 }
 #: How long a new connection may wait for a pod to forward to (seconds).
 RESOLVE_TIMEOUT = 30.0
+#: How long one read of the API, or the opening of a stream, may take.
+REQUEST_TIMEOUT = 10.0
+#: How much of each of an exec's output streams is kept (the rest is cut).
+OUTPUT_LIMIT = 16 * 1024 * 1024
 _CHUNK = 65536
-
-
-class StreamError(K3sError):
-    """An exec or a forward could not be set up; the message says why."""
+_STDOUT, _STDERR, _STATUS, _CLOSE = 1, 2, 3, 255
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -72,9 +75,6 @@ def parse_target(target: str) -> tuple[str, str]:
             "deploy/NAME or a pod's name"
         )
     return KINDS[kind.lower()], name
-
-
-# exec --------------------------------------------------------------------------
 
 
 def exec_in_pod(
@@ -92,13 +92,16 @@ def exec_in_pod(
     ``api`` must be a client of its own (the stream borrows it). A command
     that could not start (not found, say) is a :class:`StreamError`, not an
     exit code; one that outlives ``timeout`` seconds is closed and is one too.
+    Each output stream keeps its first :data:`OUTPUT_LIMIT` bytes.
     """
     from kubernetes.stream import stream
 
+    where = f"{namespace}/{pod}"
     core = k8s.CoreV1Api(api)
     options: dict[str, Any] = {"container": container} if container else {}
-    try:
-        ws: Any = stream(
+    deadline = time.monotonic() + timeout
+    ws: Any = _open_within(
+        lambda: stream(
             core.connect_get_namespaced_pod_exec,
             pod,
             namespace,
@@ -109,40 +112,117 @@ def exec_in_pod(
             tty=False,
             _preload_content=False,
             **options,
-        )
-    except ApiException as exc:
-        raise StreamError(
-            f"exec in pod {namespace}/{pod} was refused: HTTP {exc.status} "
-            f"{_message(exc)}"
-        ) from exc
-    except Exception as exc:  # the websocket handshake (a 4xx says why)
-        raise StreamError(f"exec in pod {namespace}/{pod} failed: {exc}") from exc
+        ),
+        min(timeout, REQUEST_TIMEOUT),
+        f"exec in pod {where}",
+    )
     try:
         if stdin is not None:
-            ws.write_stdin(stdin.decode() if isinstance(stdin, bytes) else stdin)
-            ws.close_channel(0)  # end of input (v5; v4 has no way to say it)
-        deadline = time.monotonic() + timeout
-        stdout: list[str] = []
-        stderr: list[str] = []
-        while ws.is_open():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StreamError(
-                    f"{' '.join(command)!r} in pod {namespace}/{pod} did not finish "
-                    f"within {timeout:.0f}s"
-                )
-            ws.update(timeout=min(left, 1.0))
-            stdout.append(ws.read_stdout(timeout=0) if ws.peek_stdout() else "")
-            stderr.append(ws.read_stderr(timeout=0) if ws.peek_stderr() else "")
-        stdout.append(ws.read_channel(1, timeout=0) if ws.peek_channel(1) else "")
-        stderr.append(ws.read_channel(2, timeout=0) if ws.peek_channel(2) else "")
-        status = ws.read_channel(3, timeout=0) if ws.peek_channel(3) else ""
+            ws.write_stdin(stdin)
+            ws.close_channel(0)  # end of input (v5 only: v4 cannot say it)
+        output = _read_frames(ws, deadline)
+    except TimeoutError:
+        hint = ""
+        if stdin is not None and ws.subprotocol != "v5.channel.k8s.io":
+            hint = (
+                f" (the server speaks {ws.subprotocol}, which cannot tell the "
+                "command its input ended)"
+            )
+        raise StreamError(
+            f"{' '.join(command)!r} in pod {where} did not finish within "
+            f"{timeout:.0f}s{hint}"
+        ) from None
     finally:
         ws.close()
-    code = _exit_code(status, command, f"{namespace}/{pod}")
+    code = _exit_code(output[_STATUS].decode(errors="replace"), command, where)
     return subprocess.CompletedProcess(
-        list(command), code, "".join(stdout), "".join(stderr)
+        list(command),
+        code,
+        output[_STDOUT].decode(errors="replace"),
+        output[_STDERR].decode(errors="replace"),
     )
+
+
+def _read_frames(ws: Any, deadline: float) -> dict[int, bytearray]:
+    """Read an exec stream's frames until it closes; TimeoutError at ``deadline``.
+
+    The library's own reader goes on while frames keep coming, so a command
+    that prints without pause would never let the deadline be checked.
+    """
+    import ssl
+
+    from websocket import ABNF
+
+    output = {channel: bytearray() for channel in (_STDOUT, _STDERR, _STATUS)}
+    raw = ws.sock.sock
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        pending = isinstance(raw, ssl.SSLSocket) and raw.pending()
+        if not pending and not select.select([raw], [], [], min(left, 1.0))[0]:
+            continue
+        opcode, frame = ws.sock.recv_data_frame(True)
+        if opcode == ABNF.OPCODE_CLOSE:
+            return output
+        data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
+        if not data or data[0] == _CLOSE:
+            continue
+        kept = output.get(data[0])
+        if kept is not None and len(kept) < OUTPUT_LIMIT:
+            kept += data[1 : 1 + OUTPUT_LIMIT - len(kept)]
+
+
+def _open_within(open_stream: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Open a stream in a thread of its own, waiting at most ``seconds``.
+
+    The library's websocket handshake has no timeout. A stream that opens
+    after we gave up is closed by its thread.
+    """
+    found: dict[str, Any] = {}
+    given_up = False
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            opened = open_stream()
+        except BaseException as exc:
+            with lock:
+                found["error"] = exc
+            return
+        with lock:
+            if not given_up:
+                found["stream"] = opened
+                return
+        with contextlib.suppress(Exception):
+            opened.close()
+
+    opener = threading.Thread(target=run, name=f"pytest-k3s {what}", daemon=True)
+    opener.start()
+    opener.join(seconds)
+    with lock:
+        if not found:
+            given_up = True
+            raise StreamError(
+                f"{what}: the API server did not open it within {seconds:.0f}s"
+            )
+    error = found.get("error")
+    if error is not None:
+        raise StreamError(f"{what} was refused: {_handshake_error(error)}") from error
+    return found["stream"]
+
+
+def _handshake_error(error: BaseException) -> str:
+    """The server's own words from a failed handshake (a Status body), if any."""
+    text = str(getattr(error, "reason", "") or error)
+    start = text.find('{"kind":"Status"')
+    if start >= 0:
+        try:
+            status = json.loads(text[start : text.rindex("}") + 1])
+            return f"HTTP {status.get('code')}: {status.get('message')}"
+        except ValueError:
+            pass
+    return text.split(" -+-+- ")[0]
 
 
 def _exit_code(status: str, command: Sequence[str], where: str) -> int:
@@ -171,9 +251,6 @@ def _message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-# resolving a target --------------------------------------------------------------
-
-
 def resolve(
     api: k8s.ApiClient, kind: str, name: str, port: int | str, namespace: str
 ) -> tuple[str, int]:
@@ -182,7 +259,9 @@ def resolve(
     where = f"{kind} {namespace}/{name}"
     try:
         if kind == "pod":
-            pod = core.read_namespaced_pod(name, namespace)
+            pod = core.read_namespaced_pod(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
             return name, _container_port(pod, port, where)
         if kind == "deployment":
             deployment: Any = k8s.AppsV1Api(api).read_namespaced_deployment(
@@ -192,7 +271,9 @@ def resolve(
                 core, deployment.spec.selector.match_labels, namespace, where
             )
             return pod.metadata.name, _container_port(pod, port, where)
-        service: Any = core.read_namespaced_service(name, namespace)
+        service: Any = core.read_namespaced_service(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as exc:
         if exc.status == 404:
             raise StreamError(f"{where} not found") from exc
@@ -210,7 +291,8 @@ def resolve(
         raise StreamError(f"{where} has no port {port!r}; it has {known}")
     if not service.spec.selector:
         raise StreamError(f"{where} selects no pods (it has no selector)")
-    pod = _ready_pod(core, service.spec.selector, namespace, where)
+    text = ",".join(f"{k}={v}" for k, v in sorted(service.spec.selector.items()))
+    pod = _ready_pod(core, text, namespace, where)
     target = wanted.target_port if wanted.target_port is not None else wanted.port
     return pod.metadata.name, _container_port(pod, target, where)
 
@@ -234,10 +316,30 @@ def _container_port(pod: Any, port: int | str, where: str) -> int:
     )
 
 
-def _ready_pod(core: Any, selector: dict[str, str], namespace: str, where: str) -> Any:
+def _selector(selector: Any) -> str:
+    """A label selector's query text: matchLabels and matchExpressions."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for expression in selector.match_expressions or ():
+        key, operator = expression.key, expression.operator
+        values = ",".join(expression.values or ())
+        parts.append(
+            {
+                "In": f"{key} in ({values})",
+                "NotIn": f"{key} notin ({values})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }[operator]
+        )
+    return ",".join(parts)
+
+
+def _ready_pod(core: Any, text: str, namespace: str, where: str) -> Any:
     """The pod kubectl would pick: running and ready first, then the newest."""
-    text = ",".join(f"{k}={v}" for k, v in sorted((selector or {}).items()))
-    pods = core.list_namespaced_pod(namespace, label_selector=text).items
+    if not text:
+        raise StreamError(f"{where} selects no pods (its selector is empty)")
+    pods = core.list_namespaced_pod(
+        namespace, label_selector=text, _request_timeout=REQUEST_TIMEOUT
+    ).items
     live = [p for p in pods if not p.metadata.deletion_timestamp]
 
     def rank(pod: Any) -> tuple[bool, bool, float]:
@@ -256,12 +358,9 @@ def _ready_pod(core: Any, selector: dict[str, str], namespace: str, where: str) 
     if not ready:
         raise StreamError(
             f"{where} has no running, ready pod to forward to ({len(live)} pod(s) "
-            f"match {text or 'its selector'})"
+            f"match {text})"
         )
     return max(ready, key=rank)
-
-
-# forwarding ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -280,8 +379,10 @@ class Forwarded:
 class PortForward:
     """A local listener whose every connection is a stream to a pod's port.
 
-    :param client: makes the ApiClients the forward uses (two, kept: one
-        for reads, one lent to the client library to open streams)
+    :param client: makes the forward's ApiClient, for reads; each
+        connection's stream gets one of its own on the same configuration
+    :raises StreamError: the target cannot be resolved now, or
+        ``local_port`` is taken
     """
 
     def __init__(
@@ -296,20 +397,27 @@ class PortForward:
         self.kind, self.name = parse_target(target)
         self.port = port
         self.namespace = namespace
-        #: For reading pods and Services; ``streams`` is lent to the library
-        #: while it opens a stream (one at a time), so never used for reads.
         self.api = client()
-        self.streams = client()
-        self._opening = threading.Lock()
         self._closed = threading.Event()
-        self._connections: set[socket.socket] = set()
         self._guard = threading.Lock()
+        #: Open connections, with the threads that serve them.
+        self._serving: dict[socket.socket, threading.Thread] = {}
         self._pinned: tuple[str, int] | None = None
-        # Resolved now, so a wrong target fails the test here, not later.
-        first = resolve(self.api, self.kind, self.name, port, namespace)
-        if self.kind == "pod":
-            self._pinned = first
-        self.listener = socket.create_server(("127.0.0.1", local_port))
+        try:
+            # Resolved now, so a wrong target fails the test here, not later.
+            first = resolve(self.api, self.kind, self.name, port, namespace)
+            if self.kind == "pod":
+                self._pinned = first
+            try:
+                self.listener = socket.create_server(("127.0.0.1", local_port))
+            except OSError as exc:
+                raise StreamError(
+                    f"port_forward cannot listen on 127.0.0.1:{local_port}: {exc}; "
+                    "leave local_port out for a free one"
+                ) from exc
+        except BaseException:
+            self.api.close()  # type: ignore[no-untyped-call]
+            raise
         self.address = Forwarded("127.0.0.1", self.listener.getsockname()[1])
         self._thread = threading.Thread(
             target=self._accept, name=f"pytest-k3s port-forward {target}", daemon=True
@@ -322,23 +430,32 @@ class PortForward:
                 client, _ = self.listener.accept()
             except OSError:
                 return  # closed
+            serving = threading.Thread(target=self._serve, args=(client,), daemon=True)
             with self._guard:
-                self._connections.add(client)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+                if self._closed.is_set():
+                    client.close()
+                    return
+                self._serving[client] = serving
+            serving.start()
 
     def _serve(self, client: socket.socket) -> None:
         from kubernetes.stream import portforward
 
         forward: Any = None
+        streams = k8s.ApiClient(self.api.configuration)  # lent to the library
         try:
             pod, port = self._pinned or self._resolve()
-            with self._opening:  # the library borrows the ApiClient to open it
-                forward = portforward(
-                    k8s.CoreV1Api(self.streams).connect_get_namespaced_pod_portforward,
+            api = k8s.CoreV1Api(streams)
+            forward = _open_within(
+                lambda: portforward(
+                    api.connect_get_namespaced_pod_portforward,
                     pod,
                     self.namespace,
                     ports=str(port),
-                )
+                ),
+                REQUEST_TIMEOUT,
+                f"port-forward to pod {self.namespace}/{pod}:{port}",
+            )
             _relay(client, forward.socket(port), self._closed)
             error = forward.error(port)
             if error:
@@ -355,8 +472,9 @@ class PortForward:
                     forward.close()
             with contextlib.suppress(OSError):
                 client.close()
+            streams.close()  # type: ignore[no-untyped-call]
             with self._guard:
-                self._connections.discard(client)
+                self._serving.pop(client, None)
 
     def _resolve(self) -> tuple[str, int]:
         """Resolve the target again (a replaced pod), waiting a while for one."""
@@ -367,26 +485,28 @@ class PortForward:
                     self.api, self.kind, self.name, self.port, self.namespace
                 )
             except StreamError:
-                if time.monotonic() > deadline or self._closed.is_set():
+                if time.monotonic() > deadline or self._closed.wait(0.2):
                     raise
-                time.sleep(0.2)
 
     def close(self) -> None:
-        """Stop listening and close every connection; idempotent."""
+        """Stop listening, end every connection and wait for them; idempotent."""
         if self._closed.is_set():
             return
         self._closed.set()
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self._thread.join(timeout=5)
         with self._guard:
-            open_now = list(self._connections)
-        for connection in open_now:
+            serving = dict(self._serving)
+        for connection in serving:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=5)
+        # A connection still resolving or opening its stream gives up within
+        # the request timeout; the relays end within half a second.
+        for thread in serving.values():
+            thread.join(timeout=REQUEST_TIMEOUT + 1)
         self.api.close()  # type: ignore[no-untyped-call]
-        self.streams.close()  # type: ignore[no-untyped-call]
 
 
 def _relay(client: socket.socket, remote: Any, closed: threading.Event) -> None:
