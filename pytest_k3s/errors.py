@@ -69,5 +69,17 @@ class WaitTimeoutError(K3sError):
     """An object did not reach the state waited for in time."""
 
 
+class BudgetSpent(K3sError):
+    """The time collecting a failing test's state may take is over."""
+
+
+class ApiUnreachable(K3sError):
+    """A cluster's API server did not answer at all (no HTTP status).
+
+    Raised from the error of the request (refused, timed out, TLS), which
+    is its ``__cause__``.
+    """
+
+
 class StreamError(K3sError):
     """An exec or a port-forward could not be set up or finish; the message says why."""

@@ -30,6 +30,8 @@ import urllib3
 import yaml
 from kubernetes import client as k8s
 
+from pytest_k3s.errors import ApiUnreachable
+from pytest_k3s.errors import BudgetSpent
 from pytest_k3s.errors import K3sError
 
 
@@ -37,6 +39,8 @@ from pytest_k3s.errors import K3sError
 NEVER_READ = frozenset({"secrets", "configmaps"})
 #: How long one request of a bundle may take (seconds).
 CALL_TIMEOUT = 5.0
+#: The lines of a failing pod's log a test's report shows.
+REPORT_LINES = 20
 #: Log lines asked for per container (the file is capped in bytes after).
 LOG_LINES = 10_000
 #: Pods of a namespace whose logs a bundle reads, at most.
@@ -48,14 +52,6 @@ WORKLOADS = (
     ("DaemonSet", "/apis/apps/v1/namespaces/{ns}/daemonsets"),
     ("Job", "/apis/batch/v1/namespaces/{ns}/jobs"),
 )
-
-
-class BudgetSpent(K3sError):
-    """The time a bundle may take is over."""
-
-
-class ApiUnreachable(K3sError):
-    """The API server did not answer at all (no HTTP status)."""
 
 
 @dataclass
@@ -189,9 +185,6 @@ def pod_logs(
             f"{exc}"
         ) from exc
     return body.decode("utf-8", "replace")
-
-
-# what a failure bundle reads ------------------------------------------------
 
 
 def to_yaml(obj: Any) -> str:
@@ -347,7 +340,7 @@ def read_state(
     namespace: str | None,
     budget: Budget,
     *,
-    tail_lines: int = 20,
+    tail_lines: int = REPORT_LINES,
     full: bool = True,
     into: ApiState | None = None,
 ) -> ApiState:

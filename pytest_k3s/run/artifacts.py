@@ -32,20 +32,17 @@ from dataclasses import field
 from pathlib import Path
 
 from pytest_k3s.cluster import K3sCluster
+from pytest_k3s.errors import BudgetSpent
 from pytest_k3s.kube import diagnostics
+from pytest_k3s.kube.diagnostics import CALL_TIMEOUT
 from pytest_k3s.kube.diagnostics import ApiState
 from pytest_k3s.kube.diagnostics import Budget
-from pytest_k3s.kube.diagnostics import BudgetSpent
 
 
 #: The largest file a bundle holds (bytes); longer ones are cut.
 MAX_FILE = 1 << 20
 #: How long collecting one bundle may take (seconds).
 TOTAL_SECONDS = 30.0
-#: How long one API request of a bundle may take (seconds).
-CALL_SECONDS = 5.0
-#: The lines of a failing pod's log a test's report shows.
-REPORT_LINES = 20
 #: Lines of a node container's log asked of the engine.
 NODE_LOG_LINES = 20_000
 #: Where k3s' containerd logs, inside a node.
@@ -125,7 +122,7 @@ def collect(
     test_id: str,
     directory: Path | None,
     seconds: float = TOTAL_SECONDS,
-    call_seconds: float = CALL_SECONDS,
+    call_seconds: float = CALL_TIMEOUT,
 ) -> Bundle:
     """Collect a failing test's state; write its bundle under ``directory``.
 
@@ -181,7 +178,6 @@ def _gather(
                 api,
                 namespace,
                 budget,
-                tail_lines=REPORT_LINES,
                 full=full,
                 into=state,
             )
