@@ -107,12 +107,17 @@ def _load_balancer(text: str) -> bool | None:
 
 
 def _directory(text: str) -> str | bool:
-    """``--k3s-artifacts``: a directory, or off (``off``, ``false``, ``0``)."""
-    if text.strip().lower() in ("off", "false", "no", "0"):
-        return False
+    """``--k3s-artifacts``: a directory, on (the default one), or off.
+
+    On is ``on``, ``true``, ``yes`` or ``1``; off is ``off``, ``false``,
+    ``no`` or ``0``.
+    """
     if not text.strip():
-        raise ValueError("give a directory, or off")
-    return text.strip()
+        raise ValueError("give a directory, on or off")
+    try:
+        return _flag(text)
+    except ValueError:
+        return text.strip()
 
 
 def _privilege(text: str) -> str:
@@ -275,9 +280,9 @@ KNOBS = (
         "Write a failure bundle (events, pods as YAML, pod and node logs; "
         "never Secrets) for each failing test that used a cluster into a "
         f"directory of this one (default off; {CI_DIRECTORY} where CI=true; "
-        "off turns it off)",
+        f"on means {CI_DIRECTORY}, off turns it off)",
         _directory,
-        "DIR|off",
+        "DIR|on|off",
     ),
     Knob(
         "keep-for",
@@ -448,13 +453,17 @@ def _artifacts(
 ) -> Path | None:
     """The bundles' directory: as set, else :data:`CI_DIRECTORY` in CI, else none.
 
+    On (``true``) is :data:`CI_DIRECTORY` too.
+
     ``CI=true`` is what GitHub Actions, GitLab CI, CircleCI, Travis and most
     others set. A relative directory is taken from where pytest started.
     """
     if value is None:
         ci = environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
         value = CI_DIRECTORY if ci else False
-    if value is False or value is True:
+    if value is True:
+        value = CI_DIRECTORY
+    if value is False:
         return None
     return (start / Path(str(value)).expanduser()).absolute()
 

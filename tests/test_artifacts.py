@@ -461,6 +461,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (("--k3s-artifacts=off",), {"CI": "true"}, None),
         (("--k3s-artifacts=out/bundles",), {}, "out/bundles"),
         ((), {"PYTEST_K3S_ARTIFACTS": "env-dir", "CI": "true"}, "env-dir"),
+        # On-values mean the default directory, never one named "true".
+        ((), {"PYTEST_K3S_ARTIFACTS": "true"}, "pytest-k3s-artifacts"),
+        ((), {"PYTEST_K3S_ARTIFACTS": "1"}, "pytest-k3s-artifacts"),
+        (("--k3s-artifacts=on",), {}, "pytest-k3s-artifacts"),
+        (("--k3s-artifacts=yes",), {"CI": "false"}, "pytest-k3s-artifacts"),
+        ((), {"PYTEST_K3S_ARTIFACTS": "no", "CI": "true"}, None),
+        ((), {"PYTEST_K3S_ARTIFACTS": "0", "CI": "true"}, None),
     ],
 )
 def test_the_artifacts_directory(
