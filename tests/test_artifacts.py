@@ -9,6 +9,7 @@ and the k3s node double, is in ``test_plugin.py``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,39 @@ from pytest_k3s.settings import Settings
 
 
 def test_safe_names_keep_the_test_id_readable() -> None:
-    assert safe_name("tests/test_a.py::TestB::test_c[x/y - 1]") == (
-        "tests_test_a.py__TestB__test_c_x_y_-_1_"
+    assert re.fullmatch(
+        r"tests_test_a\.py__TestB__test_c_x_y_-_1_-[0-9a-f]{8}",
+        safe_name("tests/test_a.py::TestB::test_c[x/y - 1]"),
     )
-    assert safe_name("..") == "test"
-    assert safe_name("tests/test_a.py::test_b") == "tests_test_a.py__test_b"
+    assert re.fullmatch(r"test-[0-9a-f]{8}", safe_name(".."))
+    assert re.fullmatch(
+        r"tests_test_a\.py__test_b-[0-9a-f]{8}", safe_name("tests/test_a.py::test_b")
+    )
+    assert safe_name("test_b") == "test_b"  # nothing replaced: no hash
+
+
+def test_ids_that_differ_only_in_replaced_characters_get_their_own_bundles(
+    tmp_path: Path,
+) -> None:
+    slash, colon = "tests/test_a.py::test_x[a/b]", "tests/test_a.py::test_x[a:b]"
+    assert safe_name(slash) != safe_name(colon)
+    first = artifacts.collect(
+        FakeCluster(dead_api()),  # type: ignore[arg-type]
+        None,
+        test_id=slash,
+        directory=tmp_path,
+    )
+    second = artifacts.collect(
+        FakeCluster(dead_api()),  # type: ignore[arg-type]
+        None,
+        test_id=colon,
+        directory=tmp_path,
+    )
+    assert first.path is not None
+    assert second.path is not None
+    assert first.path != second.path
+    assert f"test: {slash}" in (first.path / "summary.txt").read_text()
+    assert f"test: {colon}" in (second.path / "summary.txt").read_text()
 
 
 def test_long_test_ids_are_cut_and_stay_distinct() -> None:
@@ -372,7 +401,8 @@ def test_a_bundle_of_a_dead_api_has_node_logs_and_says_why_no_more(
         directory=tmp_path,
     )
     assert time.monotonic() - started < 10
-    assert bundle.path == tmp_path / "tests_test_x.py__test_y"
+    assert bundle.path == tmp_path / safe_name("tests/test_x.py::test_y")
+    assert bundle.path.name.startswith("tests_test_x.py__test_y-")
     written = sorted(
         str(p.relative_to(bundle.path)) for p in bundle.path.rglob("*") if p.is_file()
     )

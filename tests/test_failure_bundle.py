@@ -23,6 +23,7 @@ from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import K3sError
 from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.run.artifacts import safe_name
 
 
 SECRET_VALUE = "s3cr3t-value-never-in-a-bundle"
@@ -145,12 +146,13 @@ def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
             # it is Ready).
             "last log lines of test-fails-*/crash/c:",
             "    crash-line",
-            "failure bundle: */artifacts/test_bundle.py__test_fails",
+            "failure bundle: */artifacts/test_bundle.py__test_fails-*",
             f"failure bundles of 1 failing test(s) in {artifacts}",
         ]
     )
-    assert [p.name for p in artifacts.iterdir()] == ["test_bundle.py__test_fails"]
-    bundle = artifacts / "test_bundle.py__test_fails"
+    name = safe_name("test_bundle.py::test_fails")
+    assert [p.name for p in artifacts.iterdir()] == [name]
+    bundle = artifacts / name
     written = files_under(bundle)
     for expected in (
         "summary.txt",
@@ -213,7 +215,7 @@ def test_a_bundle_is_written_when_the_api_is_down(pytester: pytest.Pytester) -> 
     )
     took = time.monotonic() - started
     result.assert_outcomes(failed=1)
-    bundle = pytester.path / "out" / "test_down.py__test_api_down"
+    bundle = pytester.path / "out" / safe_name("test_down.py::test_api_down")
     summary = (bundle / "summary.txt").read_text()
     missing = summary.split("missing:\n", 1)[1].splitlines()
     assert len(missing) == 1, summary
@@ -227,7 +229,7 @@ def test_a_bundle_is_written_when_the_api_is_down(pytester: pytest.Pytester) -> 
     ]
     assert (bundle / "nodes/server-0/k3s.log").stat().st_size > 0
     assert collected_seconds(summary) < 5
-    result.stdout.fnmatch_lines(["failure bundle: *test_down.py__test_api_down"])
+    result.stdout.fnmatch_lines(["failure bundle: *test_down.py__test_api_down-*"])
     print(f"inner run with the API down: {took:.1f}s, bundle {summary}")
 
 

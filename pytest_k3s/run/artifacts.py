@@ -1,7 +1,7 @@
 """A failing test's failure bundle: what CI keeps to read after the run.
 
 For each failing test that used a cluster, ``--k3s-artifacts DIR`` gets
-``DIR/<test id made filesystem-safe>/``::
+``DIR/<test id made filesystem-safe>/`` (see :func:`safe_name`)::
 
     summary.txt                 the test, cluster, namespace; what is missing and why
     nodes.yaml                  the Node objects
@@ -55,12 +55,13 @@ def safe_name(test_id: str) -> str:
     """Turn a test id into a directory name that is safe on every file system.
 
     Characters other than letters, digits, ``.``, ``_`` and ``-`` become
-    ``_`` (``tests/test_a.py::test_b[x]`` is ``tests_test_a.py__test_b_x_``);
-    an id longer than :data:`MAX_NAME` is cut and ends in a hash of the whole,
-    so two long ids never share a name.
+    ``_``, and then the name ends in a short hash of the test id
+    (``tests/test_a.py::test_b[x]`` is ``tests_test_a.py__test_b_x_-<hash>``),
+    so ``test_x[a/b]`` and ``test_x[a:b]`` never share a directory. An id
+    longer than :data:`MAX_NAME` is cut and ends in the hash too.
     """
     name = re.sub(r"[^A-Za-z0-9._-]", "_", test_id).strip(".") or "test"
-    if len(name) > MAX_NAME:
+    if name != test_id or len(name) > MAX_NAME:
         digest = hashlib.sha1(test_id.encode()).hexdigest()[:8]
         name = f"{name[: MAX_NAME - 9]}-{digest}"
     return name
