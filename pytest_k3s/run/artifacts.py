@@ -146,7 +146,7 @@ def collect(
     worker.join(seconds + 2)
     if worker.is_alive():
         state.problems.append(
-            f"collecting stopped after {seconds:.0f}s: what is missing took too long"
+            f"collecting stopped after {seconds:g}s: what is missing took too long"
         )
     files = dict(state.files)
     problems = list(state.problems)
