@@ -49,6 +49,13 @@ FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
 SIGNALS_KEY = pytest.StashKey[dict[int, Any]]()
 #: The user property of a report whose test got a failure bundle: its path.
 BUNDLE_PROPERTY = "k3s_failure_bundle"
+#: The user property of a report whose test got no bundle though one was
+#: asked for: why.
+UNWRITTEN_PROPERTY = "k3s_failure_bundle_unwritten"
+#: Clusters (by name) whose API server did not answer a failing test's
+#: collection: this process does not ask it again (each xdist worker finds
+#: out for itself).
+UNREACHABLE_KEY = pytest.StashKey[set[str]]()
 WORKER_INPUT = "pytest_k3s_run"
 #: Fixtures whose failing tests get the cluster's state in their report.
 CLUSTER_FIXTURES = ("k3s_cluster", "k3s_module_cluster", "k3s_session_cluster")
@@ -68,6 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = Settings.from_config(config)
     config.stash[RUN_KEY] = _run_info(config)
     config.stash[FAILED_MODULES_KEY] = set()
+    config.stash[UNREACHABLE_KEY] = set()
     config.stash[SIGNALS_KEY] = _interrupt_on_termination()
 
 
@@ -246,6 +254,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         summary.append(
             f"failure bundles of {len(bundles)} failing test(s) in {directory}"
         )
+    unwritten = [
+        (report.nodeid, value)
+        for kind in ("failed", "error")
+        for report in terminalreporter.stats.get(kind, [])
+        for key, value in getattr(report, "user_properties", ())
+        if key == UNWRITTEN_PROPERTY
+    ]
+    if unwritten:
+        nodeid, why = unwritten[0]
+        summary.append(
+            f"no failure bundle for {len(unwritten)} failing test(s) (their "
+            f"reports say why); {nodeid}: {why}"
+        )
     if summary:
         terminalreporter.write_sep("-", "k3s clusters")
         for line in summary:
@@ -287,20 +308,46 @@ def _add_diagnostics(
     cluster: K3sCluster,
     namespace: str | None,
 ) -> None:
-    """Give a failing test's report the cluster's state; write its bundle."""
+    """Give a failing test's report the cluster's state; write its bundle.
+
+    Once a cluster's API server has not answered at all, this process asks
+    it nothing more for later failing tests: on a hung cluster, each would
+    otherwise wait for its requests to time out.
+    """
     from pytest_k3s.kube.client import diagnostics
+    from pytest_k3s.kube.diagnostics import quick_client
     from pytest_k3s.run.artifacts import collect
 
     directory = item.config.stash[SETTINGS_KEY].artifacts
-    bundle = collect(cluster, namespace, test_id=item.nodeid, directory=directory)
-    lines = [
-        *cluster.container_states(),
-        diagnostics(cluster.api_client, namespace),
-        *bundle.report_lines(),
-    ]
+    unreachable = item.config.stash[UNREACHABLE_KEY]
+    ask = cluster.name not in unreachable
+    bundle = collect(
+        cluster,
+        namespace,
+        test_id=item.nodeid,
+        directory=directory,
+        api=ask,
+    )
+    lines = cluster.container_states()
+    if bundle.api_unreachable:
+        unreachable.add(cluster.name)
+        lines.append(
+            "(cluster state not read: its API server did not answer"
+            + ("" if ask else " for an earlier failing test")
+            + "; it is not asked again in this process)"
+        )
+    else:
+        api = quick_client(cluster.api_client)  # no retries: bounded
+        try:
+            lines.append(diagnostics(api, namespace))
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+    lines += bundle.report_lines()
     report.sections.append((f"k3s cluster {cluster.name}", "\n".join(lines)))
     if bundle.path is not None:
         report.user_properties.append((BUNDLE_PROPERTY, str(bundle.path)))
+    elif bundle.unwritten is not None:
+        report.user_properties.append((UNWRITTEN_PROPERTY, bundle.unwritten))
 
 
 # ---------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -452,6 +454,10 @@ def test_a_bundle_replaces_an_earlier_runs_and_never_raises(tmp_path: Path) -> N
     )
     assert failed.path is None
     assert failed.problems[-1].startswith("could not write the failure bundle")
+    # The test's report says so.
+    assert failed.report_lines()[-1].startswith(
+        f"no failure bundle: could not write it to {blocked / 'test_y'}: "
+    )
 
 
 def test_collecting_stops_at_its_time_limit(tmp_path: Path) -> None:
@@ -535,3 +541,138 @@ def test_the_report_gains_failing_pods_last_lines_and_the_bundle() -> None:
         "    (empty)",
         "failure bundle: /out/test_x",
     ]
+
+
+# --- the plugin's glue, with a fake cluster -------------------------------------
+
+FAKE_CLUSTER_CONFTEST = """
+import os
+
+import pytest
+from kubernetes import client as k8s
+
+URL = os.environ["FAKE_API_URL"]
+
+
+class Engine:
+    def exec(self, container_id, command, stdin=None, stdout=None):
+        stdout.write(b"containerd line\\n")
+        return 0, ""
+
+    def read_file(self, container_id, path):
+        return b"containerd line\\n"
+
+
+class Node:
+    name = "k3s-fake-server-0"
+    container_id = "abc"
+
+
+class Cluster:
+    name = "k3s-fake"
+    api_url = URL
+    in_docker = True
+
+    def __init__(self):
+        self.api_client = k8s.ApiClient(k8s.Configuration(host=URL))
+        self.engine = Engine()
+        self.nodes = [Node()]
+
+    def logs(self, node, *, tail=None):
+        return "k3s line\\n"
+
+    def container_states(self):
+        return ["container k3s-fake-server-0: running"]
+
+
+CLUSTER = Cluster()
+
+
+@pytest.fixture
+def k3s_cluster():
+    return CLUSTER
+"""
+
+THREE_FAILING = """
+import pytest
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fails(k3s_cluster, n):
+    assert False
+"""
+
+
+class ClosingServer:
+    """Accepts connections and closes them at once: an API that never answers."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def closing_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ClosingServer]:
+    server = ClosingServer()
+    monkeypatch.setenv("FAKE_API_URL", server.url)
+    yield server
+    server.close()
+
+
+@pytest.mark.usefixtures("_clean_environment")
+def test_an_unreachable_api_is_asked_once_per_process(
+    pytester: pytest.Pytester, closing_api: ClosingServer
+) -> None:
+    pytester.makeconftest(FAKE_CLUSTER_CONFTEST)
+    pytester.makepyfile(test_three=THREE_FAILING)
+    result = pytester.runpytest("-p", "no:randomly", "--k3s-artifacts=out")
+    result.assert_outcomes(failed=3)
+    # The first failing test's bundle asks once, without retries; the
+    # report's summary and the later tests ask nothing.
+    assert closing_api.connections == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*(cluster state not read: its API server did not answer; it is not "
+            "asked again in this process)",
+            "*(cluster state not read: its API server did not answer for an "
+            "earlier failing test; it is not asked again in this process)",
+        ]
+    )
+    later = (
+        pytester.path / "out" / safe_name("test_three.py::test_fails[3]")
+    ) / "summary.txt"
+    assert "did not answer for an earlier failing test" in later.read_text()
+
+
+@pytest.mark.usefixtures("_clean_environment")
+def test_unwritten_bundles_are_in_the_reports_and_the_summary(
+    pytester: pytest.Pytester, closing_api: ClosingServer
+) -> None:
+    pytester.makeconftest(FAKE_CLUSTER_CONFTEST)
+    pytester.makepyfile(test_three=THREE_FAILING)
+    (pytester.path / "blocked").write_text("a file, not a directory")
+    result = pytester.runpytest("-p", "no:randomly", "--k3s-artifacts=blocked")
+    result.assert_outcomes(failed=3)
+    assert result.stdout.str().count("no failure bundle: could not write it to ") == 3
+    result.stdout.fnmatch_lines(
+        [
+            "*k3s clusters*",
+            "no failure bundle for 3 failing test(s) (their reports say why); "
+            "test_three.py::test_fails[[]1[]]: could not write it to *blocked*",
+        ]
+    )

@@ -328,11 +328,13 @@ class ApiState:
     :ivar tails: the last log lines of each failing pod's containers, for the
         test's report (``namespace/pod/container``, lines)
     :ivar problems: what could not be read, one line each
+    :ivar unreachable: the API server did not answer the first request at all
     """
 
     files: dict[str, str] = field(default_factory=dict)
     tails: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    unreachable: bool = False
 
 
 def read_state(
@@ -364,6 +366,7 @@ def read_state(
     try:
         nodes = get_json(api, "/api/v1/nodes", timeout=budget.timeout())
     except ApiUnreachable as exc:
+        state.unreachable = True
         state.problems.append(
             f"the API server did not answer ({exc}): no events, pods, pod logs "
             "or nodes from the API in this bundle"

@@ -43,6 +43,8 @@ from pytest_k3s.kube.diagnostics import Budget
 MAX_FILE = 1 << 20
 #: How long collecting one bundle may take (seconds).
 TOTAL_SECONDS = 30.0
+#: How much longer than that :func:`collect` waits for its thread (seconds).
+GRACE = 2.0
 #: Lines of a node container's log asked of the engine.
 NODE_LOG_LINES = 20_000
 #: Where k3s' containerd logs, inside a node.
@@ -98,21 +100,31 @@ class Bundle:
     :ivar tails: the last log lines of each failing pod's containers
     :ivar problems: what could not be collected, and why
     :ivar seconds: how long collecting took
+    :ivar unwritten: why no bundle was written where one was asked for
+    :ivar api_unreachable: the API server did not answer at all
     """
 
     path: Path | None
     tails: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    unwritten: str | None = None
+    api_unreachable: bool = False
 
     def report_lines(self) -> list[str]:
-        """The lines a test's report gains: failing pods' log tails, the bundle."""
+        """The lines a test's report gains: failing pods' log tails, the bundle.
+
+        Where a bundle was asked for and none was written, the last line
+        says why.
+        """
         lines: list[str] = []
         for container, tail in self.tails.items():
             lines.append(f"last log lines of {container}:")
             lines += [f"    {line}" for line in tail] or ["    (empty)"]
         if self.path is not None:
             lines.append(f"failure bundle: {self.path}")
+        elif self.unwritten is not None:
+            lines.append(f"no failure bundle: {self.unwritten}")
         return lines
 
 
@@ -124,39 +136,56 @@ def collect(
     directory: Path | None,
     seconds: float = TOTAL_SECONDS,
     call_seconds: float = CALL_TIMEOUT,
+    api: bool = True,
 ) -> Bundle:
     """Collect a failing test's state; write its bundle under ``directory``.
 
     Without ``directory``, only the failing pods' last log lines are read
-    (for the report). Never raises, and returns within about ``seconds``:
-    the collection runs in a thread of its own, left behind if it overruns
-    (what it found until then is written).
+    (for the report). Never raises, and returns within about ``seconds``
+    (and :data:`GRACE` more): the collection runs in a thread of its own,
+    left behind if it overruns (what it found until then is written).
+
+    :param api: read the API server; False for a cluster whose API server
+        did not answer an earlier collection (:attr:`Bundle.api_unreachable`)
     """
     started = time.monotonic()
     budget = Budget.of(seconds, per_call=call_seconds)
     state = ApiState()
     full = directory is not None
+    if not api:
+        state.unreachable = True
+        state.problems.append(
+            "the API server did not answer for an earlier failing test in this "
+            "process, so it is not asked again: no events, pods, pod logs or "
+            "nodes from the API"
+        )
     worker = threading.Thread(
         target=_gather,
-        args=(cluster, namespace, budget, state, full),
+        args=(cluster, namespace, budget, state, full, api),
         name=f"pytest-k3s bundle {test_id}",
         daemon=True,
     )
     worker.start()
-    worker.join(seconds + 2)
+    worker.join(seconds + GRACE)
     if worker.is_alive():
         state.problems.append(
             f"collecting stopped after {seconds:g}s: what is missing took too long"
         )
     files = dict(state.files)
     problems = list(state.problems)
-    bundle = Bundle(path=None, tails=dict(state.tails), problems=problems)
+    bundle = Bundle(
+        path=None,
+        tails=dict(state.tails),
+        problems=problems,
+        api_unreachable=state.unreachable,
+    )
     if directory is not None:
         target = directory / safe_name(test_id)
         try:
             _write(target, files, problems, cluster, namespace, test_id, started)
             bundle.path = target
-        except OSError as exc:
+        except Exception as exc:  # a failing test's report must not fail
+            bundle.unwritten = f"could not write it to {target}: {exc}"
             problems.append(f"could not write the failure bundle to {target}: {exc}")
     bundle.seconds = time.monotonic() - started
     return bundle
@@ -168,11 +197,14 @@ def _gather(
     budget: Budget,
     state: ApiState,
     full: bool,
+    read_api: bool,
 ) -> None:
     try:
         if full:
             # First: the engine answers when the API server does not.
             _node_logs(cluster, budget, state)
+        if not read_api:
+            return
         api = diagnostics.quick_client(cluster.api_client)
         try:
             diagnostics.read_state(
