@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 from typing import Any
 
 import pytest
@@ -359,11 +360,39 @@ def test_pod_logs_errors_name_the_pod() -> None:
 # --- collecting a bundle ----------------------------------------------------------
 
 
+CONTAINERD = b"containerd line\n" * 200_000  # more than a file may hold
+
+
 class FakeEngine:
+    """Nodes whose containerd log is 3 MB; ``stopped`` ones run no command."""
+
+    def __init__(self, stopped: tuple[str, ...] = ()) -> None:
+        self.stopped = stopped
+        self.commands: list[list[str]] = []
+        self.copied: list[str] = []
+
+    def exec(
+        self,
+        container_id: str,
+        command: list[str],
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+    ) -> tuple[int, str]:
+        if container_id == "gone":
+            raise K3sError("no such container")
+        if container_id in self.stopped:
+            raise K3sError("container is not running")
+        self.commands.append(list(command))
+        assert command[:2] == ["tail", "-c"]
+        assert stdout is not None
+        stdout.write(CONTAINERD[-int(command[2]) :])
+        return 0, ""
+
     def read_file(self, container_id: str, path: str) -> bytes:
         if container_id == "gone":
             raise K3sError("no such container")
-        return b"containerd line\n" * 10
+        self.copied.append(path)
+        return CONTAINERD
 
 
 class FakeNode:
@@ -428,6 +457,44 @@ def test_a_bundle_of_a_dead_api_has_node_logs_and_says_why_no_more(
     ]
     assert missing[2].startswith("- the API server did not answer (")
     assert bundle.report_lines() == [f"failure bundle: {bundle.path}"]
+
+
+def test_only_the_end_of_containerd_s_log_leaves_the_node(tmp_path: Path) -> None:
+    cluster = FakeCluster(dead_api())
+    cluster.engine = FakeEngine()
+    bundle = artifacts.collect(
+        cluster,  # type: ignore[arg-type]
+        None,
+        test_id="test_y",
+        directory=tmp_path,
+    )
+    assert bundle.path is not None
+    assert cluster.engine.commands == [
+        ["tail", "-c", str(artifacts.MAX_FILE + 1), artifacts.CONTAINERD_LOG]
+    ]
+    assert cluster.engine.copied == []  # never the whole file
+    log = (bundle.path / "nodes/server-0/containerd.log").read_bytes()
+    assert len(log) <= artifacts.MAX_FILE
+    first, rest = log.split(b"\n", 1)
+    assert first.startswith(b"[pytest-k3s: cut to its last ")
+    assert rest.startswith(b"containerd line\n")
+    assert rest.endswith(b"containerd line\n")
+
+
+def test_a_stopped_node_s_containerd_log_is_copied_then_cut(tmp_path: Path) -> None:
+    cluster = FakeCluster(dead_api())
+    cluster.engine = FakeEngine(stopped=("abc",))
+    bundle = artifacts.collect(
+        cluster,  # type: ignore[arg-type]
+        None,
+        test_id="test_y",
+        directory=tmp_path,
+    )
+    assert bundle.path is not None
+    assert cluster.engine.copied == [artifacts.CONTAINERD_LOG]
+    log = (bundle.path / "nodes/server-0/containerd.log").read_bytes()
+    assert log.startswith(b"[pytest-k3s: cut to the last ")
+    assert len(log) <= artifacts.MAX_FILE + 100
 
 
 def test_a_bundle_replaces_an_earlier_runs_and_never_raises(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ For each failing test that used a cluster, ``--k3s-artifacts DIR`` gets
     pods/<pod>.yaml             each pod of the namespace
     pods/<pod>/<container>.log  each container's log (``.previous.log``: the run before)
     nodes/<node>/k3s.log        the node container's log (k3s itself)
-    nodes/<node>/containerd.log the node's containerd log
+    nodes/<node>/containerd.log the end of the node's containerd log
 
 What comes from the API is :mod:`pytest_k3s.kube.diagnostics` (never
 Secrets or ConfigMaps). The collection is bounded: every file is cut to
@@ -23,6 +23,7 @@ raises: what it could not get is a line in ``summary.txt``.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shutil
 import threading
@@ -32,7 +33,9 @@ from dataclasses import field
 from pathlib import Path
 
 from pytest_k3s.cluster import K3sCluster
+from pytest_k3s.engine.node_container import Node
 from pytest_k3s.errors import BudgetSpent
+from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import diagnostics
 from pytest_k3s.kube.diagnostics import CALL_TIMEOUT
 from pytest_k3s.kube.diagnostics import ApiState
@@ -241,12 +244,36 @@ def _node_logs(cluster: K3sCluster, budget: Budget, state: ApiState) -> None:
         except Exception as exc:
             state.problems.append(f"node {short}: no k3s log ({exc})")
         try:
-            raw = cluster.engine.read_file(node.container_id, CONTAINERD_LOG)
-            state.files[f"nodes/{short}/containerd.log"] = raw.decode(
-                "utf-8", "replace"
+            state.files[f"nodes/{short}/containerd.log"] = _containerd_log(
+                cluster, node
             )
         except Exception as exc:
             state.problems.append(f"node {short}: no containerd log ({exc})")
+
+
+def _containerd_log(cluster: K3sCluster, node: Node) -> str:
+    """The end of a node's containerd log, at most :data:`MAX_FILE` bytes.
+
+    Read with ``tail`` inside the node, so a log of gigabytes never leaves
+    it whole. A stopped node runs no command: its log is copied out whole,
+    then cut.
+    """
+    end = io.BytesIO()
+    command = ["tail", "-c", str(MAX_FILE + 1), CONTAINERD_LOG]
+    try:
+        code, errors = cluster.engine.exec(node.container_id, command, stdout=end)
+    except Exception:
+        raw = cluster.engine.read_file(node.container_id, CONTAINERD_LOG)
+        return raw.decode("utf-8", "replace")
+    if code != 0:
+        raise K3sError(f"{' '.join(command)} exited {code}: {errors.strip()}")
+    data = end.getvalue()
+    if len(data) <= MAX_FILE:
+        return data.decode("utf-8", "replace")
+    # Room for the line saying so, so the file is not cut again.
+    kept = data[-(MAX_FILE - 200) :].decode("utf-8", "ignore")
+    kept = kept.split("\n", 1)[1] if "\n" in kept else kept
+    return f"[pytest-k3s: cut to its last {len(kept.encode())} bytes]\n{kept}"
 
 
 def _write(
