@@ -314,6 +314,27 @@ def test_read_state_reads_the_namespace_and_no_secret() -> None:
     assert not [p for p in api.asked if "secrets" in p or "configmaps" in p]
 
 
+def test_a_tail_from_the_previous_run_says_so() -> None:
+    class PreviousApi(FakeApi):
+        def call_api(
+            self, method: str, path: str, query: Any, *_: Any, **__: Any
+        ) -> Any:
+            if ("previous", "true") in (query or []):
+                path += "?previous"
+            return super().call_api(method, path, query)
+
+    api = PreviousApi(cluster_api().answers)
+    api.answers["/api/v1/namespaces/ns/pods/crashing/log"] = b""
+    api.answers["/api/v1/namespaces/ns/pods/crashing/log?previous"] = b"why\n"
+    state = diagnostics.read_state(
+        api,  # type: ignore[arg-type]
+        "ns",
+        Budget.of(10),
+        full=False,
+    )
+    assert state.tails == {"ns/crashing/c (previous run)": ["why"]}
+
+
 def test_without_a_bundle_only_failing_pods_logs_are_read() -> None:
     api = cluster_api()
     state = diagnostics.read_state(

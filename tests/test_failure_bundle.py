@@ -143,8 +143,8 @@ def test_a_failing_test_gets_a_bundle_and_a_passing_one_none(
     result.stdout.fnmatch_lines(
         [
             # The report has the crashing pod's last log lines (not web's:
-            # it is Ready).
-            "last log lines of test-fails-*/crash/c:",
+            # it is Ready), from its current run or, marked, the previous.
+            "last log lines of test-fails-*/crash/c*:",
             "    crash-line",
             "failure bundle: */artifacts/test_bundle.py__test_fails-*",
             f"failure bundles of 1 failing test(s) in {artifacts}",

@@ -326,7 +326,9 @@ class ApiState:
 
     :ivar files: the bundle's files: path relative to the bundle, and text
     :ivar tails: the last log lines of each failing pod's containers, for the
-        test's report (``namespace/pod/container``, lines)
+        test's report (``namespace/pod/container``, lines); where the
+        current run's log is empty or missing, its previous run's, as
+        ``namespace/pod/container (previous run)``
     :ivar problems: what could not be read, one line each
     :ivar unreachable: the API server did not answer the first request at all
     """
@@ -499,6 +501,9 @@ def _pods(
                 if failing and (not previous or not state.tails.get(label)):
                     if text.startswith("(no log:") and not previous:
                         continue
+                    if previous:
+                        state.tails.pop(label, None)
+                        label = f"{label} (previous run)"
                     state.tails[label] = text.splitlines()[-tail_lines:]
 
 
