@@ -16,8 +16,10 @@ For each failing test that used a cluster, ``--k3s-artifacts DIR`` gets
 What comes from the API is :mod:`pytest_k3s.kube.diagnostics` (never
 Secrets or ConfigMaps). The collection is bounded: every file is cut to
 :data:`MAX_FILE` bytes (a first line says so), the whole of it to
-:data:`TOTAL_SECONDS`, every API request to a few seconds, and it never
-raises: what it could not get is a line in ``summary.txt``.
+:data:`TOTAL_SECONDS` (and :data:`GRACE`), every API request to
+:data:`~pytest_k3s.kube.diagnostics.CALL_TIMEOUT` without retries, and it
+never raises: what it could not get is a line in ``summary.txt``, and a
+bundle that could not be written is a line in the test's report.
 """
 
 from __future__ import annotations
