@@ -274,3 +274,21 @@ def test_an_exec_that_keeps_running_is_stopped_at_its_deadline() -> None:
     assert time.monotonic() - began < 2
     quiet.close()
     _other.close()
+
+
+def test_a_deployments_whole_selector_picks_its_pods() -> None:
+    from kubernetes.client import V1LabelSelector
+    from kubernetes.client import V1LabelSelectorRequirement
+
+    selector = V1LabelSelector(
+        match_labels={"app": "web"},
+        match_expressions=[
+            V1LabelSelectorRequirement(key="tier", operator="In", values=["a", "b"]),
+            V1LabelSelectorRequirement(key="canary", operator="DoesNotExist"),
+        ],
+    )
+    assert streams._selector(selector) == "app=web,tier in (a,b),!canary"
+    only_expressions = V1LabelSelector(
+        match_expressions=[V1LabelSelectorRequirement(key="app", operator="Exists")]
+    )
+    assert streams._selector(only_expressions) == "app", "never every pod"

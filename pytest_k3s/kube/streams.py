@@ -265,11 +265,10 @@ def resolve(
             return name, _container_port(pod, port, where)
         if kind == "deployment":
             deployment: Any = k8s.AppsV1Api(api).read_namespaced_deployment(
-                name, namespace
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
             )
-            pod = _ready_pod(
-                core, deployment.spec.selector.match_labels, namespace, where
-            )
+            selector = _selector(deployment.spec.selector)
+            pod = _ready_pod(core, selector, namespace, where)
             return pod.metadata.name, _container_port(pod, port, where)
         service: Any = core.read_namespaced_service(
             name, namespace, _request_timeout=REQUEST_TIMEOUT
