@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -384,8 +385,27 @@ def _listing(client: docker.DockerClient) -> list[tuple[str, str, str | None]]:
     return listed
 
 
+#: Processes this one started (inner pytest runs): a cluster one of them left
+#: behind is this process's leak even once its owner is dead.
+SPAWNED: set[int] = set()
+_popen_init = subprocess.Popen.__init__
+
+
+def _recording_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+    _popen_init(self, *args, **kwargs)
+    SPAWNED.add(self.pid)
+
+
+subprocess.Popen.__init__ = _recording_init  # type: ignore[method-assign]
+
+
 def foreign(labels: dict[str, str]) -> bool:
-    """Whether an object belongs to a live process outside this test session."""
+    """Whether an object belongs to a process outside this test session.
+
+    That is a live process that is not this one nor one of its descendants,
+    or a dead one this process did not start: the other xdist lane's inner
+    runs leave clusters for a moment when a fault test kills them.
+    """
     from pytest_k3s import labels as k3s_labels
     from pytest_k3s.owner import Owner
     from pytest_k3s.owner import owner_alive
@@ -397,7 +417,10 @@ def foreign(labels: dict[str, str]) -> bool:
     # releases did not label it): check the PID alone.
     here = Owner.current()
     owner = dataclasses.replace(owner, pidns=here.pidns, boot=here.boot)
-    if owner_alive(owner) is not True:
+    alive = owner_alive(owner)
+    if alive is False:
+        return owner.pid != os.getpid() and owner.pid not in SPAWNED
+    if alive is not True:
         return False
     pid = owner.pid
     while pid > 1:

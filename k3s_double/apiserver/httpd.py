@@ -403,10 +403,21 @@ class Upstream:
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        """Send a request and read the whole answer: ``(status, body)``."""
-        response, conn = self.request(method, target, body, headers)
+        """Send a request and read the whole answer: ``(status, body)``.
+
+        A broken answer (a bad status line, a body cut short) is an
+        ``OSError`` like a refused connection: callers retry both, and a
+        node's background loop must not die of either.
+        """
+        try:
+            response, conn = self.request(method, target, body, headers)
+        except http.client.HTTPException as exc:
+            raise ConnectionError(f"{method} {target}: {exc!r}") from exc
         try:
             data = response.read()
+        except http.client.HTTPException as exc:
+            conn.close()
+            raise ConnectionError(f"{method} {target}: {exc!r}") from exc
         except BaseException:
             conn.close()
             raise

@@ -56,7 +56,10 @@ class NodePorts:
         if status != 200:
             return None
         wanted: dict[int, str] = {}
-        items: list[dict[str, Any]] = json.loads(data).get("items") or []
+        try:
+            items: list[dict[str, Any]] = json.loads(data).get("items") or []
+        except ValueError:
+            return None
         for service in items:
             spec = service.get("spec") or {}
             if spec.get("type") not in ("NodePort", "LoadBalancer"):
