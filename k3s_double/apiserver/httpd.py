@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
@@ -126,6 +127,15 @@ def send_response(handler: BaseHTTPRequestHandler, reply: Response) -> None:
             handler.wfile.write(reply.body)
         handler.wfile.flush()
         return
+    send_chunked(handler, stream)
+
+
+def send_chunked(handler: BaseHTTPRequestHandler, stream: Iterable[bytes]) -> None:
+    """End the headers and write ``stream`` chunk by chunk as it comes.
+
+    A client that goes away ends the connection; the stream is closed
+    either way (a watch then unsubscribes).
+    """
     handler.send_header("Transfer-Encoding", "chunked")
     handler.end_headers()
     handler.wfile.flush()
@@ -184,11 +194,50 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
 
-class APIServer(ThreadingHTTPServer):
-    """HTTPS on one port: the supervisor endpoints and the Kubernetes API."""
+class TLSServer(ThreadingHTTPServer):
+    """A threading HTTPS listener: the API server's, and a node's kubelet's.
+
+    Subclasses set ``context`` (the server's TLS context) before binding.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
+    context: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Do the TLS handshake in the connection's thread, then serve it."""
+        # The TLS handshake happens here, in the connection's own thread, so a
+        # slow or broken client never blocks the accept loop.
+        request.settimeout(30)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        tls.settimeout(None)
+        try:
+            super().finish_request(tls, client_address)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay silent: stderr carries only k3s-style log lines."""
+        return
+
+    def start(self) -> threading.Thread:
+        """Run the accept loop in a daemon thread."""
+        thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        thread.start()
+        return thread
+
+
+class APIServer(TLSServer):
+    """HTTPS on one port: the supervisor endpoints and the Kubernetes API."""
+
     request_queue_size = 128
 
     def __init__(
@@ -227,28 +276,6 @@ class APIServer(ThreadingHTTPServer):
                 self.server_port = int(self.server_address[1])
                 return
         super().server_bind()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Do the TLS handshake in the connection's thread, then serve it."""
-        # The TLS handshake happens here, in the connection's own thread, so a
-        # slow or broken client never blocks the accept loop.
-        request.settimeout(30)
-        try:
-            tls = self.context.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError):
-            return
-        tls.settimeout(None)
-        try:
-            super().finish_request(tls, client_address)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                tls.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay silent: stderr carries only k3s-style log lines."""
-        return
 
     def log_request_line(self, text: str) -> None:
         """Log a request line at debug level."""
@@ -485,8 +512,4 @@ class Forwarder:
 
 def serve_in_thread(server: APIServer) -> threading.Thread:
     """Run the listener's accept loop in a daemon thread."""
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
-    )
-    thread.start()
-    return thread
+    return server.start()

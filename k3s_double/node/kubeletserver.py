@@ -30,10 +30,11 @@ import urllib.parse
 from collections.abc import Callable
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from k3s_double import runnable
+from k3s_double.apiserver.httpd import TLSServer
+from k3s_double.apiserver.httpd import send_chunked
 
 from . import children
 from . import crilog
@@ -191,17 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
         stream = log_stream(self.server.runtime, ns, pod, name, query)
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        try:
-            for chunk in stream:
-                if chunk:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
+        send_chunked(self, stream)
 
     def _upgrade(
         self, headers: dict[str, str], protocols: tuple[str, ...]
@@ -492,11 +483,8 @@ def run_portforward(ws: websocket.Connection, pod: str, ports: list[int]) -> Non
     ws.close()
 
 
-class KubeletServer(ThreadingHTTPServer):
+class KubeletServer(TLSServer):
     """HTTPS on the kubelet port, client certificates of the client CA only."""
-
-    daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(
         self,
@@ -510,34 +498,6 @@ class KubeletServer(ThreadingHTTPServer):
         self.runtime = runtime
         self.log = log
         super().__init__((host, port), _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """TLS handshake in the connection's thread, then serve it."""
-        request.settimeout(30)
-        try:
-            tls = self.context.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError):
-            return
-        tls.settimeout(None)
-        try:
-            super().finish_request(tls, client_address)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                tls.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay silent."""
-        return
-
-    def start(self) -> threading.Thread:
-        """Serve in a daemon thread."""
-        thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
-        )
-        thread.start()
-        return thread
 
 
 def kubelet_context(cert_file: str, key_file: str, client_ca: bytes) -> ssl.SSLContext:
