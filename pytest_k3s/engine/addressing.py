@@ -41,24 +41,25 @@ def dynamic_range(subnet: str) -> str:
     return str(list(network.subnets(prefixlen_diff=1))[1])
 
 
-def fixed_addresses(subnet: str, used: Iterable[str] = ()) -> Iterable[str]:
-    """Free fixed addresses of ``subnet``, in order, after the highest used one.
+def fixed_addresses(subnet: str) -> Iterable[str]:
+    """The fixed addresses of ``subnet``, in order: its lower half's hosts.
 
-    The first host address is the gateway; nodes start at the second. Taking
-    the next after the highest (not the lowest free) never hands a removed
-    node's address to a new one while a peer may still know it.
+    The first host address is the gateway; nodes start at the second.
     """
     network = ipaddress.IPv4Network(subnet)
     lower = next(iter(network.subnets(prefixlen_diff=1)))
-    taken = [ipaddress.IPv4Address(a) for a in used if a]
-    after = max(taken, default=lower.network_address + 1)
+    gateway = lower.network_address + 1
     for address in lower.hosts():
-        if address > after:
+        if address > gateway:
             yield str(address)
 
 
 def next_address(used: Iterable[str]) -> str | None:
-    """The fixed address after the highest of ``used`` (None: no fixed addresses)."""
+    """The fixed address after the highest of ``used`` (None: no fixed addresses).
+
+    The next after the highest, not the lowest free: a removed node's
+    address is never handed to a new one while a peer may still know it.
+    """
     taken = [ipaddress.IPv4Address(a) for a in used if a]
     if not taken:
         return None
