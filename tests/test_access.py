@@ -119,6 +119,24 @@ def test_a_remote_engine_is_left_to_docker_host() -> None:
     assert "remote" in access.reason
 
 
+def test_other_containers_mounts_seen_from_the_host_are_not_ours() -> None:
+    # Seen on a CI host: a node container's bind mounts propagated to the
+    # host's mount table, onto its rootfs. The run took the node for itself,
+    # chose the cluster network, and could not resolve server-0's name.
+    node = "a1b265e3c6a7b9eb680837193e37966d201de603661386decdea0c306337bae2"
+    merged = "/var/lib/docker/overlay2/a8ca5581/merged"
+    seen = (
+        f"109 71 254:0 /var/lib/docker/containers/{node}/resolv.conf "
+        f"{merged}/etc/resolv.conf rw,relatime - ext4 /dev/vda rw\n"
+        f"111 71 254:0 /var/lib/docker/containers/{node}/hostname "
+        f"{merged}/etc/hostname rw,relatime - ext4 /dev/vda rw\n"
+    )
+    host = Surroundings(marker=True, hostname="vm", mountinfo=seen)
+    assert host.candidates() == []
+    access = decide(host, local=True, inspect=_engine({"Id": node}))
+    assert access.mode == "published"
+
+
 def test_surroundings_are_read_from_the_files(tmp_path: Path) -> None:
     (tmp_path / ".dockerenv").touch()
     (tmp_path / "etc").mkdir()

@@ -41,7 +41,13 @@ MARKER_FILES = ("/.dockerenv", "/run/.containerenv")
 _ID = r"[0-9a-f]{64}"
 #: Docker bind-mounts /etc/hostname, /etc/hosts and /etc/resolv.conf from
 #: ``<data-root>/containers/<id>/`` (Podman from ``.../<id>/userdata/``).
-_MOUNTED_FROM = re.compile(rf"/({_ID})/(?:userdata/)?(?:hostname|hosts|resolv\.conf) ")
+#: The mount point must be ours: on some hosts those bind mounts of other
+#: containers propagate to the host's mount table, onto
+#: ``<data-root>/overlay2/<layer>/merged/etc/hostname``, so a process on
+#: the host sees them too (and would take a node of a cluster for itself).
+_MOUNTED_FROM = re.compile(
+    rf"/({_ID})/(?:userdata/)?(hostname|hosts|resolv\.conf) /etc/\2 "
+)
 #: cgroup v1 paths (``/docker/<id>``, ``docker-<id>.scope``); v2 shows ``/``.
 _CGROUP = re.compile(rf"(?:/docker/|docker-|libpod-)({_ID})(?:\.scope)?$", re.M)
 #: Docker's default hostname: the id's first 12 characters.
