@@ -189,3 +189,41 @@ def ensure_image(source_dir: Path | None = None) -> str:
             return ref
     finally:
         client.close()
+
+
+#: Where the double's images for given k3s releases are tagged, as
+#: ``rancher/k3s`` tags them (``v1.34.2-k3s1``): tests point
+#: ``--k3s-repository`` here, so a version matrix runs on the double.
+RELEASES_REPOSITORY = "pytest-k3s-double/k3s"
+_BUILT_FROM = "io.pytest-k3s.double-image"
+
+
+def ensure_release_image(double: str, version: str) -> str:
+    """The double playing k3s ``version`` (``v1.34.2+k3s1``), tagged as that release.
+
+    A thin image ``FROM`` the double with ``K3S_DOUBLE_VERSION`` set, so its
+    ``/version``, Nodes and log lines say ``version``; rebuilt when the double
+    changed. Returns its reference, ``<RELEASES_REPOSITORY>:v1.34.2-k3s1``.
+    """
+    import docker
+
+    client = docker.from_env(timeout=600)
+    try:
+        ref = f"{RELEASES_REPOSITORY}:{version.replace('+', '-')}"
+        double_id = client.images.get(double).id
+        try:
+            built = client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            built = None
+        if built is not None and built.labels.get(_BUILT_FROM) == double_id:
+            return ref
+        dockerfile = (
+            f"FROM {double}\n"
+            f"ENV K3S_DOUBLE_VERSION={version}\n"
+            f'LABEL org.opencontainers.image.version="{version}" '
+            f'{_BUILT_FROM}="{double_id}"\n'
+        )
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=ref, rm=True)
+        return ref
+    finally:
+        client.close()

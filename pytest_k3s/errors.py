@@ -26,6 +26,10 @@ class ImageUnavailableError(K3sError):
     """The node image is neither present locally nor pullable."""
 
 
+class VersionUnresolvedError(SpecError):
+    """A partial k3s version (``v1.33``, ``stable``) could not be made a full one."""
+
+
 class NameConflictError(K3sError):
     """A container or network with the cluster's name already exists."""
 

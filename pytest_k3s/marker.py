@@ -9,6 +9,7 @@ a bad one is a usage error naming the test before any cluster starts.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -43,7 +44,8 @@ MARKER_ARGS = {
 DEPRECATED_ARGS = {"args": "server_args"}
 
 MARKER_HELP = (
-    "k3s(servers=1, agents=0, image=None, version=None, server_args=(), "
+    "k3s(servers=1, agents=0, image=None, version=None (or a list: once "
+    "per version), server_args=(), "
     "agent_args=(), server_env=(), agent_env=(), ports=(), ports_bind='127.0.0.1', "
     "registries=None, timeout=None, wait_for_coredns=True, load_balancer=None): "
     "the k3s cluster the k3s_cluster "
@@ -55,13 +57,68 @@ _LISTS = ("server_args", "agent_args", "server_env", "agent_env")
 
 
 def spec_for_markers(
-    base: ClusterSpec, markers: Iterable[pytest.Mark], where: str
+    base: ClusterSpec,
+    markers: Iterable[pytest.Mark],
+    where: str,
+    image_of: Callable[[str], str] | None = None,
 ) -> ClusterSpec:
     """Apply ``k3s`` markers (nearest first, as pytest yields them) to ``base``.
 
+    A ``version`` list (a matrix, :func:`marker_versions`) leaves the image
+    to the test's parameter.
+
+    :param image_of: the image of a version as the run resolves it (the
+        run's repository, partial versions made full); without it, a version
+        names a ``rancher/k3s`` image
     :raises pytest.UsageError: a marker argument is unknown or invalid; the
         message names ``where`` (the test or module)
     """
+    changes = _changes(markers, where)
+    version = changes.get("version")
+    if isinstance(version, list | tuple):
+        del changes["version"]
+    elif version is not None and image_of is not None:
+        try:
+            changes["image"] = image_of(str(version))
+        except SpecError as exc:
+            raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
+        del changes["version"]
+    if not changes:
+        return base
+    if "image" in changes or "version" in changes:
+        base = replace(base, image=DEFAULT_IMAGE)
+    try:
+        return replace(base, **changes)
+    except (SpecError, TypeError) as exc:
+        raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
+
+
+def marker_versions(
+    markers: Iterable[pytest.Mark], where: str
+) -> tuple[str, ...] | None:
+    """What the nearest marker says of the test's k3s version.
+
+    :returns: the versions of a ``version=[...]`` list (run once each); an
+        empty tuple when ``image`` or one ``version`` pins the test; None
+        when no marker says
+    :raises pytest.UsageError: the list is empty or holds a non-string
+    """
+    changes = _changes(markers, where)
+    version = changes.get("version")
+    if isinstance(version, list | tuple):
+        if not version or not all(isinstance(v, str) and v for v in version):
+            raise pytest.UsageError(
+                f"{where}: @pytest.mark.k3s(version=[...]) needs one or more "
+                f"version strings, got {version!r}"
+            )
+        return tuple(dict.fromkeys(version))
+    if "image" in changes or version is not None:
+        return ()
+    return None
+
+
+def _changes(markers: Iterable[pytest.Mark], where: str) -> dict[str, Any]:
+    """The spec fields the markers set, the nearest winning argument by argument."""
     changes: dict[str, Any] = {}
     for mark in reversed(list(markers)):
         if mark.args:
@@ -77,14 +134,7 @@ def spec_for_markers(
             if field_name in _LISTS:
                 value = (value,) if isinstance(value, str) else value
             changes[field_name] = value
-    if not changes:
-        return base
-    if "image" in changes or "version" in changes:
-        base = replace(base, image=DEFAULT_IMAGE)
-    try:
-        return replace(base, **changes)
-    except (SpecError, TypeError) as exc:
-        raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
+    return changes
 
 
 def _deprecated(key: str, where: str) -> str:

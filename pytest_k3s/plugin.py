@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Optional
 
 import pytest
 
@@ -23,6 +24,7 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import UnsuitableClusterError
 from pytest_k3s.marker import MARKER
 from pytest_k3s.marker import MARKER_HELP
+from pytest_k3s.marker import marker_versions
 from pytest_k3s.marker import spec_for_markers
 from pytest_k3s.run.state import RunInfo
 from pytest_k3s.settings import Settings
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.engine.protocol import Engine
+    from pytest_k3s.lifecycle.versions import Resolver
+    from pytest_k3s.matrix import RunVersions
     from pytest_k3s.run.pool import Pool
 
 log = logging.getLogger("pytest_k3s")
@@ -47,6 +51,8 @@ SPEC_KEY = pytest.StashKey[ClusterSpec]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
 SIGNALS_KEY = pytest.StashKey[dict[int, Any]]()
+VERSIONS_KEY = pytest.StashKey[Optional["RunVersions"]]()
+RESOLVER_KEY = pytest.StashKey[Optional["Resolver"]]()
 #: The user property of a report whose test got a failure bundle: its path.
 BUNDLE_PROPERTY = "k3s_failure_bundle"
 #: The user property of a report whose test got no bundle though one was
@@ -57,6 +63,12 @@ UNWRITTEN_PROPERTY = "k3s_failure_bundle_unwritten"
 #: out for itself).
 UNREACHABLE_KEY = pytest.StashKey[set[str]]()
 WORKER_INPUT = "pytest_k3s_run"
+#: The controller's resolved versions and channel table, for its workers.
+VERSIONS_INPUT = "pytest_k3s_versions"
+#: The fixture a version matrix parametrizes; every cluster fixture uses it.
+VERSION_FIXTURE = "_k3s_version"
+#: The user property that names the k3s version a test ran against.
+VERSION_PROPERTY = "k3s_version"
 #: Fixtures whose failing tests get the cluster's state in their report.
 CLUSTER_FIXTURES = ("k3s_cluster", "k3s_module_cluster", "k3s_session_cluster")
 
@@ -72,7 +84,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[SETTINGS_KEY] = Settings.from_config(config)
+    settings = Settings.from_config(config)
+    config.stash[RESOLVER_KEY] = config.stash[VERSIONS_KEY] = None
+    if settings.kubeconfig is None and _needs_resolver(config, settings):
+        from pytest_k3s.matrix import resolve
+
+        resolver = config.stash[RESOLVER_KEY] = _resolver(config, settings)
+        settings, config.stash[VERSIONS_KEY] = resolve(settings, resolver)
+    config.stash[SETTINGS_KEY] = settings
     config.stash[RUN_KEY] = _run_info(config)
     config.stash[FAILED_MODULES_KEY] = set()
     config.stash[UNREACHABLE_KEY] = set()
@@ -95,6 +114,41 @@ def _engine(config: pytest.Config) -> Engine:
 
         engine = config.stash[ENGINE_KEY] = DockerEngine.connect()
     return engine
+
+
+def _needs_resolver(config: pytest.Config, settings: Settings) -> bool:
+    """Whether this run resolves versions up front (a matrix, a partial version)."""
+    from pytest_k3s.spec import K3S_REPOSITORY
+
+    return bool(
+        settings.versions
+        or settings.spec.version
+        or settings.repository != K3S_REPOSITORY
+        or VERSIONS_INPUT in getattr(config, "workerinput", {})
+    )
+
+
+def _resolver(config: pytest.Config, settings: Settings) -> Resolver:
+    """This process's resolver: the controller's outcome, in a worker."""
+    from pytest_k3s.lifecycle.versions import Resolver
+
+    def engine() -> Engine:
+        return _engine(config)
+
+    handed = getattr(config, "workerinput", {}).get(VERSIONS_INPUT)
+    if handed is not None:
+        return Resolver.from_export(handed, engine, repository=settings.repository)
+    return Resolver(engine, repository=settings.repository)
+
+
+def _marker_resolver(config: pytest.Config) -> Resolver:
+    """The resolver for versions markers give (made on first need)."""
+    resolver = config.stash[RESOLVER_KEY]
+    if resolver is None:
+        resolver = config.stash[RESOLVER_KEY] = _resolver(
+            config, config.stash[SETTINGS_KEY]
+        )
+    return resolver
 
 
 def _interrupt_on_termination() -> dict[int, Any]:
@@ -132,8 +186,11 @@ def _run_info(config: pytest.Config) -> RunInfo:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Hand the run's identity to each xdist worker (xdist's hook)."""
+    """Hand the run's identity and versions to each xdist worker (xdist's hook)."""
     node.workerinput[WORKER_INPUT] = node.config.stash[RUN_KEY].to_json()
+    resolver = node.config.stash[RESOLVER_KEY]
+    if resolver is not None:
+        node.workerinput[VERSIONS_INPUT] = resolver.export()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -161,7 +218,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         from pytest_k3s.engine.docker_engine import describe_access
 
         access = describe_access()
-    return [settings.header(), access]
+    versions = config.stash[VERSIONS_KEY]
+    return [settings.header(), *(versions.header() if versions else []), access]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -173,17 +231,68 @@ def pytest_pycollect_makeitem(
     # cluster starts; it reads the same with and without xdist (an error
     # raised later, in collection_modifyitems, crashes xdist's workers).
     made = yield
-    base = collector.config.stash[SETTINGS_KEY].spec
+    config = collector.config
+    base = config.stash[SETTINGS_KEY].spec
     for item in made if isinstance(made, list) else [made]:
         if not isinstance(item, pytest.Function):
             continue
         markers = list(item.iter_markers(MARKER))
         if markers:
             try:
-                item.stash[SPEC_KEY] = spec_for_markers(base, markers, item.nodeid)
+                item.stash[SPEC_KEY] = spec_for_markers(
+                    base, markers, item.nodeid, _image_of(config, markers)
+                )
             except pytest.UsageError as exc:
                 raise collector.CollectError(str(exc)) from exc
     return made
+
+
+def _image_of(
+    config: pytest.Config, markers: list[pytest.Mark]
+) -> Callable[[str], str] | None:
+    """How a marker's version becomes an image in this run (None: no version)."""
+    if not any("version" in mark.kwargs for mark in markers):
+        return None
+    from pytest_k3s.matrix import image_of
+
+    settings = config.stash[SETTINGS_KEY]
+    return image_of(_marker_resolver(config), settings.repository)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that uses a cluster once per k3s version of the matrix."""
+    if VERSION_FIXTURE not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    if config.stash[SETTINGS_KEY].kubeconfig is not None:
+        return  # one existing cluster: markers' versions cannot be had
+    where = metafunc.definition.nodeid
+    try:
+        listed = marker_versions(metafunc.definition.iter_markers(MARKER), where)
+        if listed is None:
+            run = config.stash[VERSIONS_KEY]
+            versions = run.versions if run else ()
+        else:
+            resolver = _marker_resolver(config)
+            try:
+                versions = tuple(
+                    dict.fromkeys(resolver.resolve(v).version for v in listed)
+                )
+            except K3sError as exc:
+                raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
+    except pytest.UsageError as exc:
+        # As a bad marker argument: a collection error naming the test.
+        raise pytest.Collector.CollectError(str(exc)) from exc
+    if versions:
+        from pytest_k3s.matrix import param_id
+
+        metafunc.parametrize(
+            VERSION_FIXTURE,
+            versions,
+            indirect=True,
+            ids=[param_id(v) for v in versions],
+            scope="session",
+        )
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -280,6 +389,13 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed:
         item.config.stash[FAILED_MODULES_KEY].add(_module_id(item))
+    callspec = getattr(item, "callspec", None)
+    if report.when == "setup" and callspec and VERSION_FIXTURE in callspec.params:
+        # The item's: the call's and teardown's reports (JUnit's) get it too.
+        item.user_properties.append(
+            (VERSION_PROPERTY, callspec.params[VERSION_FIXTURE])
+        )
+        report.user_properties = list(item.user_properties)
     excinfo = call.excinfo
     if report.when == "setup" and excinfo and excinfo.errisinstance(K3sError):
         # The message says all (what failed, which node, its last log lines,
@@ -390,8 +506,31 @@ def _skip_unsuitable(
         pytest.skip(str(exc))
 
 
+@pytest.fixture(scope="session")
+def _k3s_version(request: pytest.FixtureRequest) -> str | None:
+    """The k3s version of the matrix this test runs for; None without a matrix."""
+    version: str | None = getattr(request, "param", None)
+    return version
+
+
+def _versioned(
+    config: pytest.Config, spec: ClusterSpec, version: str | None
+) -> ClusterSpec:
+    """``spec`` with the image of the matrix's ``version`` (unchanged without one)."""
+    if version is None:
+        return spec
+    from dataclasses import replace
+
+    from pytest_k3s.spec import image_for_version
+
+    repository = config.stash[SETTINGS_KEY].repository
+    return replace(spec, image=image_for_version(version, repository))
+
+
 @pytest.fixture
-def k3s_cluster(request: pytest.FixtureRequest, _k3s_pool: Pool) -> K3sCluster:
+def k3s_cluster(
+    request: pytest.FixtureRequest, _k3s_pool: Pool, _k3s_version: str | None
+) -> K3sCluster:
     """The k3s cluster for this test (``pytest_k3s.K3sCluster``).
 
     Its topology and image come from the nearest ``@pytest.mark.k3s`` marker
@@ -404,23 +543,27 @@ def k3s_cluster(request: pytest.FixtureRequest, _k3s_pool: Pool) -> K3sCluster:
     spec = request.node.stash.get(SPEC_KEY, None)
     if spec is None:
         spec = request.config.stash[SETTINGS_KEY].spec
+    spec = _versioned(request.config, spec, _k3s_version)
     return _skip_unsuitable(_k3s_pool.acquire, spec)
 
 
 @pytest.fixture(scope="session")
-def k3s_session_cluster(pytestconfig: pytest.Config, _k3s_pool: Pool) -> K3sCluster:
+def k3s_session_cluster(
+    pytestconfig: pytest.Config, _k3s_pool: Pool, _k3s_version: str | None
+) -> K3sCluster:
     """The run's default cluster (session scope), from the ``--k3s-*`` settings.
 
     It is the same cluster that ``k3s_cluster`` gives unmarked tests, and
     its handle is shared too. Use it in your own session- or module-scoped
     fixtures.
     """
-    return _skip_unsuitable(_k3s_pool.acquire, pytestconfig.stash[SETTINGS_KEY].spec)
+    spec = _versioned(pytestconfig, pytestconfig.stash[SETTINGS_KEY].spec, _k3s_version)
+    return _skip_unsuitable(_k3s_pool.acquire, spec)
 
 
 @pytest.fixture(scope="module")
 def k3s_module_cluster(
-    request: pytest.FixtureRequest, _k3s_pool: Pool
+    request: pytest.FixtureRequest, _k3s_pool: Pool, _k3s_version: str | None
 ) -> Iterator[K3sCluster]:
     """A cluster of this module's own (module scope), removed when the module ends.
 
@@ -432,9 +575,11 @@ def k3s_module_cluster(
     nodes or otherwise change the cluster.
     """
     base = request.config.stash[SETTINGS_KEY].spec
+    markers = list(request.node.iter_markers(MARKER))
     spec = spec_for_markers(
-        base, request.node.iter_markers(MARKER), request.node.nodeid
+        base, markers, request.node.nodeid, _image_of(request.config, markers)
     )
+    spec = _versioned(request.config, spec, _k3s_version)
     cluster = _skip_unsuitable(_k3s_pool.start_private, spec)
     yield cluster
     mode = request.config.stash[RUN_KEY].keep_mode

@@ -31,9 +31,11 @@ from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import DEFAULT_LOAD_BALANCER_IMAGE
 from pytest_k3s.spec import DEFAULT_REUSE_FOR
+from pytest_k3s.spec import K3S_REPOSITORY
 from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
+from pytest_k3s.spec import is_partial_version
 
 
 #: Where failure bundles go in CI runs (``CI=true``), unless told otherwise:
@@ -135,11 +137,31 @@ def _address(text: str) -> str:
 
 
 def _version(text: str) -> str:
-    try:
-        image_for_version(text)
-    except SpecError as exc:
-        raise ValueError(str(exc)) from None
-    return text
+    """A full k3s version, a release line (``v1.33``), ``stable`` or ``latest``."""
+    if not is_partial_version(text):
+        try:
+            image_for_version(text)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+    return text.strip()
+
+
+def _versions(text: str) -> tuple[str, ...]:
+    """``--k3s-versions``: versions, comma-separated, each as ``--k3s-version``."""
+    versions = tuple(dict.fromkeys(_version(v) for v in text.split(",") if v.strip()))
+    if not versions:
+        raise ValueError("give one or more k3s versions, comma-separated")
+    return versions
+
+
+def _repository(text: str) -> str:
+    repository = text.strip()
+    if not repository or ":" in repository.rpartition("/")[2] or " " in repository:
+        raise ValueError(
+            f"{text!r} is not an image repository (no tag: e.g. "
+            "registry.example.com/rancher/k3s)"
+        )
+    return repository
 
 
 @dataclass(frozen=True)
@@ -177,9 +199,25 @@ KNOBS = (
     Knob("image", f"Node image (default {DEFAULT_IMAGE})", str, "IMAGE"),
     Knob(
         "version",
-        "k3s version, shorthand for the rancher/k3s image",
+        "k3s version, shorthand for the image of --k3s-repository: full "
+        "(v1.35.5+k3s1), a release line (v1.33: its newest patch) or a "
+        "channel (stable, latest)",
         _version,
         "VERSION",
+    ),
+    Knob(
+        "versions",
+        "Run every test that uses a cluster once per k3s version "
+        "(comma-separated, each as --k3s-version), e.g. v1.33,v1.34,latest",
+        _versions,
+        "LIST",
+    ),
+    Knob(
+        "repository",
+        f"Where a k3s version's image is (default {K3S_REPOSITORY}): a "
+        "registry's mirror of it",
+        _repository,
+        "REPOSITORY",
     ),
     Knob("servers", "Server nodes of the default cluster (default 1)", _count(1), "N"),
     Knob("agents", "Agent nodes of the default cluster (default 0)", _count(0), "N"),
@@ -324,6 +362,10 @@ class Settings:
     context: str | None = None
     #: Where failing tests' bundles go (--k3s-artifacts), or None.
     artifacts: Path | None = None
+    #: The version matrix as given (--k3s-versions), before resolution.
+    versions: tuple[str, ...] = ()
+    #: Where versions find their images (--k3s-repository).
+    repository: str = K3S_REPOSITORY
 
     @classmethod
     def from_config(
@@ -392,6 +434,18 @@ class Settings:
             raise pytest.UsageError(
                 "--k3s-context chooses a context of --k3s-kubeconfig; give that too"
             )
+        versions = values.pop("versions", ())
+        repository = values.pop("repository", K3S_REPOSITORY)
+        if versions and existing is not None:
+            raise pytest.UsageError(
+                "--k3s-versions starts a cluster per k3s version, but "
+                "--k3s-kubeconfig runs the tests on one existing cluster, which "
+                "runs one version: drop one of them"
+            )
+        version = values.get("version")
+        if version is not None and not is_partial_version(version):
+            # A partial one stays in the spec until the run resolves it.
+            values["image"] = image_for_version(values.pop("version"), repository)
         try:
             spec = ClusterSpec(**values)
         except SpecError as exc:
@@ -406,6 +460,8 @@ class Settings:
             kubeconfig=Path(existing).expanduser() if existing else None,
             context=context,
             artifacts=artifacts,
+            versions=versions,
+            repository=repository,
         )
 
     def header(self, server: str | None = None) -> str:

@@ -84,35 +84,56 @@ INCIDENTAL_FIELDS = (
 )
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
+#: A release line: ``v1.33`` or ``1.33``.
+_MINOR = re.compile(r"^v?(\d+)\.(\d+)$")
+#: k3s's channels that name a release: the newest stable and newest overall.
+CHANNELS = ("stable", "latest")
 _PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
-def image_for_version(version: str) -> str:
-    """Map a k3s version (``v1.31.4+k3s1``, ``1.31.4``, ``v1.31.4-k3s2``) to its image.
+def parse_version(text: str) -> tuple[int, int, int, int] | None:
+    """``v1.31.4+k3s2`` (``1.31.4``, ``v1.31.4-k3s2``) as numbers; None if not one."""
+    match = _VERSION.match(text.strip())
+    if match is None:
+        return None
+    major, minor, patch, k3s = match.groups()
+    return int(major), int(minor), int(patch), int((k3s or "k3s1")[3:])
+
+
+def is_partial_version(text: str) -> bool:
+    """Whether ``text`` names a release line or channel (``v1.33``, ``stable``).
+
+    Such a version is resolved to a full one before a cluster starts
+    (:mod:`pytest_k3s.lifecycle.versions`).
+    """
+    return bool(_MINOR.match(text.strip())) or text.strip() in CHANNELS
+
+
+def image_for_version(version: str, repository: str = K3S_REPOSITORY) -> str:
+    """Map a full k3s version (``v1.31.4+k3s1``, ``1.31.4``) to its image.
 
     Docker tags cannot hold ``+``, so ``rancher/k3s`` tags use ``-`` instead.
+    ``repository`` is where the image is (a registry's mirror of rancher/k3s).
     """
-    match = _VERSION.match(version.strip())
-    if match is None:
+    numbers = parse_version(version)
+    if numbers is None:
         raise SpecError(
             f"version {version!r} is not a k3s version; give one like "
-            f"{DEFAULT_VERSION!r} (major.minor.patch, optionally +k3sN)"
+            f"{DEFAULT_VERSION!r} (major.minor.patch, optionally +k3sN), a "
+            "release line such as 'v1.33', or 'stable' or 'latest'"
         )
-    major, minor, patch, k3s = match.groups()
-    return f"{K3S_REPOSITORY}:v{major}.{minor}.{patch}-{k3s or 'k3s1'}"
+    major, minor, patch, k3s = numbers
+    return f"{repository}:v{major}.{minor}.{patch}-k3s{k3s}"
 
 
 def version_of_image(image: str) -> str | None:
-    """Return the k3s version a ``rancher/k3s`` image runs, or None if unknown."""
-    repository, _, tag = image.rpartition(":")
-    if repository.removeprefix("docker.io/") != K3S_REPOSITORY:
+    """Return the k3s version an image's tag names (``v1.31.4-k3s1``), or None."""
+    numbers = parse_version(image.rpartition(":")[2])
+    if numbers is None or "/" in image.rpartition(":")[2]:
         return None
-    match = _VERSION.match(tag)
-    if match is None:
-        return None
-    major, minor, patch, k3s = match.groups()
-    return f"v{major}.{minor}.{patch}+{k3s or 'k3s1'}"
+    major, minor, patch, k3s = numbers
+    return f"v{major}.{minor}.{patch}+k3s{k3s}"
 
 
 @dataclass(frozen=True)
@@ -193,7 +214,10 @@ class ClusterSpec:
     :param image: the node image; defaults to a pinned ``rancher/k3s`` tag
     :param version: shorthand for ``image``: a k3s version such as
         ``v1.31.4+k3s1``; it sets ``image`` and is then cleared (read the
-        version back with :attr:`k3s_version`)
+        version back with :attr:`k3s_version`). A release line (``v1.33``)
+        or channel (``stable``, ``latest``) stays here until the cluster
+        starts, which resolves it to the newest such release
+        (:mod:`pytest_k3s.lifecycle.versions`)
     :param server_args: extra ``k3s server`` arguments, e.g. ``("--disable=traefik",)``
     :param agent_args: extra ``k3s agent`` arguments
     :param server_env: extra ``KEY=VALUE`` environment entries for servers
@@ -264,7 +288,15 @@ class ClusterSpec:
         if self.agents < 0:
             raise SpecError(f"agents must be 0 or more, not {self.agents}")
 
-        if self.version is not None:
+        if self.version is not None and is_partial_version(self.version):
+            if self.image != DEFAULT_IMAGE:
+                raise SpecError(
+                    f"give image or version, not both (image={self.image!r}, "
+                    f"version={self.version!r})"
+                )
+            # Kept: K3sCluster.start resolves it (that needs the network).
+            put("version", self.version.strip())
+        elif self.version is not None:
             from_version = image_for_version(self.version)
             if self.image not in (DEFAULT_IMAGE, from_version):
                 raise SpecError(
@@ -351,7 +383,7 @@ class ClusterSpec:
 
     @property
     def k3s_version(self) -> str | None:
-        """The k3s version the image runs, when it is a ``rancher/k3s`` tag."""
+        """The k3s version the image's tag names (as ``rancher/k3s`` tags do)."""
         return version_of_image(self.image)
 
     @property
@@ -383,7 +415,8 @@ class ClusterSpec:
 
     def describe(self) -> str:
         """One line for humans: topology and image."""
-        return f"{self.servers} server(s) + {self.agents} agent(s), {self.image}"
+        image = f"k3s {self.version}" if self.version else self.image
+        return f"{self.servers} server(s) + {self.agents} agent(s), {image}"
 
 
 def disabled_components(args: Iterable[str]) -> frozenset[str]:

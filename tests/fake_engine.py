@@ -139,6 +139,11 @@ class FakeEngine:
     def has_image(self, image: str) -> bool:
         return image in self.images
 
+    def image_tags(self, repository: str) -> list[str]:
+        return [
+            i.rpartition(":")[2] for i in self.images if i.startswith(f"{repository}:")
+        ]
+
     def pull_image(self, image: str) -> None:
         self.calls.append(f"pull {image}")
         self.images.add(image)

@@ -82,7 +82,15 @@ def test_keep_from_env_and_flag(
         (["--k3s-privileged=maybe"], {}, "--k3s-privileged: 'maybe' is not one of"),
         ([], {"PYTEST_K3S_AGENTS": "x"}, "PYTEST_K3S_AGENTS=x: 'x' is not a whole"),
         ([], {"PYTEST_K3S_KEEP": "perhaps"}, "PYTEST_K3S_KEEP=perhaps: 'perhaps'"),
-        (["--k3s-version=1.31"], {}, "--k3s-version: version '1.31' is not"),
+        (["--k3s-version=1.31.x"], {}, "--k3s-version: version '1.31.x' is not"),
+        ([], {"PYTEST_K3S_VERSIONS": ","}, "PYTEST_K3S_VERSIONS=,: give one or more"),
+        (["--k3s-versions=v1.33,next"], {}, "--k3s-versions: version 'next' is not"),
+        (["--k3s-repository=a/b:c"], {}, "--k3s-repository: 'a/b:c' is not an image"),
+        (
+            ["--k3s-versions=v1.33.1", "--k3s-kubeconfig=k"],
+            {},
+            "--k3s-versions starts a cluster per k3s version, but --k3s-kubeconfig",
+        ),
         (
             ["--k3s-version=v1.31.4", "--k3s-image=x/y:z"],
             {},

@@ -37,6 +37,18 @@ class DockerImages:
             return False
         return True
 
+    def image_tags(self, repository: str) -> list[str]:
+        """The tags of ``repository`` present on the engine (no pull)."""
+        found: list[str] = []
+        for entry in self.api.images(name=repository):
+            for reference in entry.get("RepoTags") or ():
+                name, _, tag = reference.rpartition(":")
+                if name.removeprefix("docker.io/") == repository.removeprefix(
+                    "docker.io/"
+                ):
+                    found.append(tag)
+        return found
+
     def pull_image(self, image: str) -> None:
         """Pull ``image``; raise ImageUnavailableError saying how else to get it."""
         try:

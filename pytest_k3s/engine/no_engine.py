@@ -71,6 +71,10 @@ class NoEngine:
         """Refused: no engine holds images."""
         self._refuse("an image store")
 
+    def image_tags(self, repository: str) -> list[str]:
+        """Refused: no engine holds images."""
+        self._refuse("an image store")
+
     def pull_image(self, image: str) -> None:
         """Refused: no engine pulls images."""
         self._refuse("pulling images")

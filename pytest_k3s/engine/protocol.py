@@ -81,6 +81,9 @@ class Engine(Protocol):
     def pull_image(self, image: str) -> None:
         """Pull ``image``, or raise ImageUnavailableError saying how to get it."""
 
+    def image_tags(self, repository: str) -> list[str]:
+        """The tags of ``repository`` present on the engine (no pull)."""
+
     def save_image(self, image: str, destination: IO[bytes]) -> None:
         """Write ``docker save image`` to ``destination``, under that reference."""
 
