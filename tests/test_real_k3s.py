@@ -110,3 +110,35 @@ def test_a_node_stopped_and_started_is_ready_again(real_cluster: K3sCluster) -> 
     real_cluster.stop_node(agent)
     real_cluster.start_node(agent, timeout=180)
     real_cluster.wait_for("node", agent, condition="Ready")
+
+
+#: The real matrix: a release line the channel server resolves, and the
+#: pinned default.
+REAL_VERSIONS = ("v1.34", "v1.35.5+k3s1")
+
+
+def test_a_matrix_over_two_real_versions(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_versions="""
+        from kubernetes.client import CoreV1Api, VersionApi
+
+        def test_version(request, k3s_cluster):
+            wanted = request.node.callspec.id.removeprefix("k3s-")
+            assert VersionApi(k3s_cluster.api_client).get_code().git_version == wanted
+            nodes = CoreV1Api(k3s_cluster.api_client).list_node().items
+            assert {n.status.node_info.kubelet_version for n in nodes} == {wanted}
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:randomly",
+        "-n",
+        "2",
+        "-v",
+        f"--k3s-versions={','.join(REAL_VERSIONS)}",
+        "--k3s-image=rancher/k3s:v1.35.5-k3s1",
+        "--k3s-timeout=360",
+        timeout=900,
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["k3s versions (2, *): v1.34 → v1.34.* (k3s channel*"])
