@@ -1,8 +1,9 @@
 """The handle on a running cluster: :class:`K3sCluster`.
 
 A handle gives access to the cluster (its kubeconfig, an API client, kubectl,
-node logs, published ports), loads images into its nodes, stops and starts
-them, and removes the cluster when the handle that started it is stopped.
+node logs, published ports, its network and a kubeconfig for containers on
+it), loads images into its nodes, stops and starts them, and removes the
+cluster when the handle that started it is stopped.
 What happens to a cluster lives in :mod:`pytest_k3s.lifecycle` (start,
 readiness, node operations, removal); the handle holds the engine it runs on
 (:class:`~pytest_k3s.engine.protocol.Engine`) and passes it down.
@@ -25,6 +26,7 @@ from kubernetes.client import ApiClient
 from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.engine.no_engine import NoEngine
+from pytest_k3s.engine.node_container import API_PORT
 from pytest_k3s.engine.node_container import Node
 from pytest_k3s.engine.node_container import Role
 from pytest_k3s.engine.node_container import node_order
@@ -34,6 +36,7 @@ from pytest_k3s.engine.protocol import node_containers
 from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import ClusterCommandError
 from pytest_k3s.errors import K3sError
+from pytest_k3s.errors import NoEngineError
 from pytest_k3s.kube import client as kube
 from pytest_k3s.kube import diagnostics
 from pytest_k3s.kube import kubeconfig
@@ -41,6 +44,7 @@ from pytest_k3s.kube import objects
 from pytest_k3s.kube import streams
 from pytest_k3s.kube.objects import Manifests
 from pytest_k3s.lifecycle import node_operations
+from pytest_k3s.lifecycle.load_balancer import api_endpoint
 from pytest_k3s.lifecycle.load_balancer import balancer_name
 from pytest_k3s.lifecycle.load_image import load_image
 from pytest_k3s.lifecycle.readiness import Timings
@@ -63,7 +67,7 @@ class K3sCluster:
     context manager that stops the cluster on exit.
 
     :ivar name: the cluster name; containers are ``<name>-server-N`` and
-        ``<name>-agent-N``, the network is ``<name>``
+        ``<name>-agent-N``, the network is ``<name>`` (:attr:`network`)
     :ivar spec: the spec the cluster was started from
     :ivar kubeconfig_path: a kubeconfig of this cluster only (mode 0600)
     :ivar nodes: the cluster's nodes, servers first
@@ -237,7 +241,8 @@ class K3sCluster:
         Nothing talks to Docker: :attr:`api_client`, :meth:`kubectl` and
         :attr:`kubeconfig_path` (a private copy holding only that context,
         relative file paths made absolute) work; :meth:`logs`,
-        :meth:`load_image`, :meth:`host_port` and the node operations raise
+        :meth:`load_image`, :meth:`host_port`, :attr:`network`,
+        :meth:`internal_kubeconfig` and the node operations raise
         :class:`~pytest_k3s.errors.NoEngineError` saying so. :meth:`stop`
         leaves the cluster running.
 
@@ -330,6 +335,7 @@ class K3sCluster:
                 shutil.rmtree(self._private_dir, ignore_errors=True)
             elif remove:
                 self.kubeconfig_path.unlink(missing_ok=True)
+                kubeconfig.internal_path(self.kubeconfig_path).unlink(missing_ok=True)
             if self._owns_engine:
                 self._engine.close()
 
@@ -443,6 +449,47 @@ class K3sCluster:
         """The API server URL the kubeconfig points at."""
         config = kubeconfig.parse(self.kubeconfig_path.read_bytes())
         return str(config["clusters"][0]["cluster"]["server"])
+
+    @property
+    def network(self) -> str:
+        """The name of the cluster's Docker network, for containers beside it.
+
+        A container started on it reaches the API with
+        :meth:`internal_kubeconfig`, and NodePorts at the nodes' names.
+
+        :raises NoEngineError: the cluster is an existing one (no Docker)
+        """
+        self._need_docker("network to start containers on")
+        return self.name
+
+    def internal_kubeconfig(self) -> Path:
+        """A kubeconfig for containers on :attr:`network`; return its path.
+
+        Its server is ``https://<endpoint>:6443``, where the endpoint is the
+        load balancer's container name where there is one, else server-0's:
+        the API as the cluster's network reaches it, named in the servers'
+        certificate. The file (mode 0600) is written next to
+        :attr:`kubeconfig_path` on first call (later calls rewrite it only
+        if the kubeconfig changed), and removed with the cluster, as the
+        kubeconfig is.
+
+        :raises NoEngineError: the cluster is an existing one (no Docker)
+        """
+        self._need_docker("internal kubeconfig")
+        endpoint = api_endpoint(self.name, balanced=self._balancer is not None)
+        return kubeconfig.write_internal(
+            self.kubeconfig_path,
+            server=kubeconfig.server_url(endpoint, API_PORT),
+            name=self.name,
+        )
+
+    def _need_docker(self, what: str) -> None:
+        if not self.in_docker:
+            raise NoEngineError(
+                f"cluster {self.name} is an existing cluster (--k3s-kubeconfig / "
+                "K3sCluster.existing) and has no Docker network, so it has no "
+                f"{what}; reach it through kubeconfig_path"
+            )
 
     @property
     def servers(self) -> tuple[Node, ...]:

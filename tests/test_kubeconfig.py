@@ -216,3 +216,40 @@ def test_an_unusable_context_is_refused_saying_why(
         path.write_text(text)
     with pytest.raises(K3sError, match=message):
         kubeconfig.read_context(path, context)
+
+
+def test_the_internal_kubeconfig_sits_next_to_the_cluster_s_own(tmp_path: Path) -> None:
+    own = kubeconfig.write(
+        kubeconfig.rewrite(
+            kubeconfig.parse(K3S_KUBECONFIG), server="https://127.0.0.1:1", name="k"
+        ),
+        tmp_path / "k3s-ab12.kubeconfig.yaml",
+    )
+    internal = kubeconfig.write_internal(
+        own, server="https://k3s-ab12-server-0:6443", name="k3s-ab12"
+    )
+    assert internal == tmp_path / "k3s-ab12.internal-kubeconfig.yaml"
+    assert internal == kubeconfig.internal_path(own)
+    assert not internal.match("*.kubeconfig.yaml"), "never taken for a cluster's own"
+    assert stat.S_IMODE(internal.stat().st_mode) == 0o600
+    config = kubeconfig.parse(internal.read_bytes())
+    assert config["clusters"][0]["cluster"] == {
+        "server": "https://k3s-ab12-server-0:6443",
+        "certificate-authority-data": "Q0E=",
+    }
+    assert config["users"][0]["user"]["client-key-data"] == "S0VZ"
+    assert config["current-context"] == "k3s-ab12"
+    before = internal.stat().st_ino
+    kubeconfig.write_internal(
+        own, server="https://k3s-ab12-server-0:6443", name="k3s-ab12"
+    )
+    assert internal.stat().st_ino == before, "unchanged: not rewritten (mounted)"
+    kubeconfig.write_internal(own, server="https://k3s-ab12-serverlb:6443", name="k")
+    assert "k3s-ab12-serverlb" in internal.read_text()
+
+
+def test_an_internal_kubeconfig_needs_the_cluster_s_own(tmp_path: Path) -> None:
+    with pytest.raises(K3sError, match=r"cannot read the kubeconfig .*gone"):
+        kubeconfig.write_internal(
+            tmp_path / "gone.kubeconfig.yaml", server="https://x:6443", name="x"
+        )

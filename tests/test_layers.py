@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("lifecycle",),
     ("cluster",),
     ("run",),
-    ("settings", "marker"),
-    ("plugin", "__main__"),
+    ("settings", "marker", "matrix"),
+    ("plugin", "__main__", "cli"),
 ]
 #: Where function-local imports of our own modules are the point.
 LAZY_ENTRIES = {"pytest_k3s.plugin", "pytest_k3s"}

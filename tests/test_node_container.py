@@ -15,6 +15,7 @@ from pytest_k3s.engine.node_container import NodeContainer
 from pytest_k3s.engine.node_container import Role
 from pytest_k3s.engine.node_container import node_container
 from pytest_k3s.engine.node_container import node_order
+from pytest_k3s.lifecycle.load_balancer import api_endpoint
 from pytest_k3s.lifecycle.readiness import start_timeout
 
 
@@ -51,6 +52,8 @@ def test_server_zero_of_one_server() -> None:
         "server",
         "--tls-san",
         "10.0.0.9",
+        "--tls-san",
+        "k3s-test-server-0",
         *KUBELET_ARGS,
         "--disable=traefik,metrics-server",
     ]
@@ -74,6 +77,42 @@ def test_ha_init_server_and_joining_servers() -> None:
     assert joiner.name == "k3s-test-server-2"
     assert joiner.ports == ()
     assert init.restart_retries == joiner.restart_retries == HA_RESTART_RETRIES
+
+
+def test_every_server_names_the_in_network_api_endpoint_in_its_certificate() -> None:
+    # Internal kubeconfigs name it, whether or not the tests reach the API
+    # through the network: it must be a SAN in every mode.
+    spec = ClusterSpec(servers=3, load_balancer=False)
+    for index in range(3):
+        command = " ".join(node(spec, "server", index).command)
+        assert "--tls-san 10.0.0.9 --tls-san k3s-test-server-0 " in command
+        assert api_endpoint("k3s-test", balanced=False) in command
+    balanced = node_container(
+        ClusterSpec(servers=3),
+        "server",
+        1,
+        cluster="k3s-test",
+        token="s3cret",
+        api_host="127.0.0.1",
+        api_bind="127.0.0.1",
+        labels={},
+        balancer=("k3s-test-serverlb", "172.30.1.2"),
+    )
+    command = " ".join(balanced.command)
+    assert "--tls-san k3s-test-serverlb --tls-san 172.30.1.2 " in command
+    assert api_endpoint("k3s-test", balanced=True) == "k3s-test-serverlb"
+    assert list(node(ClusterSpec(), "server").command).count("--tls-san") == 2
+    same = node_container(
+        ClusterSpec(),
+        "server",
+        0,
+        cluster="k3s-test",
+        token="s3cret",
+        api_host="k3s-test-server-0",  # the tests run in one of the containers
+        api_bind="127.0.0.1",
+        labels={},
+    )
+    assert list(same.command).count("--tls-san") == 1, "each SAN once"
 
 
 def test_agents_join_server_zero_and_never_publish() -> None:

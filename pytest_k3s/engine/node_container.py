@@ -117,11 +117,15 @@ def node_container(
       :data:`KUBECONFIG_OUTPUT`; every node but server-0 joins it through
       ``K3S_URL`` (as k3d does; k3s maps it to ``--server``).
     - Servers get ``--tls-san <api_host>`` so the published API's address is
-      in the certificate; server-0 of an HA cluster gets ``--cluster-init``.
+      in the certificate, and ``--tls-san <cluster>-server-0`` (the in-network
+      API address without a load balancer, which internal kubeconfigs name:
+      in the certificate whatever mode the tests reach the API in); server-0
+      of an HA cluster gets ``--cluster-init``.
     - With a load balancer (``balancer``: its name and fixed address), servers
-      get its name and address as SANs too, joining nodes join through it,
-      and it publishes the API and the TCP ports instead of server-0 (which
-      publishes only UDP ports: HAProxy forwards no UDP).
+      get its name and address as SANs instead of server-0's name, joining
+      nodes join through it, and it publishes the API and the TCP ports
+      instead of server-0 (which publishes only UDP ports: HAProxy forwards
+      no UDP).
     - ``address`` is the node's fixed address on the cluster network.
     - The test kubelet arguments come first, the user's arguments after them
       (so the user's win), and the user's environment entries last.
@@ -137,6 +141,8 @@ def node_container(
     sans = [api_host]
     if balancer is not None:
         sans += [part for part in balancer if part]
+    else:
+        sans.append(node_name(cluster, "server", 0))
     if role == "server":
         command = ["server"]
         for san in dict.fromkeys(sans):

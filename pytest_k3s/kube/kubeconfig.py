@@ -4,7 +4,9 @@ k3s writes a kubeconfig whose server is ``https://127.0.0.1:6443`` as seen
 from inside the node, with entries named ``default`` (older k3s) or after the
 node. Tests need the address of the published port instead, names that say
 which cluster they belong to (so two clusters' files can be merged), and
-nothing but the CA and client certificate that k3s issued.
+nothing but the CA and client certificate that k3s issued. Containers on the
+cluster's network get a copy that names the in-network API address instead
+(:func:`write_internal`).
 
 An existing cluster (``--k3s-kubeconfig``) is used through one context of
 the user's kubeconfig, copied into a private file holding only it
@@ -132,6 +134,40 @@ def write(config: Kubeconfig, path: Path) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def internal_path(path: Path) -> Path:
+    """Where the internal kubeconfig of the kubeconfig ``path`` goes: next to it.
+
+    ``<dir>/<name>.kubeconfig.yaml`` has ``<dir>/<name>.internal-kubeconfig.yaml``
+    (a name no ``*.kubeconfig.yaml`` pattern matches, so nothing takes it for
+    a cluster's own kubeconfig).
+    """
+    stem = path.name.removesuffix(".kubeconfig.yaml")
+    return path.with_name(f"{stem}.internal-kubeconfig.yaml")
+
+
+def write_internal(path: Path, *, server: str, name: str) -> Path:
+    """Write the kubeconfig ``path`` with ``server`` as its API URL; return its path.
+
+    It goes to :func:`internal_path` (mode 0600), and is rewritten only if
+    what it holds differs: a container may have it mounted.
+
+    :raises K3sError: ``path`` cannot be read or is not the kubeconfig of a
+        cluster pytest-k3s started
+    """
+    try:
+        config = parse(path.read_bytes())
+    except OSError as exc:
+        raise K3sError(f"cannot read the kubeconfig {path}: {exc}") from exc
+    wanted = rewrite(config, server=server, name=name)
+    target = internal_path(path)
+    try:
+        if parse(target.read_bytes()) == wanted:
+            return target
+    except (OSError, K3sError):
+        pass  # missing or damaged: written below
+    return write(wanted, target)
 
 
 #: Kubeconfig fields naming files, resolved against the kubeconfig's folder

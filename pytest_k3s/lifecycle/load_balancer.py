@@ -13,8 +13,9 @@ on the cluster network, with the first fixed address, that
 - forwards the spec's TCP ``ports`` to every node (k3d's
   ``-p 8080:80@loadbalancer``), checked by a TCP connect, so a NodePort
   keeps answering when the node that served it stops;
-- is what the kubeconfig, the in-container URL, the servers' ``--tls-san``
-  and the joining nodes' ``K3S_URL`` name.
+- is what the kubeconfig, the in-container URL, the internal kubeconfig
+  (for containers on the cluster network), the servers' ``--tls-san`` and
+  the joining nodes' ``K3S_URL`` name.
 
 The image contract is the official ``haproxy`` image's: arguments that start
 with ``-`` are passed to ``haproxy -W -db`` (master-worker mode, in the
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from pytest_k3s import labels
 from pytest_k3s.engine.node_container import API_PORT
 from pytest_k3s.engine.node_container import NodeContainer
+from pytest_k3s.engine.node_container import node_name
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import node_containers
 from pytest_k3s.errors import ClusterStartError
@@ -64,6 +66,17 @@ defaults
 def balancer_name(cluster: str) -> str:
     """The load balancer's container name (and host name on the network)."""
     return f"{cluster}-serverlb"
+
+
+def api_endpoint(cluster: str, *, balanced: bool) -> str:
+    """The container that serves ``cluster``'s API on the cluster network.
+
+    That is the load balancer where there is one, else server-0: what the
+    kubeconfig names from inside the network (our own container's, or a
+    neighbour's: :meth:`pytest_k3s.K3sCluster.internal_kubeconfig`), and
+    what every server's serving certificate names.
+    """
+    return balancer_name(cluster) if balanced else node_name(cluster, "server", 0)
 
 
 def forwarded(spec: ClusterSpec) -> tuple[PortMapping, ...]:

@@ -17,6 +17,7 @@ kubeconfig goes, whose run it belongs to) travels as one
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -43,9 +45,11 @@ from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import ClusterStartError
 from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
+from pytest_k3s.errors import SpecError
 from pytest_k3s.kube import kubeconfig
 from pytest_k3s.lifecycle import image_cache
 from pytest_k3s.lifecycle import load_balancer
+from pytest_k3s.lifecycle import versions
 from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
 from pytest_k3s.lifecycle.readiness import READY_LOG
 from pytest_k3s.lifecycle.readiness import Readiness
@@ -55,6 +59,7 @@ from pytest_k3s.lifecycle.seeding import forget_seed
 from pytest_k3s.lifecycle.seeding import seed_archive
 from pytest_k3s.owner import Owner
 from pytest_k3s.spec import ClusterSpec
+from pytest_k3s.spec import image_for_version
 
 
 Progress = Callable[[str], None]
@@ -69,7 +74,8 @@ KUBECONFIG_WAIT = 15.0
 class StartOptions:
     """Everything about a start that is not the cluster itself (that is the spec).
 
-    :param name: the cluster name (default: a fresh random one)
+    :param name: the cluster name (default: a fresh random one); it must
+        pass :func:`check_cluster_name`
     :param kubeconfig_dir: where to write the kubeconfig (default: a new
         private temporary directory, removed with the cluster)
     :param state_dir: a test run's state directory to write the kubeconfig
@@ -93,6 +99,10 @@ class StartOptions:
     reusable: bool = False
     progress: Progress | None = None
 
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_cluster_name(self.name)
+
 
 @dataclass(frozen=True)
 class Started:
@@ -115,6 +125,37 @@ def new_cluster_name() -> str:
     return f"k3s-{secrets.token_hex(4)}"
 
 
+#: The longest cluster name: ``<name>-serverlb`` and ``<name>-agent-NN`` are
+#: host names (and Kubernetes node names), at most 63 characters.
+MAX_NAME_LENGTH = 50
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+
+
+def check_cluster_name(name: str) -> str:
+    """Return ``name`` if it can name a cluster, else raise SpecError saying why.
+
+    It becomes the network's name and the prefix of every container's name,
+    host name and Kubernetes node name (``<name>-server-0``), so it must be
+    valid as all of them: a DNS label (lower-case letters, digits and ``-``,
+    starting and ending with a letter or digit) short enough for the
+    suffixes, which is a valid Docker name too.
+    """
+    if not _NAME.match(name):
+        raise SpecError(
+            f"cluster name {name!r} is not valid: use lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit (it names the "
+            "cluster's network, containers and Kubernetes nodes, e.g. "
+            "<name>-server-0)"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(
+            f"cluster name {name!r} is {len(name)} characters long; give at most "
+            f"{MAX_NAME_LENGTH} (its node names, e.g. <name>-agent-10, are host "
+            "names of at most 63)"
+        )
+    return name
+
+
 def start_cluster(
     engine: Engine, spec: ClusterSpec, options: StartOptions | None = None
 ) -> Started:
@@ -123,7 +164,10 @@ def start_cluster(
     :raises ClusterStartError: a node crashed or the deadline passed (the
         error names the node and carries its last log lines)
     """
-    starter = _Starter(engine, spec, options or StartOptions())
+    options = options or StartOptions()
+    if spec.version is not None:  # a release line or channel: resolve it here
+        spec = resolve_spec(engine, spec, options.progress or (lambda line: None))
+    starter = _Starter(engine, spec, options)
     try:
         return starter.run()
     except BaseException:
@@ -131,6 +175,22 @@ def start_cluster(
         raise
     finally:
         forget_seed(starter.seed)
+
+
+def resolve_spec(
+    engine: Engine, spec: ClusterSpec, progress: Callable[[str], None]
+) -> ClusterSpec:
+    """``spec`` with its partial version (``v1.33``, ``stable``) made a full image.
+
+    :raises VersionUnresolvedError: neither the channel server nor the
+        engine's images know a release of it
+    """
+    if spec.version is None:
+        return spec
+    resolved = versions.Resolver(lambda: engine).resolve(spec.version)
+    if resolved.note:
+        progress(f"  {resolved.note}")
+    return replace(spec, version=None, image=image_for_version(resolved.version))
 
 
 class _Starter:
@@ -168,10 +228,8 @@ class _Starter:
         #: explicit api_host means the user knows better.
         self.via_network = via_network(engine, spec.api_host)
         #: The container the kubeconfig names: the load balancer, or server-0.
-        self.endpoint = (
-            load_balancer.balancer_name(name)
-            if spec.has_load_balancer
-            else node_name(name, "server", 0)
+        self.endpoint = load_balancer.api_endpoint(
+            name, balanced=spec.has_load_balancer
         )
         self.api_host = (
             spec.api_host

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pytest_k3s import labels
 from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.kube import kubeconfig
 from pytest_k3s.lifecycle.removal import remove_clusters
 from pytest_k3s.owner import owner_alive
 from pytest_k3s.run import reuse
@@ -179,7 +180,7 @@ def remove_named(engine: Engine, names: Sequence[str]) -> dict[str, str]:
 
 
 def remove_state(state_dir: str | None, name: str) -> None:
-    """Remove a swept cluster's kubeconfig, and its run's state dir once empty.
+    """Remove a swept cluster's kubeconfigs, and its run's state dir once empty.
 
     Only a directory that is ours is touched: named like a state directory,
     a real directory (no symlink), owned by this user.
@@ -197,6 +198,8 @@ def remove_state(state_dir: str | None, name: str) -> None:
         or found.st_uid != os.getuid()
     ):
         return
-    (path / f"{name}.kubeconfig.yaml").unlink(missing_ok=True)
+    own = path / f"{name}.kubeconfig.yaml"
+    own.unlink(missing_ok=True)
+    kubeconfig.internal_path(own).unlink(missing_ok=True)
     if not any(path.glob("*.kubeconfig.yaml")):
         shutil.rmtree(path, ignore_errors=True)

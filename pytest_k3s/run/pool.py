@@ -162,12 +162,8 @@ class DockerPool:
 
         def start(directory: Path) -> K3sCluster:
             self._sweep_once()
-            options = StartOptions(
-                kubeconfig_dir=directory,
-                run_id=f"reuse-{os.urandom(4).hex()}",  # no run's end removes it
-                owner=self.run.owner,
-                reusable=True,
-                progress=self.progress,
+            options = reuse.start_options(
+                directory, owner=self.run.owner, progress=self.progress
             )
             return K3sCluster.start_with(spec, options, engine=self.engine)
 

@@ -14,10 +14,14 @@ run, which starts a fresh one instead. Before a leased cluster is handed out
 it is checked: every node container running, ``/readyz`` answering, every
 node Ready; a cluster that fails is removed and replaced, with a line saying
 why. Namespaces left by ``k3s_namespace`` in earlier runs are deleted.
+
+``pytest-k3s up`` (:mod:`pytest_k3s.run.shell`) starts and leases reusable
+clusters the same way, outside a test run, and a run attaches to them.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +37,8 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
 from pytest_k3s.kube import kubeconfig
 from pytest_k3s.lifecycle.removal import remove_clusters
+from pytest_k3s.lifecycle.start import StartOptions
+from pytest_k3s.owner import Owner
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.userdirs import cache_home
 from pytest_k3s.userdirs import private_directory
@@ -85,8 +91,31 @@ def try_lease(name: str) -> BaseFileLock | None:
 def forget(name: str) -> None:
     """Remove what the reuse directory holds about a removed cluster."""
     folder = reuse_dir()
+    kubeconfig.internal_path(kubeconfig_of(name)).unlink(missing_ok=True)
     for suffix in (".kubeconfig.yaml", ".used", ".lock"):
         (folder / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def start_options(
+    directory: Path,
+    *,
+    name: str | None = None,
+    owner: Owner | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> StartOptions:
+    """How a reusable cluster starts: labelled reusable, with a run id of its own.
+
+    No run's end removes it then, and its kubeconfig goes to ``directory``
+    (the reuse directory :func:`acquire` hands ``start``).
+    """
+    return StartOptions(
+        name=name,
+        kubeconfig_dir=directory,
+        run_id=f"reuse-{os.urandom(4).hex()}",
+        owner=owner,
+        reusable=True,
+        progress=progress,
+    )
 
 
 @dataclass
@@ -104,15 +133,21 @@ def acquire(
     spec: ClusterSpec,
     start: Callable[[Path], K3sCluster],
     progress: Callable[[str], None],
+    *,
+    only: str | None = None,
 ) -> Reused:
     """Attach to a free, healthy reusable cluster of ``spec``, or start one.
 
     :param start: starts a new reusable cluster with its kubeconfig in the
         given directory
+    :param only: attach to the cluster of this name only (``start`` then
+        starts one under it)
     """
     began = time.monotonic()
     digest = spec.digest()
     for name in reusable_clusters(engine, digest):
+        if only is not None and name != only:
+            continue
         lease = try_lease(name)
         if lease is None:
             continue  # another run has it
@@ -136,6 +171,15 @@ def acquire(
             raise
         _mark_used(name)
         return Reused(cluster, lease, True, time.monotonic() - began)
+    return start_reusable(start)
+
+
+def start_reusable(start: Callable[[Path], K3sCluster]) -> Reused:
+    """Start a reusable cluster with ``start`` and lease it.
+
+    :param start: starts a new reusable cluster with its kubeconfig in the
+        given directory (the reuse directory)
+    """
     cluster = start(reuse_dir())
     lease = try_lease(cluster.name)
     if lease is None:  # nobody else knows its name yet
