@@ -210,3 +210,19 @@ def test_a_spec_keeps_a_partial_version_until_the_start() -> None:
     assert spec.version == "v1.33"
     assert "k3s v1.33" in spec.describe()
     assert ClusterSpec(version="v1.33.1").version is None
+
+
+def test_a_start_resolves_a_specs_partial_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_k3s.lifecycle.start import resolve_spec
+
+    monkeypatch.setenv("PYTEST_K3S_CHANNEL_URL", _unreachable())
+    engine = FakeEngine()
+    engine.images |= {"rancher/k3s:v1.33.2-k3s1", "rancher/k3s:v1.33.7-k3s1"}
+    said: list[str] = []
+    spec = resolve_spec(engine, ClusterSpec(version="1.33", agents=1), said.append)
+    assert spec.image == "rancher/k3s:v1.33.7-k3s1"
+    assert (spec.version, spec.agents) == (None, 1)
+    assert len(said) == 1
+    assert "newest matching rancher/k3s image" in said[0]
