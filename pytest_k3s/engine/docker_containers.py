@@ -58,15 +58,22 @@ class DockerContainers:
             since=cursor.since or None,
         )
         fresh: list[str] = []
+        repeated = 0  # lines stamped cursor.last met in this read
         for line in raw.decode("utf-8", "replace").splitlines():
             stamp, _, text = line.partition(" ")
             try:
                 moment = _timestamp(stamp)
             except ValueError:
                 continue
-            if moment <= cursor.last:
+            if moment < cursor.last:
                 continue
-            cursor.last = moment
+            if moment == cursor.last:
+                repeated += 1
+                if repeated <= cursor.at_last:
+                    continue  # taken by an earlier read
+                cursor.at_last += 1
+            else:
+                cursor.last, cursor.at_last, repeated = moment, 1, 1
             fresh.append(text)
         cursor.since = cursor.last[0]
         cursor.lines = (cursor.lines + fresh)[-cursor.keep :]

@@ -41,6 +41,10 @@ class LogCursor:
 
     since: int = 0
     last: tuple[int, int] = (0, 0)
+    #: How many lines stamped ``last`` were taken: Podman stamps to the
+    #: second, so many lines share a stamp, and a later read (from that
+    #: second on) must skip only those.
+    at_last: int = 0
     lines: list[str] = field(default_factory=list)
     keep: int = 200
 
