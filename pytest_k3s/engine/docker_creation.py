@@ -238,14 +238,16 @@ class DockerCreation:
                     host_policy.PRIVILEGE_REFUSED not in str(exc)
                 ):
                     self.remove_container(container_id)
+                    _raise_for_limits(exc, concrete.name)
                     raise
                 self.remove_container(container_id)
                 self._refused_privileged = True
                 container_id = self.create_node(concrete, privileged=False)
                 try:
                     self.api.start(container_id)
-                except docker.errors.APIError:
+                except docker.errors.APIError as again:
                     self.remove_container(container_id)
+                    _raise_for_limits(again, concrete.name)
                     raise
             return container_id
 
@@ -374,6 +376,29 @@ class DockerCreation:
                 else ""
             )
             raise K3sError(f"Docker could not start {name}: {message}{hint}") from exc
+
+
+def _raise_for_limits(exc: docker.errors.APIError, name: str) -> None:
+    """Explain an engine that cannot apply its own default resource limits.
+
+    Podman gives every container ``nofile`` and ``nproc`` limits from
+    ``containers.conf`` (``default_ulimits``; 1048576 open files by default);
+    where they exceed the host's hard limits and the runtime lacks
+    CAP_SYS_RESOURCE (sandboxed hosts, some CI runners), runc fails with
+    "error setting rlimit type 6/7: operation not permitted", whatever the
+    container asks.
+    """
+    message = explain(exc)
+    if "error setting rlimit" not in message:
+        return
+    raise K3sError(
+        f"the container engine could not start {name}: {message}. Its default "
+        "resource limits exceed this host's hard limits, which it may not raise "
+        "here. With Podman, set lower ones in /etc/containers/containers.conf "
+        '(e.g. [containers] default_ulimits = ["nofile=16384:16384", '
+        '"nproc=16384:16384"]; below `ulimit -Hn` and `ulimit -Hu`) and restart '
+        "`podman system service`"
+    ) from exc
 
 
 def _bindings(node: NodeContainer) -> dict[int | str, Any]:
