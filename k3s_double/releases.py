@@ -18,6 +18,12 @@ change (k3s backports fixes to the lines it still maintains), with its source.
 - :func:`honours_cache_file`: ``agent/images/.cache.json`` (import only
   archives whose size or mtime changed) since k3s#12237, in v1.33.1, v1.32.5,
   v1.31.9 and v1.30.13 (k3s#12268-12271, docs.k3s.io's air-gap page).
+- :func:`serves_watch_list`: kube-apiserver's ``WatchList`` feature gate
+  (``sendInitialEvents`` on watches), which k3s leaves at its default: alpha
+  and off from 1.27, beta and on in 1.32, off again in 1.33 ("the json and
+  proto streaming encoders appear to work better"), on from 1.34
+  (``k8s.io/apiserver/pkg/features/kube_features.go``). Releases before 1.27
+  know no ``sendInitialEvents`` at all; the double treats them as gate off.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ _FIRST_SKIP_MISSING_MINOR = 31
 #: First release of each minor line that honours ``.cache.json``.
 _CACHE_FILE = {30: 13, 31: 9, 32: 5, 33: 1}
 _FIRST_CACHE_FILE_MINOR = 34
+#: Minor releases whose kube-apiserver enables ``WatchList`` by default.
+_WATCH_LIST_MINORS = {32}
+_FIRST_WATCH_LIST_MINOR = 34
 
 
 def release(version: str) -> Release:
@@ -71,3 +80,11 @@ def imports_missing_platforms(version: str) -> bool:
 def honours_cache_file(version: str) -> bool:
     """Whether k3s reads and writes ``agent/images/.cache.json``."""
     return _since(version, _CACHE_FILE, _FIRST_CACHE_FILE_MINOR)
+
+
+def serves_watch_list(version: str) -> bool:
+    """Whether a release's API server streams initial events (``WatchList``)."""
+    major, minor, _ = release(version)
+    if major != 1:
+        return major > 1
+    return minor >= _FIRST_WATCH_LIST_MINOR or minor in _WATCH_LIST_MINORS

@@ -6,7 +6,10 @@ aggregated ``APIGroupDiscoveryList`` in one request), and asks ``get``
 results as a ``meta.k8s.io/v1`` Table so the server decides the columns.
 Both are derived from the kinds the API's :class:`~.served.ServedKinds`
 serves, so an Established CRD's resources appear in them; a custom
-resource's Table has the CRD's ``additionalPrinterColumns``.
+resource's Table has the CRD's ``additionalPrinterColumns``. The access
+reviews (:mod:`.authorization`), which nothing stores, are listed in
+``authorization.k8s.io/v1`` with their only verb, ``create``. The OpenAPI
+documents are :mod:`.openapi`'s.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import json
 import time
 from typing import Any
 
-from k3s_double.constants import K3S_VERSION
-
+from . import authorization
+from . import openapi
 from .crds import json_path
 from .kinds import Kind
 from .kinds import Obj
@@ -25,6 +28,7 @@ from .kinds import parse_time
 from .response import Response
 from .response import json_response
 from .served import ServedKinds
+from .watch import INITIAL_EVENTS_END
 
 
 VERBS = [
@@ -42,7 +46,7 @@ VERBS = [
 def document(registry: ServedKinds, path: str, accept: str) -> Response | None:
     """The discovery or OpenAPI document at ``path``, or None if it names none."""
     aggregated = _aggregated_version(accept)
-    groups = registry.groups()
+    groups = served_groups(registry)
     if path in ("/api", "/apis") and aggregated:
         body = aggregated_list(registry, aggregated, legacy=path == "/api")
         ctype = (
@@ -62,13 +66,21 @@ def document(registry: ServedKinds, path: str, accept: str) -> Response | None:
             return json_response(200, api_group(parts[1], groups[parts[1]]))
         if parts[2] in groups[parts[1]]:
             return json_response(200, resource_list(registry, parts[1], parts[2]))
-    if path == "/openapi/v3":
-        return json_response(200, openapi_root(groups))
-    if path.startswith("/openapi/v3/"):
-        found = openapi_document(registry, path[len("/openapi/v3/") :])
-        if found is not None:
-            return json_response(200, found)
-    return None
+    return openapi.document(registry, path)
+
+
+def served_groups(registry: ServedKinds) -> dict[str, list[str]]:
+    """Every served API group with its versions: stored kinds and the reviews."""
+    groups = registry.groups()
+    groups.setdefault(authorization.GROUP, [authorization.VERSION])
+    return groups
+
+
+def _reviews(group: str, version: str) -> list[tuple[str, str]]:
+    """The review resources (plural, kind) a group version serves, never stored."""
+    if (group, version) != (authorization.GROUP, authorization.VERSION):
+        return []
+    return list(authorization.RESOURCES)
 
 
 def _aggregated_version(accept: str) -> str:
@@ -156,6 +168,16 @@ def resource_list(registry: ServedKinds, group: str, version: str) -> Obj:
             if response["group"] != kind.group:
                 item["group"], item["version"] = response["group"], response["version"]
             resources.append(item)
+    for plural, kind_name in _reviews(group, version):
+        resources.append(
+            {
+                "name": plural,
+                "singularName": kind_name.lower(),
+                "namespaced": False,
+                "kind": kind_name,
+                "verbs": list(authorization.VERBS),
+            }
+        )
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -166,7 +188,7 @@ def resource_list(registry: ServedKinds, group: str, version: str) -> Obj:
 
 def aggregated_list(registry: ServedKinds, version: str, *, legacy: bool) -> Obj:
     """The ``APIGroupDiscoveryList`` of ``/api`` (legacy) or ``/apis``."""
-    groups = {"": ["v1"]} if legacy else registry.groups()
+    groups = {"": ["v1"]} if legacy else served_groups(registry)
     items = []
     for group, versions in groups.items():
         metadata: Obj = {"creationTimestamp": None}
@@ -198,6 +220,20 @@ def aggregated_list(registry: ServedKinds, version: str, *, legacy: bool) -> Obj
                 if subs:
                     entry["subresources"] = subs
                 resources.append(entry)
+            for plural, kind_name in _reviews(group, served):
+                resources.append(
+                    {
+                        "resource": plural,
+                        "responseKind": {
+                            "group": group,
+                            "version": served,
+                            "kind": kind_name,
+                        },
+                        "scope": "Cluster",
+                        "singularResource": kind_name.lower(),
+                        "verbs": list(authorization.VERBS),
+                    }
+                )
             listed.append(
                 {"version": served, "resources": resources, "freshness": "Current"}
             )
@@ -238,7 +274,7 @@ def _ready(obj: Obj) -> bool:
 def _columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
     """Return the (column, cell) pairs that kubectl shows for an object."""
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
-    name = ("Name", meta["name"])
+    name = ("Name", meta.get("name", ""))  # a BOOKMARK's object has no name
     created = ("Age", age(meta.get("creationTimestamp")))
     if kind.custom:
         return [name, *_custom_columns(kind, obj)] if kind.columns else [name, created]
@@ -333,7 +369,10 @@ def _custom_columns(kind: Kind, obj: Obj) -> list[tuple[str, Any]]:
 
 
 def _row_object(kind: Kind, obj: Obj, include: str) -> Obj | None:
-    if include == "None":
+    annotations = obj["metadata"].get("annotations") or {}
+    if include == "None" and INITIAL_EVENTS_END not in annotations:
+        # The end-of-initial-events bookmark keeps its metadata, as the
+        # handler keeps it, so that a client still sees the annotation.
         return None
     if include == "Object":
         return {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
@@ -382,72 +421,3 @@ def table(
 def _blank(kind: Kind) -> Obj:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"metadata": {"name": "", "creationTimestamp": stamp}}
-
-
-def _openapi_prefix(group: str, version: str) -> str:
-    return f"apis/{group}/{version}" if group else "api/v1"
-
-
-def openapi_root(groups: dict[str, list[str]]) -> Obj:
-    """The ``/openapi/v3`` index: one document per group version."""
-    prefixes = ["api/v1"] + [
-        _openapi_prefix(group, version)
-        for group, versions in groups.items()
-        for version in versions
-    ]
-    return {
-        "paths": {
-            prefix: {"serverRelativeURL": f"/openapi/v3/{prefix}?hash=double"}
-            for prefix in prefixes
-        }
-    }
-
-
-def openapi_document(registry: ServedKinds, prefix: str) -> Obj | None:
-    """A minimal OpenAPI v3 document for one group version.
-
-    It declares, per kind, the item path's PATCH operation with its
-    group-version-kind and the ``fieldValidation`` query parameter, which is
-    what kubectl looks for before it leaves validation to the server.  Schemas
-    are left out: kubectl then computes apply patches from its built-in types
-    (and, for custom resources, JSON merge patches).
-    """
-    served = [("", "v1")] + [
-        (group, version)
-        for group, versions in registry.groups().items()
-        for version in versions
-    ]
-    found = [gv for gv in served if _openapi_prefix(*gv) == prefix]
-    if not found:
-        return None
-    paths: Obj = {}
-    for kind in registry.in_group_version(*found[0]):
-        scope = "namespaces/{namespace}/" if kind.namespaced else ""
-        gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
-        paths[f"/{prefix}/{scope}{kind.plural}/{{name}}"] = {
-            "patch": {
-                "operationId": f"patch{kind.kind}",
-                "x-kubernetes-action": "patch",
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": [
-                    {
-                        "name": "fieldValidation",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "fieldManager",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                    },
-                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {"200": {"description": "OK"}},
-            }
-        }
-    return {
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": K3S_VERSION},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }

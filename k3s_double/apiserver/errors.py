@@ -57,11 +57,11 @@ def storage_error(message: str) -> ApiError:
     return ApiError(500, "", message)
 
 
-def _details(kind: Kind, name: str, *, kind_name: str | None = None) -> Obj:
+def _details(kind: Kind, name: str) -> Obj:
     details: Obj = {"name": name}
     if kind.group:
         details["group"] = kind.group
-    details["kind"] = kind_name or kind.plural
+    details["kind"] = kind.plural
     return details
 
 
@@ -97,10 +97,23 @@ def forbidden(kind: Kind, name: str, why: str) -> ApiError:
 
 def invalid(kind: Kind, name: str, causes: list[Cause]) -> ApiError:
     """422 for an object that fails validation."""
+    return invalid_of(kind.group, kind.kind, name, causes)
+
+
+def invalid_of(group: str, kind_name: str, name: str, causes: list[Cause]) -> ApiError:
+    """422 ``Invalid`` as ``errors.NewInvalid`` words it, for any group and kind.
+
+    Also for what has no :class:`~.kinds.Kind` row: request options
+    (``ListOptions.meta.k8s.io``) and reviews. An empty name is left out of
+    the details, as Go's ``omitempty`` leaves it.
+    """
     texts = [f"{field}: {text}" for field, text in causes]
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-    title = f"{kind.kind}.{kind.group}" if kind.group else kind.kind
-    details = _details(kind, name, kind_name=kind.kind)
+    title = f"{kind_name}.{group}" if group else kind_name
+    details: Obj = {"name": name} if name else {}
+    if group:
+        details["group"] = group
+    details["kind"] = kind_name
     details["causes"] = [
         {
             "reason": next(

@@ -10,7 +10,9 @@ gets a 401 ``Status``. Connections are HTTP/1.1 keep-alive; a response with a
 
 A client certificate in the ``system:masters`` group may send
 ``Impersonate-User`` (as with the real API): joining servers use that to
-forward requests on behalf of their own clients.
+forward requests on behalf of their own clients. The backend learns the
+user and its groups: the certificate's CN and O, or the impersonated user
+with its ``Impersonate-Group`` headers.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class Backend(Protocol):
         body: bytes,
         *,
         user: str,
+        groups: tuple[str, ...] = (),
     ) -> Response:
-        """Answer one request made as ``user``."""
+        """Answer one request made as ``user``, a member of ``groups``."""
         ...
 
 
@@ -305,7 +308,9 @@ class APIServer(TLSServer):
         user, groups = _subject(peer)
         impersonate = headers.get("impersonate-user")
         if impersonate and "system:masters" in groups:
+            # The impersonated user has the groups asked for with it, only.
             user = impersonate
+            groups = handler.headers.get_all("Impersonate-Group") or []
         if not self.ready():
             if path in ("/readyz", "/livez", "/healthz"):
                 return Response(
@@ -318,7 +323,9 @@ class APIServer(TLSServer):
                 "ServiceUnavailable",
                 "the server is currently unable to handle the request",
             )
-        return self.backend.handle(method, target, headers, body, user=user)
+        return self.backend.handle(
+            method, target, headers, body, user=user, groups=tuple(groups)
+        )
 
 
 def _basic_auth(headers: Mapping[str, str]) -> tuple[str, str] | None:

@@ -1,9 +1,10 @@
 """Routing: from a request line to the storage call that answers it.
 
 :class:`Router` is the API's entry point (:meth:`Router.handle`). It serves
-the discovery and OpenAPI documents (:mod:`.discovery`, for the kinds the
-API's :class:`~.served.ServedKinds` serves, custom resources included),
-``/version`` and the health checks, splits resource paths
+the discovery and OpenAPI documents (:mod:`.discovery`, :mod:`.openapi`,
+for the kinds the API's :class:`~.served.ServedKinds` serves, custom
+resources included), ``/version``, the health checks and the access
+reviews (:mod:`.authorization`, for the caller), splits resource paths
 (``/api/v1/namespaces/NS/pods/NAME/status``,
 ``/apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME``) into kind, namespace, name
 and subresource, decodes bodies (JSON or YAML) and patches, and dispatches to
@@ -28,7 +29,9 @@ import yaml
 
 from k3s_double.constants import GO_TRUE
 from k3s_double.constants import go_arch
+from k3s_double.releases import serves_watch_list
 
+from . import authorization
 from . import discovery
 from . import kubelets
 from . import subresources
@@ -97,6 +100,8 @@ class Router:
     def __init__(self, storage: Storage, *, git_version: str) -> None:
         self.storage = storage
         self.git_version = git_version
+        #: Whether watches stream initial events (the release's WatchList gate).
+        self.watch_list = serves_watch_list(git_version)
         #: How this API reaches kubelets (None: no kubelet is reachable).
         self.kubelets: kubelets.KubeletClient | None = None
 
@@ -108,10 +113,18 @@ class Router:
         body: bytes,
         *,
         user: str,
+        groups: tuple[str, ...] = (),
     ) -> Response:
-        """Answer one request; ``target`` is the raw path plus query string."""
+        """Answer one request; ``target`` is the raw path plus query string.
+
+        ``user`` and ``groups`` are the caller as authenticated (its
+        certificate's CN and O); only the reviews (:mod:`.authorization`)
+        look at them.
+        """
         try:
-            return self._route(method.upper(), target, headers, body)
+            return self._route(
+                method.upper(), target, headers, body, user=user, groups=groups
+            )
         except ApiError as error:
             return json_response(error.code, error.status())
         except Exception as error:  # an internal bug must still answer like k8s
@@ -122,7 +135,14 @@ class Router:
             return json_response(500, failure.status())
 
     def _route(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        user: str,
+        groups: tuple[str, ...],
     ) -> Response:
         split = urlsplit(target)
         path = "/" + split.path.strip("/")
@@ -150,6 +170,11 @@ class Router:
             group, version, rest = segments[1], segments[2], segments[3:]
         else:
             return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
+        if group == authorization.GROUP:
+            # Reviews are answered by the authorizer, not read from storage.
+            return authorization.serve_review(
+                method, version, rest, body, headers, user=user, groups=groups
+            )
         if not self.storage.ready.is_set():
             return initializing()
         watch = query.get("watch") in GO_TRUE
@@ -241,7 +266,14 @@ class Router:
 
         if name is None:
             if method == "GET" and watch:
-                return start_watch(self.storage, kind, namespace, query, render)
+                return start_watch(
+                    self.storage,
+                    kind,
+                    namespace,
+                    query,
+                    render,
+                    watch_list=self.watch_list,
+                )
             if method == "GET":
                 listed = self.storage.list(kind, namespace, query)
                 if table:
@@ -287,7 +319,14 @@ class Router:
             )
         if method == "GET" and watch:
             query = {**query, "fieldSelector": f"metadata.name={name}"}
-            return start_watch(self.storage, kind, namespace, query, render)
+            return start_watch(
+                self.storage,
+                kind,
+                namespace,
+                query,
+                render,
+                watch_list=self.watch_list,
+            )
         if method == "GET":
             found = self.storage.get(kind, ns, name)
             return json_response(200, render(found)) if render else answer(200, found)
@@ -422,5 +461,6 @@ class Router:
                 sub=sub,
                 dry_run=dry_run,
                 field_validation=validation,
+                patched=True,
             )
             return 200, updated

@@ -22,7 +22,7 @@ Contract with the node half::
             storage_start=0.0,   # seconds until the storage is ready; None:
                                  # the caller sets storage.ready
             populate=True)       # False: no bootstrap objects (call populate())
-    KubeAPI.handle(method, target, headers, body, *, user) -> Response
+    KubeAPI.handle(method, target, headers, body, *, user, groups=()) -> Response
     KubeAPI.on_stop(callback); KubeAPI.stop()
 """
 
@@ -34,6 +34,7 @@ from collections.abc import Mapping
 
 from k3s_double.constants import K3S_VERSION
 
+from . import protobuf
 from .bootstrap import bootstrap
 from .database import Database
 from .kinds import Kind
@@ -87,9 +88,21 @@ class KubeAPI:
         body: bytes,
         *,
         user: str,
+        groups: tuple[str, ...] = (),
     ) -> Response:
-        """Answer one request; ``target`` is the raw path plus query string."""
-        return self.router.handle(method, target, headers, body, user=user)
+        """Answer one request; ``target`` is the raw path plus query string.
+
+        ``user`` and ``groups`` are the caller's authenticated identity.
+        Protobuf bodies and answers are translated around the router
+        (:func:`.protobuf.serve`), which sees JSON only.
+        """
+
+        def route(sent: Mapping[str, str], content: bytes) -> Response:
+            return self.router.handle(
+                method, target, sent, content, user=user, groups=groups
+            )
+
+        return protobuf.serve(method, target, headers, body, route)
 
     def populate(self) -> None:
         """Create the objects a fresh k3s server holds (:mod:`.bootstrap`)."""

@@ -8,9 +8,12 @@ resourceVersion from the store, and a stale ``resourceVersion`` or
 precondition is a 409 Conflict. Custom resources take their own strategy
 (:mod:`.customresources`: schema pruning, defaulting and validation, the
 status subresource, generations) and CRDs their apiextensions validation
-(:mod:`.crds`). DELETE is delegated to a :class:`~.deletion.Deletion` on
-the same database. The controllers write through :meth:`Storage.mutate`,
-which holds the database lock for the whole read-modify-write.
+(:mod:`.crds`). With ``fieldValidation=Strict`` a built-in kind's unknown
+fields are a 400, as strict decoding refuses them
+(:func:`refuse_unknown_fields`). DELETE is delegated to a
+:class:`~.deletion.Deletion` on the same database. The controllers write
+through :meth:`Storage.mutate`, which holds the database lock for the whole
+read-modify-write.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from .kinds import field_value
 from .kinds import now
 from .kinds import qos_class
 from .kinds import random_suffix
+from .listoptions import ListOptions
+from .listoptions import validate as validate_list_options
 from .patches import json_patch
 from .patches import merge_patch
 from .patches import strategic_merge_patch
@@ -60,6 +65,8 @@ from .selectors import match_labels
 from .selectors import parse_fields
 from .selectors import parse_labels
 from .served import ServedKinds
+from .typeschemas import kind_type
+from .typeschemas import unknown_fields
 from .validation import Cause
 from .validation import causes as validation_causes
 from .validation import update_causes
@@ -76,6 +83,40 @@ _SERVER_META = (
     "generation",
     "selfLink",
 )
+
+
+def refuse_unknown_fields(
+    kind: Kind, body: Obj, old: Obj | None = None, *, patched: bool = False
+) -> None:
+    """Strict decoding of a built-in kind: 400 for a field its type lacks.
+
+    With ``fieldValidation=Strict`` the API server refuses a body whose
+    fields its Go types do not declare (:func:`.typeschemas.unknown_fields`,
+    where the schema lists them): ``Deployment in version "v1" cannot be
+    handled as a Deployment: strict decoding error: unknown field
+    "spec.replica"``, or for a patch's result only ``strict decoding error:
+    ...``. An update is refused for the unknown fields it brings, not for
+    those the stored object already had (kept from a write that was not
+    strict, which the API server would have dropped). Custom resources are
+    pruned by their own schema (:mod:`.customresources`).
+    """
+    type_id = kind_type(kind.group, kind.version, kind.kind)
+    if kind.custom or type_id is None:
+        return
+    found = list(unknown_fields(type_id, body))
+    if old is not None:
+        before = set(unknown_fields(type_id, old))
+        found = [path for path in found if path not in before]
+    if not found:
+        return
+    unknown = ", ".join(f'unknown field "{path}"' for path in found)
+    message = f"strict decoding error: {unknown}"
+    if not patched:
+        message = (
+            f'{kind.kind} in version "{kind.version}" cannot be handled as a '
+            f"{kind.kind}: {message}"
+        )
+    raise bad_request(message)
 
 
 class Storage:
@@ -142,6 +183,7 @@ class Storage:
 
     def list(self, kind: Kind, namespace: str | None, query: Mapping[str, str]) -> Obj:
         """Return the List object for a collection, filtered by selectors."""
+        validate_list_options(ListOptions.parse(query))
         labels, fields = self.selectors(kind, query)
         with self.store.lock:
             items = self.store.select(kind, namespace)
@@ -169,6 +211,8 @@ class Storage:
         field_validation: str = "",
     ) -> Obj:
         """Create an object (POST), with defaulting, admission and validation."""
+        if field_validation == "Strict":
+            refuse_unknown_fields(kind, body)
         obj = copy.deepcopy(body)
         if obj.get("apiVersion") not in (None, kind.api_version):
             raise bad_request(
@@ -260,15 +304,20 @@ class Storage:
         dry_run: bool = False,
         internal: bool = False,
         field_validation: str = "",
+        patched: bool = False,
     ) -> Obj:
         """Replace an object (PUT), honouring resourceVersion preconditions.
 
         On the main resource the status is kept; on ``status`` only the
         status changes; ``all`` (controllers only) takes both from ``body``.
-        ``internal`` skips the checks of fields users may not change.
+        ``internal`` skips the checks of fields users may not change;
+        ``patched``: ``body`` is a patch's result (for strict decoding's
+        wording).
         """
         with self.store.lock:
             old = self.get(kind, namespace, name)
+            if field_validation == "Strict":
+                refuse_unknown_fields(kind, body, old, patched=patched)
             meta = body.get("metadata") or {}
             if not isinstance(meta, dict):
                 raise bad_request("metadata must be an object")

@@ -3,9 +3,9 @@
 :class:`ReplicatedAPI` answers every request from the server's own replica
 but for writes, following kube-apiserver over etcd:
 
-- discovery, ``/version``, health checks and watches are local; so are
-  reads with a ``resourceVersion`` (the watch cache serves those, even
-  without quorum);
+- discovery, ``/version``, health checks, watches and access reviews are
+  local; so are reads with a ``resourceVersion`` (the watch cache serves
+  those, even without quorum);
 - a get or list with no ``resourceVersion`` is a quorum read: the member
   does a ReadIndex first, and without quorum the request fails after
   :data:`REQUEST_TIMEOUT` with etcd's ``etcdserver: request timed out``;
@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
+from k3s_double.apiserver.authorization import GROUP as AUTHORIZATION
 from k3s_double.apiserver.errors import storage_error
 from k3s_double.apiserver.httpd import UNREACHABLE
 from k3s_double.apiserver.httpd import Forwarder
@@ -50,6 +51,11 @@ def _resource(path: str) -> bool:
     if segments[:2] == ["api", "v1"]:
         return len(segments) > 2
     return len(segments) > 3 and segments[0] == "apis"
+
+
+def _review(path: str) -> bool:
+    """Whether a path is an access or rules review (never stored, never relayed)."""
+    return path.strip("/").split("/")[:2] == ["apis", AUTHORIZATION]
 
 
 def _failure(error: EtcdError) -> Response:
@@ -88,9 +94,15 @@ class ReplicatedAPI:
         body: bytes,
         *,
         user: str,
+        groups: tuple[str, ...] = (),
     ) -> Response:
         """Answer one request with the quorum rules of kube-apiserver on etcd."""
         split = urlsplit(target)
+        if _review(split.path):
+            # The authorizer answers reviews; etcd has no part in them.
+            return self.api.handle(
+                method, target, headers, body, user=user, groups=groups
+            )
         if not _resource(split.path) or not self.api.storage.ready.is_set():
             return self.api.handle(method, target, headers, body, user=user)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +33,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         response = self.api.handle(
-            self.command, self.path, headers, body, user="system:admin"
+            self.command,
+            self.path,
+            headers,
+            body,
+            user="system:admin",
+            groups=("system:masters",),  # the admin kubeconfig's certificate
         )
         send_response(self, response)
 
@@ -39,6 +46,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+#: Colon-separated kubectl binaries the kubectl tests run with.
+KUBECTLS_ENV = "PYTEST_K3S_TEST_KUBECTLS"
+#: A current kubectl where a development machine keeps one (CI names its
+#: kubectls in ``PYTEST_K3S_TEST_KUBECTLS``).
+CURRENT_KUBECTL = "/tmp/tools/kubectl"
+
+
+def kubectls() -> list[str]:
+    """The kubectls to test with: ``PYTEST_K3S_TEST_KUBECTLS``, else those found.
+
+    Without the variable: ``kubectl`` on ``PATH`` and :data:`CURRENT_KUBECTL`
+    when it is there (each binary once). A named binary that is missing fails
+    its tests rather than being skipped.
+    """
+    named = os.environ.get(KUBECTLS_ENV, "")
+    if named:
+        return [path for path in named.split(":") if path]
+    unique: dict[str, str] = {}
+    for path in (shutil.which("kubectl"), CURRENT_KUBECTL):
+        if path and os.access(path, os.X_OK):
+            unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
 
 
 #: A Node with this label has no kubelet pulling its pods' images.

@@ -38,6 +38,7 @@ def test_discovery_lists_the_served_groups(client: k8s.ApiClient) -> None:
     groups = k8s.ApisApi(client).get_api_versions()
     assert {g.name for g in groups.groups} == {
         "apps",
+        "authorization.k8s.io",
         "batch",
         "apiextensions.k8s.io",
         "coordination.k8s.io",
