@@ -2,10 +2,12 @@ r"""Build (or reuse) the k3s node double's image, with no registry needed.
 
 The image is laid out like ``rancher/k3s``: ``ENTRYPOINT ["/bin/k3s"]``,
 ``CMD ["agent"]``, the same four ``VOLUME``\ s, ``/bin/ctr`` and ``/bin/sh``.
-Inside are Debian packages only (python3, python3-cryptography, python3-yaml)
-and this package, installed as the top-level package ``k3s_double``. The
-label ``org.opencontainers.image.version`` names the k3s release it claims,
-which pytest-k3s reads when a tag names none.
+Inside are Debian packages only (python3, python3-cryptography, python3-yaml;
+iptables for the Services' ClusterIPs, as k3s' image has; wget, which pods'
+commands use as busybox' ``wget``) and this package, installed as the
+top-level package ``k3s_double``. The label
+``org.opencontainers.image.version`` names the k3s release it claims, which
+pytest-k3s reads when a tag names none.
 
 The base is ``debian:bookworm-slim`` when the engine has it or can pull it;
 otherwise a local ``pytest-k3s-base:bookworm`` made with ``debootstrap
@@ -43,7 +45,8 @@ _DOCKERFILE = """\
 FROM {base}
 RUN apt-get update -qq \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
-      python3 python3-cryptography python3-yaml ca-certificates >/dev/null \\
+      python3 python3-cryptography python3-yaml ca-certificates \\
+      iptables wget >/dev/null \\
  && rm -rf /var/lib/apt/lists/*
 COPY k3s_double /opt/k3s_double
 COPY k3s ctr /usr/local/lib/k3s-double/

@@ -40,6 +40,7 @@ from k3s_double import runnable
 
 from . import children
 from . import crilog
+from . import dns
 from . import probes
 
 
@@ -324,7 +325,7 @@ class Container:
             try:
                 os.makedirs(cwd, exist_ok=True)
                 self.process = children.popen(
-                    argv,
+                    box.in_pod(argv),
                     cwd=cwd,
                     env=self.env,
                     stdin=subprocess.DEVNULL,
@@ -452,6 +453,7 @@ class PodSandbox:
         node_ip: str,
         log_root: str,
         pulled: set[str],
+        resolv: str | None = None,
     ) -> None:
         meta = pod["metadata"]
         self.api = api
@@ -462,6 +464,8 @@ class PodSandbox:
         self.node_name = node_name
         self.node_ip = node_ip
         self.pulled = pulled
+        #: The pod's own ``/etc/resolv.conf`` (None: the node's), see :mod:`.dns`.
+        self.resolv = resolv
         self.restart_policy = str(pod["spec"].get("restartPolicy") or "Always")
         self.log_dir = crilog.pod_log_dir(self.namespace, self.name, self.uid, log_root)
         self.stopping = threading.Event()
@@ -513,6 +517,10 @@ class PodSandbox:
         started = status.get("startTime")
         if started:
             self.started_at = str(started)
+
+    def in_pod(self, argv: list[str]) -> list[str]:
+        """``argv`` as a process of this pod: with the pod's ``resolv.conf``."""
+        return dns.in_pod(argv, self.resolv)
 
     def container(self, name: str) -> Container | None:
         """The container called ``name``, init or not."""
@@ -688,8 +696,14 @@ class ContainerRuntime:
         node_ip: str,
         has_image: Callable[[str], bool],
         log_root: str = crilog.LOG_ROOT,
+        *,
+        pod_dns: bool = False,
     ) -> None:
         self.api = api
+        #: Whether pods get the cluster's DNS in their own ``resolv.conf``
+        #: (a node's kubelet; not the in-process tests', whose host it is).
+        self.pod_dns = pod_dns
+        self._host_search = dns.read_resolv()[1] if pod_dns else []
         self.node_name = node_name
         self.node_ip = node_ip
         self.has_image = has_image
@@ -742,7 +756,13 @@ class ContainerRuntime:
             if not all(self.has_image(i) for i in images):
                 continue
             sandbox = PodSandbox(
-                self.api, pod, self.node_name, self.node_ip, self.log_root, absent
+                self.api,
+                pod,
+                self.node_name,
+                self.node_ip,
+                self.log_root,
+                absent,
+                self._resolv(pod),
             )
             if phase != "Pending":
                 # This kubelet restarted (its node container did): the pod's
@@ -758,6 +778,18 @@ class ContainerRuntime:
                     target=self.sandboxes.pop(uid).stop, args=(0,), daemon=True
                 ).start()
                 self._absent.pop(uid, None)
+
+    def _resolv(self, pod: Obj) -> str | None:
+        """Write the pod's ``resolv.conf``; its path, or None for the node's."""
+        if not self.pod_dns:
+            return None
+        content = dns.resolv_conf(pod, self._host_search)
+        if content is None:
+            return None
+        try:
+            return dns.write_resolv_conf(str(pod["metadata"]["uid"]), content)
+        except OSError:
+            return None
 
     @staticmethod
     def _runs(pod: Obj) -> bool:

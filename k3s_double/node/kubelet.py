@@ -33,6 +33,7 @@ from .nodeinfo import node_object
 from .nodeports import NodePorts
 from .runtime import RETRY_SECONDS
 from .runtime import Runtime
+from .services import ServiceProxy
 
 
 HEARTBEAT_SECONDS = 5.0
@@ -151,6 +152,8 @@ class Kubelet:
         log.klog("kube.go:146", "Node controller sync successful")
         NodePorts(self.rt, self.node.name, self.api).start()
         if self.client_ca:
+            # Its pods' processes reach Services by name and ClusterIP.
+            ServiceProxy(self.rt, self.node.ip, self.api).start()
             self._start_runtime()
         if self.containerd is not None:
             puller = pulls.ImagePuller(
@@ -172,6 +175,7 @@ class Kubelet:
             self.node.name,
             self.node.ip,
             containerd.has if containerd is not None else (lambda _: True),
+            pod_dns=True,
         )
         self.runtime = runtime
         # k3s' kubelet serves a certificate of its own CA; kube-apiserver

@@ -353,8 +353,7 @@ def run_exec(
     cwd = str(container.spec.get("workingDir") or "/")
     try:
         process = children.popen(
-            [executable, *command[1:]],
-            executable=executable,
+            sandbox.in_pod([executable, *command[1:]]),
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE if want_stdin else subprocess.DEVNULL,

@@ -245,6 +245,138 @@ def test_kubectl_logs_exec_and_port_forward(
     assert f"Forwarding from 127.0.0.1:{local} -> 8080" in out, err
 
 
+def _finished(core: Any, name: str) -> Any:
+    pod = core.read_namespaced_pod(name, "default")
+    return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+
+def _run_to_completion(
+    cluster: Cluster, core: Any, name: str, script: str, node: str = ""
+) -> Any:
+    """A bare pod (``restartPolicy: Never``) of ``script``, once it has finished."""
+    pod = _pod(cluster, name, script, restartPolicy="Never")
+    pod["spec"]["containers"][0]["image"] = "busybox:1.36"
+    if node:
+        pod["spec"]["nodeName"] = node
+    core.create_namespaced_pod("default", pod)
+    return wait_until(lambda: _finished(core, name), 60, f"pod {name} finished")
+
+
+def test_a_bare_pod_that_really_runs_completes_with_its_exit_code(
+    cluster: Cluster, core: Any
+) -> None:
+    done = _run_to_completion(cluster, core, "once-ok", "echo did-run; exit 0")
+    (status,) = done.status.container_statuses
+    assert done.status.phase == "Succeeded"
+    assert status.state.terminated.exit_code == 0
+    assert status.state.terminated.reason == "Completed"
+    assert core.read_namespaced_pod_log("once-ok", "default") == "did-run\n"
+    # busybox' wget is the node's wget: it really runs, and really fails here.
+    failed = _run_to_completion(
+        cluster, core, "once-bad", "wget -q -T 2 -O- http://127.0.0.1:9/"
+    )
+    (status,) = failed.status.container_statuses
+    assert failed.status.phase == "Failed"
+    assert status.state.terminated.exit_code == 4  # wget: network failure
+    assert status.state.terminated.reason == "Error"
+
+
+def _service(name: str, selector: dict[str, str], target: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "front", "port": 80, "targetPort": target}],
+        },
+    }
+
+
+#: Retries as a client of a Service does: the rules follow it within a second.
+FETCH = (
+    "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -T 3 -O- http://{url}/ && exit 0; "
+    "sleep 1; done; exit 1"
+)
+
+
+def test_a_pod_reaches_a_service_by_name_through_its_cluster_ip(
+    cluster: Cluster, core: Any, web: str
+) -> None:
+    # web listens on 8080 in the agent; the client runs in the server node.
+    core.create_namespaced_service("default", _service("front", {"app": web}, 8080))
+    server = str(cluster.servers[0].name)
+    names = ["front", "front.default", "front.default.svc"]
+    names.append("front.default.svc.cluster.local")
+    # Each name in its own subshell so one `exit 0` does not end the script.
+    script = "cat /etc/resolv.conf && " + " && ".join(
+        f"( {FETCH.format(url=name)} )" for name in names
+    )
+    done = _run_to_completion(cluster, core, "client", script, node=server)
+    log = core.read_namespaced_pod_log("client", "default")
+    assert done.status.phase == "Succeeded", log
+    assert "nameserver 10.43.0.10" in log
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in log
+    assert log.count("</html>") == len(names)
+    cluster_ip = core.read_namespaced_service("front", "default").spec.cluster_ip
+    # The node's own resolver is left alone; the ClusterIP answers there too.
+    node = cluster.servers[0]
+    assert b"10.43.0.10" not in node.exec_run(["cat", "/etc/resolv.conf"]).output
+    direct = node.exec_run(["wget", "-q", "-T", "5", "-O-", f"http://{cluster_ip}/"])
+    assert b"Directory listing" in direct.output, direct.output
+
+
+def test_a_service_of_simulated_pods_or_of_none_does_not_answer(
+    cluster: Cluster, core: Any
+) -> None:
+    # nginx has no command the node can run: the double simulates its pod,
+    # and nothing listens behind its IP.
+    pod = _pod(cluster, "sim", "unused")
+    del pod["spec"]["containers"][0]["command"]
+    pod["spec"]["containers"][0]["image"] = "nginx:1.27-alpine"
+    core.create_namespaced_pod("default", pod)
+    wait_until(lambda: _running(core, "sim"), 60, "pod sim Running")
+    core.create_namespaced_service("default", _service("sim", {"app": "sim"}, 80))
+    core.create_namespaced_service("default", _service("none", {"app": "none"}, 80))
+    for name in ("sim", "none"):
+        done = _run_to_completion(
+            cluster, core, f"to-{name}", "wget -q -T 3 -O- http://" + name
+        )
+        assert done.status.phase == "Failed"
+        assert done.status.container_statuses[0].state.terminated.exit_code != 0
+
+
+def _helm() -> str | None:
+    return shutil.which("helm") or (
+        "/tmp/tools/helm" if Path("/tmp/tools/helm").exists() else None
+    )
+
+
+def test_helm_test_of_the_example_chart_passes(
+    cluster: Cluster, core: Any, tmp_path: Path
+) -> None:
+    helm = _helm()
+    if helm is None:
+        pytest.skip("no helm: none on PATH, none in /tmp/tools")
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(kubeconfig_for(cluster.servers[0])))
+    chart = Path(__file__).resolve().parents[2] / "examples" / "charts" / "hello"
+    base = [helm, "--kubeconfig", str(config), "--namespace", "default"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*base, *args], capture_output=True, text=True, timeout=240, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("install", "hi", str(chart), "--set", "replicas=2", "--wait")
+    try:
+        out = run("test", "hi", "--logs")
+        assert "Phase:          Succeeded" in out, out
+        assert "hello from hi-" in out, out
+    finally:
+        run("uninstall", "hi", "--wait")
+
+
 def test_a_restarted_node_starts_its_pods_processes_again(
     cluster: Cluster, core: Any, web: str
 ) -> None:
