@@ -30,6 +30,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from .conftest import KUBECTLS_ENV
+from .conftest import kubectls
 from .test_node_contract import TOKEN
 from .test_node_contract import Cluster
 from .test_node_contract import api_client
@@ -41,24 +43,9 @@ from .test_node_contract import wait_until
 
 pytestmark = pytest.mark.docker
 
-#: Colon-separated kubectl binaries to run the tests with.
-KUBECTLS_ENV = "PYTEST_K3S_TEST_KUBECTLS"
 TOOLS = Path("/tmp/tools")
 CHART = Path(__file__).resolve().parents[2] / "examples" / "charts" / "hello"
 SENT_AS_PROTOBUF = re.compile(r"Content-Type:\s*application/vnd\.kubernetes\.protobuf")
-
-
-def kubectls() -> list[str]:
-    """The kubectl binaries to test with (a named one that is missing fails)."""
-    named = os.environ.get(KUBECTLS_ENV, "")
-    if named:
-        return [path for path in named.split(":") if path]
-    found = [shutil.which("kubectl"), str(TOOLS / "kubectl")]
-    unique: dict[str, str] = {}
-    for path in found:
-        if path and os.access(path, os.X_OK):
-            unique.setdefault(os.path.realpath(path), path)
-    return list(unique.values())
 
 
 def helm_binary() -> str | None:
