@@ -126,6 +126,11 @@ def _changes(markers: Iterable[pytest.Mark], where: str) -> dict[str, Any]:
                 f"{where}: @pytest.mark.k3s takes keyword arguments only, "
                 f"e.g. k3s(agents=2); got positional {mark.args!r}"
             )
+        if "image" in mark.kwargs and "version" in mark.kwargs:
+            raise pytest.UsageError(
+                f"{where}: @pytest.mark.k3s takes image or version, not both "
+                f"(image={mark.kwargs['image']!r}, version={mark.kwargs['version']!r})"
+            )
         for key, value in mark.kwargs.items():
             field_name = MARKER_ARGS.get(key) or _deprecated(key, where)
             if field_name in ("image", "version"):

@@ -63,8 +63,6 @@ UNWRITTEN_PROPERTY = "k3s_failure_bundle_unwritten"
 #: out for itself).
 UNREACHABLE_KEY = pytest.StashKey[set[str]]()
 WORKER_INPUT = "pytest_k3s_run"
-#: The controller's resolved versions and channel table, for its workers.
-VERSIONS_INPUT = "pytest_k3s_versions"
 #: The fixture a version matrix parametrizes; every cluster fixture uses it.
 VERSION_FIXTURE = "_k3s_version"
 #: The user property that names the k3s version a test ran against.
@@ -84,15 +82,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    settings = Settings.from_config(config)
+    settings = config.stash[SETTINGS_KEY] = Settings.from_config(config)
+    config.stash[RUN_KEY] = _run_info(config)
     config.stash[RESOLVER_KEY] = config.stash[VERSIONS_KEY] = None
-    if settings.kubeconfig is None and _needs_resolver(config, settings):
+    if settings.kubeconfig is None and _needs_resolver(settings):
         from pytest_k3s.matrix import resolve
 
         resolver = config.stash[RESOLVER_KEY] = _resolver(config, settings)
-        settings, config.stash[VERSIONS_KEY] = resolve(settings, resolver)
-    config.stash[SETTINGS_KEY] = settings
-    config.stash[RUN_KEY] = _run_info(config)
+        config.stash[SETTINGS_KEY], config.stash[VERSIONS_KEY] = resolve(
+            settings, resolver
+        )
     config.stash[FAILED_MODULES_KEY] = set()
     config.stash[UNREACHABLE_KEY] = set()
     config.stash[SIGNALS_KEY] = _interrupt_on_termination()
@@ -116,7 +115,7 @@ def _engine(config: pytest.Config) -> Engine:
     return engine
 
 
-def _needs_resolver(config: pytest.Config, settings: Settings) -> bool:
+def _needs_resolver(settings: Settings) -> bool:
     """Whether this run resolves versions up front (a matrix, a partial version)."""
     from pytest_k3s.spec import K3S_REPOSITORY
 
@@ -124,21 +123,25 @@ def _needs_resolver(config: pytest.Config, settings: Settings) -> bool:
         settings.versions
         or settings.spec.version
         or settings.repository != K3S_REPOSITORY
-        or VERSIONS_INPUT in getattr(config, "workerinput", {})
     )
 
 
 def _resolver(config: pytest.Config, settings: Settings) -> Resolver:
-    """This process's resolver: the controller's outcome, in a worker."""
+    """This process's resolver, answering from the run's record of versions.
+
+    The record (in the run's state directory, which xdist workers share)
+    makes every process of the run resolve a version as the first did.
+    """
     from pytest_k3s.lifecycle.versions import Resolver
+    from pytest_k3s.userdirs import private_directory
 
     def engine() -> Engine:
         return _engine(config)
 
-    handed = getattr(config, "workerinput", {}).get(VERSIONS_INPUT)
-    if handed is not None:
-        return Resolver.from_export(handed, engine, repository=settings.repository)
-    return Resolver(engine, repository=settings.repository)
+    state = private_directory(config.stash[RUN_KEY].state_dir)
+    return Resolver(
+        engine, repository=settings.repository, record=state / "versions.json"
+    )
 
 
 def _marker_resolver(config: pytest.Config) -> Resolver:
@@ -186,11 +189,8 @@ def _run_info(config: pytest.Config) -> RunInfo:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Hand the run's identity and versions to each xdist worker (xdist's hook)."""
+    """Hand the run's identity to each xdist worker (xdist's hook)."""
     node.workerinput[WORKER_INPUT] = node.config.stash[RUN_KEY].to_json()
-    resolver = node.config.stash[RESOLVER_KEY]
-    if resolver is not None:
-        node.workerinput[VERSIONS_INPUT] = resolver.export()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -232,7 +232,7 @@ def pytest_pycollect_makeitem(
     # raised later, in collection_modifyitems, crashes xdist's workers).
     made = yield
     config = collector.config
-    base = config.stash[SETTINGS_KEY].spec
+    settings = config.stash[SETTINGS_KEY]
     for item in made if isinstance(made, list) else [made]:
         if not isinstance(item, pytest.Function):
             continue
@@ -240,10 +240,18 @@ def pytest_pycollect_makeitem(
         if markers:
             try:
                 item.stash[SPEC_KEY] = spec_for_markers(
-                    base, markers, item.nodeid, _image_of(config, markers)
+                    settings.spec, markers, item.nodeid, _image_of(config, markers)
                 )
+                listed = marker_versions(markers, item.nodeid)
             except pytest.UsageError as exc:
                 raise collector.CollectError(str(exc)) from exc
+            if listed and settings.kubeconfig is not None:
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"asks for k3s versions {', '.join(listed)}, but "
+                        "this run uses one existing cluster (--k3s-kubeconfig)"
+                    )
+                )
     return made
 
 
@@ -253,6 +261,8 @@ def _image_of(
     """How a marker's version becomes an image in this run (None: no version)."""
     if not any("version" in mark.kwargs for mark in markers):
         return None
+    if config.stash[SETTINGS_KEY].kubeconfig is not None:
+        return None  # the spec keeps it, and asks for a cluster of its own
     from pytest_k3s.matrix import image_of
 
     settings = config.stash[SETTINGS_KEY]
@@ -329,7 +339,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # a worker, or no process of the run ever needed a cluster
     from pytest_k3s.run.finish import finish_run
 
-    summary: list[str] = []
+    summary: list[str] = _version_notes(config)
     config.stash[SUMMARY_KEY] = summary
     failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     run = config.stash[RUN_KEY]
@@ -346,6 +356,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             f"warning: could not remove this run's k3s clusters: {exc}. Remove "
             "them later with: python -m pytest_k3s sweep"
         )
+
+
+def _version_notes(config: pytest.Config) -> list[str]:
+    """Offline resolutions of the run not in the header (markers' versions).
+
+    Any process of the run may have resolved them (xdist workers collect);
+    the run's record has them all.
+    """
+    if not (config.stash[RUN_KEY].state_dir / "versions.json").exists():
+        return []
+    resolver = config.stash[RESOLVER_KEY] or _resolver(
+        config, config.stash[SETTINGS_KEY]
+    )
+    versions = config.stash[VERSIONS_KEY]
+    shown = versions.header() if versions else []
+    return [note for note in resolver.notes() if note not in shown]
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -387,9 +413,12 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed:
-        item.config.stash[FAILED_MODULES_KEY].add(_module_id(item))
     callspec = getattr(item, "callspec", None)
+    if report.failed:
+        version = callspec.params.get(VERSION_FIXTURE) if callspec else None
+        item.config.stash[FAILED_MODULES_KEY].add(
+            _module_key(_module_id(item), version)
+        )
     if report.when == "setup" and callspec and VERSION_FIXTURE in callspec.params:
         # The item's: the call's and teardown's reports (JUnit's) get it too.
         item.user_properties.append(
@@ -411,6 +440,11 @@ def pytest_runtest_makereport(
                 )
                 break
     return report
+
+
+def _module_key(module: str, version: str | None) -> str:
+    """A module's key among the failed: with a matrix, each version's apart."""
+    return module if version is None else f"{module}[{version}]"
 
 
 def _module_id(node: pytest.Item) -> str:
@@ -543,6 +577,16 @@ def k3s_cluster(
     spec = request.node.stash.get(SPEC_KEY, None)
     if spec is None:
         spec = request.config.stash[SETTINGS_KEY].spec
+    run = request.config.stash[VERSIONS_KEY]
+    if _k3s_version is None and run and run.matrix:
+        pinned = marker_versions(request.node.iter_markers(MARKER), "") is not None
+        if not pinned:
+            pytest.fail(
+                f"{request.node.nodeid} asked for k3s_cluster at run time "
+                "(request.getfixturevalue), so it was not parametrized by "
+                "--k3s-versions; name the fixture in the test's arguments",
+                pytrace=False,
+            )
     spec = _versioned(request.config, spec, _k3s_version)
     return _skip_unsuitable(_k3s_pool.acquire, spec)
 
@@ -583,7 +627,10 @@ def k3s_module_cluster(
     cluster = _skip_unsuitable(_k3s_pool.start_private, spec)
     yield cluster
     mode = request.config.stash[RUN_KEY].keep_mode
-    failed = request.node.nodeid in request.config.stash[FAILED_MODULES_KEY]
+    failed = (
+        _module_key(request.node.nodeid, _k3s_version)
+        in request.config.stash[FAILED_MODULES_KEY]
+    )
     # Interrupted, the end of the run removes it at once (saving no images).
     interrupted = request.session.exitstatus == pytest.ExitCode.INTERRUPTED
     keep = interrupted or mode == "always" or (mode == "on-failure" and failed)

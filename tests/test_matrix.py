@@ -282,3 +282,47 @@ def test_an_existing_cluster_run_refuses_a_matrix(pytester: pytest.Pytester) -> 
     result = pytester.runpytest(f"--k3s-kubeconfig={config}", "--k3s-versions=v1.33.1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--k3s-versions starts a cluster per k3s version*"])
+
+
+def test_an_existing_cluster_run_skips_version_lists_and_resolves_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing answers here: a resolution would fail the collection.
+    monkeypatch.setenv("PYTEST_K3S_CHANNEL_URL", "http://127.0.0.1:9/channels")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    pytester.makepyfile(
+        test_e="""
+        import pytest
+
+        @pytest.mark.k3s(version=["v1.33", "v1.34"])
+        def test_listed(k3s_cluster): pass
+
+        @pytest.mark.k3s(version="v1.33")
+        def test_partial(k3s_cluster): pass
+        """
+    )
+    config = pytester.path / "kubeconfig"
+    config.write_text("apiVersion: v1\\n")
+    result = pytester.runpytest(f"--k3s-kubeconfig={config}", "-rs")
+    # The list is skipped; the single version reaches the (here unusable)
+    # existing cluster's check, unresolved: no channel server was asked.
+    result.assert_outcomes(skipped=1, errors=1)
+    result.stdout.fnmatch_lines(["*kubeconfig has no current-context*"])
+    result.stdout.fnmatch_lines(
+        ["*asks for k3s versions v1.33, v1.34, but this run uses one existing*"]
+    )
+    assert "channel server" not in result.stdout.str()
+
+
+def test_image_and_version_in_one_marker_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_both="""
+        import pytest
+
+        @pytest.mark.k3s(image="x/k3s:1", version=["v1.33.1"])
+        def test_x(k3s_cluster): pass
+        """
+    )
+    result = pytester.runpytest("--collect-only")
+    result.stdout.fnmatch_lines(["*takes image or version, not both*"])
+    assert result.ret == pytest.ExitCode.INTERRUPTED

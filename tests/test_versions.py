@@ -190,16 +190,57 @@ def test_an_unknown_release_line_names_the_channels(
         resolver.resolve("newest")
 
 
-def test_a_worker_resolves_from_what_the_controller_handed_it(
+def test_every_process_of_a_run_answers_as_the_first_did(
     channel_server: ChannelServer, tmp_path: Path
 ) -> None:
-    controller = Resolver(url=channel_server.url, cache=tmp_path / "c.json")
-    controller.resolve("v1.33")
-    handed = json.loads(json.dumps(controller.export()))
-    channel_server.close()  # the worker never asks
-    worker = Resolver.from_export(handed)
-    assert worker.resolve("v1.33").version == "v1.33.5+k3s1"
-    assert worker.resolve("latest").version == "v1.34.2+k3s1"  # from the table
+    # xdist workers must collect the same ids: one resolves and records,
+    # the rest read the record, whatever the server or the cache say later.
+    record = tmp_path / "run" / "versions.json"
+    record.parent.mkdir()
+    first = Resolver(url=channel_server.url, cache=tmp_path / "a.json", record=record)
+    assert first.resolve("v1.33").version == "v1.33.5+k3s1"
+    channel_server.channels["v1.33"] = "v1.33.6+k3s1"  # a release meanwhile
+    later = Resolver(url=channel_server.url, cache=tmp_path / "b.json", record=record)
+    assert later.resolve("v1.33").version == "v1.33.5+k3s1"
+    assert later.resolve("v1.34").version == "v1.34.2+k3s1"  # new: resolved
+    assert channel_server.requests == 2
+
+    # Offline, a first process's fallback is every process's answer.
+    engine = FakeEngine()
+    engine.images |= {"rancher/k3s:v1.32.3-k3s1"}
+    offline = Resolver(
+        lambda: engine, url=_unreachable(), cache=tmp_path / "c.json", record=record
+    )
+    assert offline.resolve("1.32").version == "v1.32.3+k3s1"
+    online = Resolver(url=channel_server.url, cache=tmp_path / "d.json", record=record)
+    assert online.resolve("1.32").version == "v1.32.3+k3s1"
+    assert online.notes() == [offline.resolve("1.32").note]
+
+
+@pytest.mark.parametrize(
+    "cached",
+    ["[]", '{"fetched": "x"}', '{"url": 1, "fetched": 0, "channels": []}', "{"],
+)
+def test_a_damaged_cache_is_fetched_again(
+    channel_server: ChannelServer, tmp_path: Path, cached: str
+) -> None:
+    cache = tmp_path / "channels.json"
+    cache.write_text(cached)
+    resolver = Resolver(url=channel_server.url, cache=cache)
+    assert resolver.resolve("stable").version == "v1.33.5+k3s1"
+    assert channel_server.requests == 1
+
+
+def test_an_engine_that_cannot_be_asked_is_named(tmp_path: Path) -> None:
+    from pytest_k3s.errors import DockerUnavailableError
+
+    def engine() -> FakeEngine:
+        raise DockerUnavailableError("no Docker engine at unix:///nowhere")
+
+    resolver = Resolver(engine, url=_unreachable(), cache=tmp_path / "c.json")
+    listing = r"could not be listed \(no Docker"
+    with pytest.raises(VersionUnresolvedError, match=listing):
+        resolver.resolve("v1.33")
 
 
 def test_a_spec_keeps_a_partial_version_until_the_start() -> None:

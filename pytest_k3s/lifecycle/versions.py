@@ -10,9 +10,10 @@ workers: the first fetches under a file lock, the rest read), and falls back
 to the newest matching image already on the engine when the server cannot be
 reached, with one line saying so. When both fail, the error names both.
 
-Resolution happens once per run: the controller resolves what its settings
-ask for and hands the result and the channel table to its xdist workers
-(:meth:`Resolver.export`), so every worker collects the same test ids.
+Resolution happens once per run: each answer goes into the run's record (in
+its state directory, under a file lock), which every process of the run
+(xdist's controller and workers) reads first, so all collect the same test
+ids whatever the channel server or the cache do meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.errors import K3sError
@@ -73,8 +73,11 @@ class Resolver:
         (called only then)
     :param repository: where the node images are (``rancher/k3s``, or a
         registry's mirror of it)
-    :param channels: a channel table another process fetched (a worker's)
-    :param resolved: versions another process resolved (a worker's)
+    :param record: the run's record of what it resolved (in its state
+        directory): every process of the run (xdist's controller and
+        workers) answers from it, so all collect the same test ids even if
+        the channel server answers one and not another, or the cache
+        expires in between
     """
 
     def __init__(
@@ -82,17 +85,18 @@ class Resolver:
         engine: Callable[[], Engine] | None = None,
         *,
         repository: str = K3S_REPOSITORY,
-        channels: Mapping[str, str] | None = None,
-        resolved: Mapping[str, Resolved] | None = None,
+        record: Path | None = None,
         url: str | None = None,
         cache: Path | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
         self.repository = repository
-        self._channels = dict(channels) if channels is not None else None
+        self._record = record
+        self._channels: dict[str, str] | None = None
         self._channel_error: str | None = None
-        self._resolved = dict(resolved or {})
+        self._engine_error: str | None = None
+        self._resolved: dict[str, Resolved] = {}
         self.url = url or os.environ.get(CHANNEL_URL_ENV) or CHANNEL_URL
         self._cache = cache or cache_home() / "channels.json"
         self._now = now
@@ -104,51 +108,36 @@ class Resolver:
             channel server nor the engine's images could resolve it
         """
         asked = text.strip()
-        if asked in self._resolved:
-            return self._resolved[asked]
-        if not is_partial_version(asked):
-            numbers = parse_version(asked)
-            if numbers is None:
-                raise VersionUnresolvedError(
-                    f"{asked!r} is not a k3s version: give a full one "
-                    "(v1.33.5+k3s1), a release line (v1.33) or a channel "
-                    f"({' or '.join(CHANNELS)})"
+        if asked not in self._resolved:
+            if not is_partial_version(asked):
+                self._resolved[asked] = _full(asked)
+            elif self._record is None:
+                self._resolved[asked] = self._resolve_partial(asked)
+            else:
+                self._resolved[asked] = self._resolve_recorded(asked)
+        return self._resolved[asked]
+
+    def notes(self) -> list[str]:
+        """The lines to show for every version of the run resolved offline."""
+        found = dict(self._resolved)
+        if self._record is not None:
+            found.update(_read_record(self._record))
+        return list(dict.fromkeys(r.note for r in found.values() if r.note))
+
+    def _resolve_recorded(self, asked: str) -> Resolved:
+        """Answer from the run's record, resolving (and recording) once per run."""
+        from filelock import FileLock
+
+        assert self._record is not None
+        with FileLock(f"{self._record}.lock"):
+            recorded = _read_record(self._record)
+            if asked not in recorded:
+                recorded[asked] = self._resolve_partial(asked)
+                _write_json(
+                    self._record,
+                    {a: [r.version, r.source, r.note] for a, r in recorded.items()},
                 )
-            found = Resolved(asked, _spell(numbers), "given")
-        else:
-            found = self._resolve_partial(asked)
-        self._resolved[asked] = found
-        return found
-
-    def export(self) -> dict[str, Any]:
-        """What a worker needs to resolve as this process did (JSON-able)."""
-        return {
-            "channels": self._channels,
-            "resolved": {
-                asked: [r.version, r.source, r.note]
-                for asked, r in self._resolved.items()
-            },
-        }
-
-    @classmethod
-    def from_export(
-        cls,
-        data: Mapping[str, Any],
-        engine: Callable[[], Engine] | None = None,
-        *,
-        repository: str = K3S_REPOSITORY,
-    ) -> Resolver:
-        """A worker's resolver: the controller's table and results."""
-        resolved = {
-            asked: Resolved(asked, version, source, note)
-            for asked, (version, source, note) in (data.get("resolved") or {}).items()
-        }
-        return cls(
-            engine,
-            repository=repository,
-            channels=data.get("channels"),
-            resolved=resolved,
-        )
+        return recorded[asked]
 
     # ---------------------------------------------------------------------
 
@@ -168,11 +157,16 @@ class Resolver:
             )
         local = self._newest_local(asked)
         if local is None:
+            engine = (
+                f"the engine's images could not be listed ({self._engine_error})"
+                if self._engine_error
+                else f"the engine has no {self.repository} image "
+                + (f"of {channel}.x" if channel not in CHANNELS else "at all")
+            )
             raise VersionUnresolvedError(
                 f"k3s version {asked!r} could not be resolved: the channel server "
-                f"{self.url} could not be read ({self._channel_error}), and the "
-                f"engine has no {self.repository} image "
-                + (f"of {channel}.x" if channel not in CHANNELS else "at all")
+                f"{self.url} could not be read ({self._channel_error}), and "
+                + engine
                 + ". Give a full version (e.g. v1.33.5+k3s1), point "
                 f"{CHANNEL_URL_ENV} at a reachable channel server, or pull "
                 "the image"
@@ -211,35 +205,66 @@ class Resolver:
         return table
 
     def _read_cache(self) -> dict[str, str] | None:
+        """The cached table if it is this server's, fresh and well-formed."""
         try:
             data = json.loads(self._cache.read_text())
-        except (OSError, ValueError):
+            fetched = float(data["fetched"])
+            table = data["channels"]
+            url = data["url"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # none, or not ours to trust: fetched again
+        fresh = 0 <= self._now() - fetched < CACHE_FOR
+        if not fresh or url != self.url or not isinstance(table, dict):
             return None
-        fresh = 0 <= self._now() - float(data.get("fetched", 0)) < CACHE_FOR
-        if not fresh or data.get("url") != self.url:
-            return None
-        table = data.get("channels")
-        return dict(table) if isinstance(table, dict) else None
+        return {str(k): str(v) for k, v in table.items()}
 
     def _write_cache(self, table: Mapping[str, str]) -> None:
-        partial = self._cache.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(
-            json.dumps({"url": self.url, "fetched": self._now(), "channels": table})
+        _write_json(
+            self._cache, {"url": self.url, "fetched": self._now(), "channels": table}
         )
-        partial.replace(self._cache)
 
     def _newest_local(self, asked: str) -> tuple[int, int, int, int] | None:
         if self._engine is None:
             return None
         try:
             tags = self._engine().image_tags(self.repository)
-        except K3sError:
+        except K3sError as exc:
+            self._engine_error = str(exc)
             return None
         found = [n for n in map(parse_version, tags) if n is not None]
         if asked not in CHANNELS:
             major, minor = (int(x) for x in asked.removeprefix("v").split("."))
             found = [n for n in found if n[:2] == (major, minor)]
         return max(found, default=None)
+
+
+def _full(asked: str) -> Resolved:
+    numbers = parse_version(asked)
+    if numbers is None:
+        raise VersionUnresolvedError(
+            f"{asked!r} is not a k3s version: give a full one (v1.33.5+k3s1), a "
+            f"release line (v1.33) or a channel ({' or '.join(CHANNELS)})"
+        )
+    return Resolved(asked, _spell(numbers), "given")
+
+
+def _read_record(path: Path) -> dict[str, Resolved]:
+    """A run's resolved versions (none yet, if it has no record)."""
+    try:
+        data = json.loads(path.read_text())
+        return {
+            str(asked): Resolved(str(asked), str(version), str(source), note)
+            for asked, (version, source, note) in data.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Write ``data`` to ``path`` at once (readers never see half of it)."""
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data))
+    partial.replace(path)
 
 
 def fetch_channels(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, str]:
