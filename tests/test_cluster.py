@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from kubernetes.client import CoreV1Api
 
 from conftest import SHARED_CLUSTERS
+from k3s_double.tests.conftest import kubectls
 from pytest_k3s import ClusterSpec
 from pytest_k3s import ClusterStartError
 from pytest_k3s import DockerUnavailableError
@@ -267,6 +269,49 @@ def test_load_image_of_an_unknown_image_names_it(shared_cluster: K3sCluster) -> 
 def test_kubectl_failure_carries_stderr(shared_cluster: K3sCluster) -> None:
     with pytest.raises(K3sError, match=r"NotFound|not found"):
         shared_cluster.kubectl("get", "namespace", "does-not-exist")
+
+
+@pytest.mark.parametrize("kubectl", kubectls())
+def test_the_kubectl_method_works_with_each_kubectl(
+    shared_cluster: K3sCluster,
+    kubectl: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # K3sCluster.kubectl() runs the kubectl on PATH: put this one there. CI
+    # names Debian's 1.32 and a current one (protobuf bodies, watch-list).
+    (tmp_path / "kubectl").symlink_to(kubectl)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    namespace = f"kubectl-{uuid.uuid4().hex[:8]}"
+    shared_cluster.kubectl("create", "namespace", namespace)
+    try:
+        shared_cluster.kubectl(
+            "-n", namespace, "create", "configmap", "settings", "--from-literal=a=1"
+        )
+        shared_cluster.kubectl("-n", namespace, "apply", "-f", "-", input=DEPLOYMENT)
+        shared_cluster.kubectl(
+            "-n", namespace, "wait", "--for=condition=Available",
+            "deployment/web", "--timeout=90s",
+        )  # fmt: skip
+        assert "yes" in shared_cluster.kubectl("auth", "can-i", "create", "pods")
+        read = shared_cluster.kubectl("-n", namespace, "get", "configmap", "settings")
+        assert "settings" in read
+    finally:
+        shared_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx:1.27}]
+"""
 
 
 def test_unknown_node_name_lists_the_nodes(shared_cluster: K3sCluster) -> None:
