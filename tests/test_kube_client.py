@@ -240,3 +240,28 @@ def test_a_skew_under_the_dates_resolution_is_none() -> None:
     assert server_skew(behind, now) == -89.5, "Date cuts half a second on average"
     assert server_skew({}, now) == 0
     assert server_skew({"Date": "yesterday"}, now) == 0
+
+
+def test_a_heartbeat_in_the_second_the_start_began_may_be_the_old_runs() -> None:
+    # Seen in CI: an agent restarted within a second still showed the old
+    # run's heartbeat, stamped the second the start began; it counted, and
+    # restart_node returned before the node had started at all.
+    from pytest_k3s.kube.client import nodes_ready
+
+    began = float(int(time.time())) + 0.4
+
+    def listing(heartbeat: float) -> bytes:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(heartbeat))
+        condition = {"type": "Ready", "status": "True", "lastHeartbeatTime": stamp}
+        node = {"metadata": {"name": "n"}, "status": {"conditions": [condition]}}
+        return json.dumps({"kind": "NodeList", "items": [node]}).encode()
+
+    server = _Server([(200, {}, listing(began - 0.3)), (200, {}, listing(began + 1))])
+    try:
+        api = server.client()
+        assert (
+            nodes_ready(api, {"n"}, heartbeat_after=began)[0] == "node n is not Ready"
+        )
+        assert nodes_ready(api, {"n"}, heartbeat_after=began) == (None, None)
+    finally:
+        server.shutdown()

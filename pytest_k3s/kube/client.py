@@ -10,6 +10,7 @@ configuration, so several clusters can be used side by side in one process.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -145,6 +146,11 @@ def nodes_ready(
     nodes: list[Any] = answer[0].items
     if heartbeat_after is not None:
         heartbeat_after += server_skew(answer[2])
+    # Heartbeats are stamped to the second: one in the very second the start
+    # began may be the old run's (a quick restart's), so only a later second
+    # counts. The next heartbeat comes soon enough (a kubelet reports at once
+    # when it starts, then every few seconds).
+    after = None if heartbeat_after is None else math.floor(heartbeat_after)
     ready = {
         node.metadata.name
         for node in nodes
@@ -152,10 +158,10 @@ def nodes_ready(
             c.type == "Ready"
             and c.status == "True"
             and (
-                heartbeat_after is None
+                after is None
                 or (
                     c.last_heartbeat_time is not None
-                    and c.last_heartbeat_time.timestamp() >= heartbeat_after - 1
+                    and c.last_heartbeat_time.timestamp() > after
                 )
             )
             for c in (node.status.conditions or [])
