@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Optional
 
 import pytest
 
@@ -37,8 +36,7 @@ if TYPE_CHECKING:
 
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.engine.protocol import Engine
-    from pytest_k3s.lifecycle.versions import Resolver
-    from pytest_k3s.matrix import RunVersions
+    from pytest_k3s.matrix import RunMatrix
     from pytest_k3s.run.pool import Pool
 
 log = logging.getLogger("pytest_k3s")
@@ -51,8 +49,7 @@ SPEC_KEY = pytest.StashKey[ClusterSpec]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 FAILED_MODULES_KEY = pytest.StashKey[set[str]]()
 SIGNALS_KEY = pytest.StashKey[dict[int, Any]]()
-VERSIONS_KEY = pytest.StashKey[Optional["RunVersions"]]()
-RESOLVER_KEY = pytest.StashKey[Optional["Resolver"]]()
+MATRIX_KEY: pytest.StashKey[RunMatrix] = pytest.StashKey()
 #: The user property of a report whose test got a failure bundle: its path.
 BUNDLE_PROPERTY = "k3s_failure_bundle"
 #: The user property of a report whose test got no bundle though one was
@@ -84,14 +81,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = config.stash[SETTINGS_KEY] = Settings.from_config(config)
     config.stash[RUN_KEY] = _run_info(config)
-    config.stash[RESOLVER_KEY] = config.stash[VERSIONS_KEY] = None
-    if settings.kubeconfig is None and _needs_resolver(settings):
-        from pytest_k3s.matrix import resolve
+    from pytest_k3s.matrix import RunMatrix  # no I/O unless versions need it
 
-        resolver = config.stash[RESOLVER_KEY] = _resolver(config, settings)
-        config.stash[SETTINGS_KEY], config.stash[VERSIONS_KEY] = resolve(
-            settings, resolver
-        )
+    matrix = RunMatrix(
+        settings, config.stash[RUN_KEY].state_dir, lambda: _engine(config)
+    )
+    config.stash[MATRIX_KEY] = matrix
+    config.stash[SETTINGS_KEY] = matrix.settings
     config.stash[FAILED_MODULES_KEY] = set()
     config.stash[UNREACHABLE_KEY] = set()
     config.stash[SIGNALS_KEY] = _interrupt_on_termination()
@@ -113,45 +109,6 @@ def _engine(config: pytest.Config) -> Engine:
 
         engine = config.stash[ENGINE_KEY] = DockerEngine.connect()
     return engine
-
-
-def _needs_resolver(settings: Settings) -> bool:
-    """Whether this run resolves versions up front (a matrix, a partial version)."""
-    from pytest_k3s.spec import K3S_REPOSITORY
-
-    return bool(
-        settings.versions
-        or settings.spec.version
-        or settings.repository != K3S_REPOSITORY
-    )
-
-
-def _resolver(config: pytest.Config, settings: Settings) -> Resolver:
-    """This process's resolver, answering from the run's record of versions.
-
-    The record (in the run's state directory, which xdist workers share)
-    makes every process of the run resolve a version as the first did.
-    """
-    from pytest_k3s.lifecycle.versions import Resolver
-    from pytest_k3s.userdirs import private_directory
-
-    def engine() -> Engine:
-        return _engine(config)
-
-    state = private_directory(config.stash[RUN_KEY].state_dir)
-    return Resolver(
-        engine, repository=settings.repository, record=state / "versions.json"
-    )
-
-
-def _marker_resolver(config: pytest.Config) -> Resolver:
-    """The resolver for versions markers give (made on first need)."""
-    resolver = config.stash[RESOLVER_KEY]
-    if resolver is None:
-        resolver = config.stash[RESOLVER_KEY] = _resolver(
-            config, config.stash[SETTINGS_KEY]
-        )
-    return resolver
 
 
 def _interrupt_on_termination() -> dict[int, Any]:
@@ -218,8 +175,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         from pytest_k3s.engine.docker_engine import describe_access
 
         access = describe_access()
-    versions = config.stash[VERSIONS_KEY]
-    return [settings.header(), *(versions.header() if versions else []), access]
+    return [settings.header(), *config.stash[MATRIX_KEY].header(), access]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -240,7 +196,10 @@ def pytest_pycollect_makeitem(
         if markers:
             try:
                 item.stash[SPEC_KEY] = spec_for_markers(
-                    settings.spec, markers, item.nodeid, _image_of(config, markers)
+                    settings.spec,
+                    markers,
+                    item.nodeid,
+                    config.stash[MATRIX_KEY].image_of(markers),
                 )
                 listed = marker_versions(markers, item.nodeid)
             except pytest.UsageError as exc:
@@ -255,41 +214,15 @@ def pytest_pycollect_makeitem(
     return made
 
 
-def _image_of(
-    config: pytest.Config, markers: list[pytest.Mark]
-) -> Callable[[str], str] | None:
-    """How a marker's version becomes an image in this run (None: no version)."""
-    if not any("version" in mark.kwargs for mark in markers):
-        return None
-    if config.stash[SETTINGS_KEY].kubeconfig is not None:
-        return None  # the spec keeps it, and asks for a cluster of its own
-    from pytest_k3s.matrix import image_of
-
-    settings = config.stash[SETTINGS_KEY]
-    return image_of(_marker_resolver(config), settings.repository)
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run each test that uses a cluster once per k3s version of the matrix."""
     if VERSION_FIXTURE not in metafunc.fixturenames:
         return
-    config = metafunc.config
-    if config.stash[SETTINGS_KEY].kubeconfig is not None:
-        return  # one existing cluster: markers' versions cannot be had
-    where = metafunc.definition.nodeid
+    definition = metafunc.definition
     try:
-        listed = marker_versions(metafunc.definition.iter_markers(MARKER), where)
-        if listed is None:
-            run = config.stash[VERSIONS_KEY]
-            versions = run.versions if run else ()
-        else:
-            resolver = _marker_resolver(config)
-            try:
-                versions = tuple(
-                    dict.fromkeys(resolver.resolve(v).version for v in listed)
-                )
-            except K3sError as exc:
-                raise pytest.UsageError(f"{where}: @pytest.mark.k3s: {exc}") from exc
+        versions = metafunc.config.stash[MATRIX_KEY].versions_for(
+            definition.iter_markers(MARKER), definition.nodeid
+        )
     except pytest.UsageError as exc:
         # As a bad marker argument: a collection error naming the test.
         raise pytest.Collector.CollectError(str(exc)) from exc
@@ -339,7 +272,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # a worker, or no process of the run ever needed a cluster
     from pytest_k3s.run.finish import finish_run
 
-    summary: list[str] = _version_notes(config)
+    summary: list[str] = config.stash[MATRIX_KEY].notes()
     config.stash[SUMMARY_KEY] = summary
     failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     run = config.stash[RUN_KEY]
@@ -356,22 +289,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             f"warning: could not remove this run's k3s clusters: {exc}. Remove "
             "them later with: python -m pytest_k3s sweep"
         )
-
-
-def _version_notes(config: pytest.Config) -> list[str]:
-    """Offline resolutions of the run not in the header (markers' versions).
-
-    Any process of the run may have resolved them (xdist workers collect);
-    the run's record has them all.
-    """
-    if not (config.stash[RUN_KEY].state_dir / "versions.json").exists():
-        return []
-    resolver = config.stash[RESOLVER_KEY] or _resolver(
-        config, config.stash[SETTINGS_KEY]
-    )
-    versions = config.stash[VERSIONS_KEY]
-    shown = versions.header() if versions else []
-    return [note for note in resolver.notes() if note not in shown]
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -547,20 +464,6 @@ def _k3s_version(request: pytest.FixtureRequest) -> str | None:
     return version
 
 
-def _versioned(
-    config: pytest.Config, spec: ClusterSpec, version: str | None
-) -> ClusterSpec:
-    """``spec`` with the image of the matrix's ``version`` (unchanged without one)."""
-    if version is None:
-        return spec
-    from dataclasses import replace
-
-    from pytest_k3s.spec import image_for_version
-
-    repository = config.stash[SETTINGS_KEY].repository
-    return replace(spec, image=image_for_version(version, repository))
-
-
 @pytest.fixture
 def k3s_cluster(
     request: pytest.FixtureRequest, _k3s_pool: Pool, _k3s_version: str | None
@@ -577,8 +480,8 @@ def k3s_cluster(
     spec = request.node.stash.get(SPEC_KEY, None)
     if spec is None:
         spec = request.config.stash[SETTINGS_KEY].spec
-    run = request.config.stash[VERSIONS_KEY]
-    if _k3s_version is None and run and run.matrix:
+    matrix = request.config.stash[MATRIX_KEY]
+    if _k3s_version is None and matrix.run and matrix.run.matrix:
         pinned = marker_versions(request.node.iter_markers(MARKER), "") is not None
         if not pinned:
             pytest.fail(
@@ -587,8 +490,7 @@ def k3s_cluster(
                 "--k3s-versions; name the fixture in the test's arguments",
                 pytrace=False,
             )
-    spec = _versioned(request.config, spec, _k3s_version)
-    return _skip_unsuitable(_k3s_pool.acquire, spec)
+    return _skip_unsuitable(_k3s_pool.acquire, matrix.versioned(spec, _k3s_version))
 
 
 @pytest.fixture(scope="session")
@@ -601,7 +503,9 @@ def k3s_session_cluster(
     its handle is shared too. Use it in your own session- or module-scoped
     fixtures.
     """
-    spec = _versioned(pytestconfig, pytestconfig.stash[SETTINGS_KEY].spec, _k3s_version)
+    spec = pytestconfig.stash[MATRIX_KEY].versioned(
+        pytestconfig.stash[SETTINGS_KEY].spec, _k3s_version
+    )
     return _skip_unsuitable(_k3s_pool.acquire, spec)
 
 
@@ -620,10 +524,11 @@ def k3s_module_cluster(
     """
     base = request.config.stash[SETTINGS_KEY].spec
     markers = list(request.node.iter_markers(MARKER))
+    matrix = request.config.stash[MATRIX_KEY]
     spec = spec_for_markers(
-        base, markers, request.node.nodeid, _image_of(request.config, markers)
+        base, markers, request.node.nodeid, matrix.image_of(markers)
     )
-    spec = _versioned(request.config, spec, _k3s_version)
+    spec = matrix.versioned(spec, _k3s_version)
     cluster = _skip_unsuitable(_k3s_pool.start_private, spec)
     yield cluster
     mode = request.config.stash[RUN_KEY].keep_mode

@@ -195,7 +195,7 @@ def test_every_process_of_a_run_answers_as_the_first_did(
 ) -> None:
     # xdist workers must collect the same ids: one resolves and records,
     # the rest read the record, whatever the server or the cache say later.
-    record = tmp_path / "run" / "versions.json"
+    record = tmp_path / "run" / "versions.resolved"
     record.parent.mkdir()
     first = Resolver(url=channel_server.url, cache=tmp_path / "a.json", record=record)
     assert first.resolve("v1.33").version == "v1.33.5+k3s1"

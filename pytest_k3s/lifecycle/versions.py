@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.request
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import VersionUnresolvedError
 from pytest_k3s.spec import CHANNELS
@@ -35,6 +34,10 @@ from pytest_k3s.spec import K3S_REPOSITORY
 from pytest_k3s.spec import is_partial_version
 from pytest_k3s.spec import parse_version
 from pytest_k3s.userdirs import cache_home
+
+
+if TYPE_CHECKING:
+    from pytest_k3s.engine.protocol import Engine
 
 
 CHANNEL_URL = "https://update.k3s.io/v1-release/channels"
@@ -272,6 +275,8 @@ def fetch_channels(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, str]:
 
     :raises K3sError: it cannot be reached, or answers no channel table
     """
+    import urllib.request  # lazily: the plugin imports this module at start-up
+
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
