@@ -34,6 +34,10 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
@@ -47,20 +51,12 @@ from pytest_k3s.run import shell
 from pytest_k3s.run.leftovers import kept
 from pytest_k3s.run.leftovers import remove_named
 from pytest_k3s.run.leftovers import sweep_leftovers
+from pytest_k3s.settings import Settings
 from pytest_k3s.settings import parse_duration
 from pytest_k3s.spec import DEFAULT_IMAGE
-from pytest_k3s.spec import DEFAULT_LOAD_BALANCER_IMAGE
 from pytest_k3s.spec import K3S_REPOSITORY
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import image_for_version
-
-
-#: What ``up`` reads from the environment when the command line does not say
-#: (the plugin's variables of the same names).
-IMAGE_ENV = "PYTEST_K3S_IMAGE"
-VERSION_ENV = "PYTEST_K3S_VERSION"
-REPOSITORY_ENV = "PYTEST_K3S_REPOSITORY"
-BALANCER_IMAGE_ENV = "PYTEST_K3S_LOAD_BALANCER_IMAGE"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "pytest-k3s") -> int:
@@ -106,13 +102,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="start a cluster (kept until down) and print export KUBECONFIG=...",
         description="Start a cluster, kept until 'down NAME' or 7 days unused, "
         "and print 'export KUBECONFIG=<path>' (the only line on stdout: "
-        'eval "$(pytest-k3s up)"); progress goes to stderr. Without --image '
-        f"or --version the image is ${IMAGE_ENV} (or ${VERSION_ENV}) where set, "
-        f"else {DEFAULT_IMAGE}; a version names an image of ${REPOSITORY_ENV} "
-        f"(default {K3S_REPOSITORY}), and ${BALANCER_IMAGE_ENV} is honoured too.",
+        'eval "$(pytest-k3s up)"); progress goes to stderr. What the command '
+        "line does not say comes from the PYTEST_K3S_* variables, as a pytest run "
+        f"reads them (image {DEFAULT_IMAGE} and 1 server without them), so "
+        "'pytest --k3s-reuse' in the same environment attaches to it; a version "
+        f"names an image of $PYTEST_K3S_REPOSITORY (default {K3S_REPOSITORY}).",
     )
-    up.add_argument("--servers", type=int, default=1, metavar="N", help="default 1")
-    up.add_argument("--agents", type=int, default=0, metavar="M", help="default 0")
+    up.add_argument(
+        "--servers", type=int, metavar="N", help="default PYTEST_K3S_SERVERS, or 1"
+    )
+    up.add_argument(
+        "--agents", type=int, metavar="M", help="default PYTEST_K3S_AGENTS, or 0"
+    )
     up.add_argument(
         "--version",
         metavar="V",
@@ -195,48 +196,48 @@ def _spec(
 ) -> ClusterSpec:
     """The spec ``up`` starts or attaches to.
 
-    The image is ``--image`` or ``--version``, else ``PYTEST_K3S_IMAGE`` or
-    ``PYTEST_K3S_VERSION``, else the default, as the plugin resolves it (so
-    a ``pytest --k3s-reuse`` run in the same environment asks for the same
-    spec); a version names an image of ``PYTEST_K3S_REPOSITORY`` (default
-    ``rancher/k3s``), and a partial one (``v1.33``, ``stable``) is resolved
-    as the plugin resolves it (:mod:`pytest_k3s.lifecycle.versions`: the
-    channel server, else ``engine``'s newest matching image, which
-    ``progress`` is told). ``PYTEST_K3S_LOAD_BALANCER_IMAGE`` is honoured
-    too; the plugin's other variables (``PYTEST_K3S_SERVERS`` and the rest)
-    are not.
+    The cluster a pytest run in this environment would use
+    (:meth:`Settings.from_environment`: every ``PYTEST_K3S_*`` knob), with
+    the command line's ``--servers``, ``--agents``, ``--image`` or
+    ``--version`` on top, so ``pytest --k3s-reuse`` in the same environment
+    asks for the same spec. A version names an image of
+    ``PYTEST_K3S_REPOSITORY`` (default ``rancher/k3s``); a partial one
+    (``v1.33``, ``stable``) is resolved as a run resolves it
+    (:mod:`pytest_k3s.lifecycle.versions`: the channel server, else
+    ``engine``'s newest matching image, which ``progress`` is told).
 
     :raises SpecError: image and version are both given at one level, or a
         value is invalid or cannot be resolved
     """
-    image, version, level = options.image, options.version, "command line"
-    if image is None and version is None:
-        image = environ.get(IMAGE_ENV) or None
-        version = environ.get(VERSION_ENV) or None
-        level = f"environment ({IMAGE_ENV} and {VERSION_ENV})"
-    if image is not None and version is not None:
+    try:
+        settings = Settings.from_environment(environ)
+    except pytest.UsageError as exc:
+        raise SpecError(str(exc)) from exc
+    spec = settings.spec
+    if options.image is not None and options.version is not None:
         raise SpecError(
-            f"the {level} gives both an image ({image}) and a k3s version "
-            f"({version}); give one of them"
+            f"the command line gives both an image ({options.image}) and a k3s "
+            f"version ({options.version}); give one of them"
         )
+    version = options.version or (None if options.image else spec.version)
+    changes: dict[str, Any] = {"version": None}
+    if options.image is not None:
+        changes["image"] = options.image
     if version is not None:
-        repository = environ.get(REPOSITORY_ENV) or K3S_REPOSITORY
         resolver = Resolver(
-            None if engine is None else lambda: engine, repository=repository
+            None if engine is None else lambda: engine,
+            repository=settings.repository,
         )
         resolved = resolver.resolve(version)
         if resolved.note:
             progress(resolved.note)
         elif resolved.source != "given":
             progress(f"k3s version {resolved.describe()}")
-        image = image_for_version(resolved.version, repository)
-    return ClusterSpec(
-        servers=options.servers,
-        agents=options.agents,
-        image=image or DEFAULT_IMAGE,
-        load_balancer_image=environ.get(BALANCER_IMAGE_ENV)
-        or DEFAULT_LOAD_BALANCER_IMAGE,
-    )
+        changes["image"] = image_for_version(resolved.version, settings.repository)
+    for name in ("servers", "agents"):
+        if getattr(options, name) is not None:
+            changes[name] = getattr(options, name)
+    return replace(spec, **changes)
 
 
 def _up(engine: DockerEngine, options: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -377,21 +378,33 @@ class Settings:
             it came from
         """
         environ = os.environ if environ is None else environ
-        layers: list[tuple[str, dict[str, Any]]] = []
-        for level in ("command line", "environment", "ini file"):
-            found: dict[str, Any] = {}
-            for knob in KNOBS:
-                raw, where = _raw(config, environ, knob, level)
-                if raw is None:
-                    continue
-                try:
-                    found[knob.name] = (
-                        raw if isinstance(raw, bool) else knob.parse(str(raw))
-                    )
-                except ValueError as exc:
-                    raise pytest.UsageError(f"{where}: {exc}") from exc
-            layers.append((level, found))
+        layers = [
+            _layer(level, partial(_raw, config, environ, level=level))
+            for level in ("command line", "environment", "ini file")
+        ]
+        return cls._from_layers(layers, environ, Path(config.invocation_params.dir))
 
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The knobs the environment sets (``PYTEST_K3S_*``), without pytest.
+
+        What a run in this environment would use where its command line and
+        ini file say nothing: ``pytest-k3s up`` starts that cluster.
+
+        :raises pytest.UsageError: a value is invalid, naming its variable
+        """
+        environ = os.environ if environ is None else environ
+        layer = _layer("environment", partial(_raw, None, environ, level="environment"))
+        return cls._from_layers([layer], environ, Path.cwd())
+
+    @classmethod
+    def _from_layers(
+        cls,
+        layers: list[tuple[str, dict[str, Any]]],
+        environ: Mapping[str, str],
+        start: Path,
+    ) -> Settings:
+        """Settings from parsed levels, nearest first (one precedence rule)."""
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for level, found in layers:
@@ -423,11 +436,7 @@ class Settings:
         ):
             if name in values:
                 values[name.replace("-", "_")] = values.pop(name)
-        artifacts = _artifacts(
-            values.pop("artifacts", None),
-            environ,
-            Path(config.invocation_params.dir),
-        )
+        artifacts = _artifacts(values.pop("artifacts", None), environ, start)
         existing = values.pop("kubeconfig", None)
         context = values.pop("context", None)
         if context is not None and existing is None:
@@ -492,14 +501,32 @@ class Settings:
         )
 
 
+def _layer(
+    level: str, raw: Callable[[Knob], tuple[object, str]]
+) -> tuple[str, dict[str, Any]]:
+    """Parse one level's knobs: ``raw`` gives each knob's text and where it is."""
+    found: dict[str, Any] = {}
+    for knob in KNOBS:
+        value, where = raw(knob)
+        if value is None:
+            continue
+        try:
+            found[knob.name] = (
+                value if isinstance(value, bool) else knob.parse(str(value))
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(f"{where}: {exc}") from exc
+    return level, found
+
+
 def _raw(
-    config: pytest.Config, environ: Mapping[str, str], knob: Knob, level: str
+    config: pytest.Config | None, environ: Mapping[str, str], knob: Knob, level: str
 ) -> tuple[object, str]:
-    if level == "command line":
-        return config.getoption(knob.dest), knob.option
-    if level == "environment":
+    if config is None or level == "environment":
         value = environ.get(knob.env)
         return (value if value else None), f"{knob.env}={value}"
+    if level == "command line":
+        return config.getoption(knob.dest), knob.option
     value = config.getini(knob.ini)
     return (value if value not in (None, "", []) else None), f"ini {knob.ini}"
 

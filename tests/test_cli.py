@@ -39,6 +39,7 @@ from pytest_k3s.lifecycle.start import StartOptions
 from pytest_k3s.lifecycle.start import check_cluster_name
 from pytest_k3s.lifecycle.versions import CHANNEL_URL_ENV
 from pytest_k3s.run.shell import kubeconfig_file
+from pytest_k3s.settings import Settings
 from pytest_k3s.spec import DEFAULT_IMAGE
 
 
@@ -367,10 +368,28 @@ def test_up_s_spec_takes_the_plugin_s_image_variables() -> None:
     given = _spec(up_options("--version", "1.30.2"), environ)
     assert given.image == "rancher/k3s:v1.30.2-k3s1", "the command line wins"
     both = {"PYTEST_K3S_IMAGE": "a/b:1", "PYTEST_K3S_VERSION": "v1.31.4+k3s1"}
-    with pytest.raises(SpecError, match=r"environment .* gives both an image"):
+    with pytest.raises(SpecError, match="the environment sets both the k3s image"):
         _spec(up_options(), both)
     with pytest.raises(SpecError, match="servers must be at least 1"):
         _spec(up_options("--servers", "0"), {})
+    with pytest.raises(SpecError, match="gives both an image"):
+        _spec(up_options("--image", "a/b:1", "--version", "v1.31.4"), {})
+
+
+def test_up_s_spec_is_the_one_a_run_in_this_environment_uses() -> None:
+    # So `pytest --k3s-reuse` in the same shell attaches to what `up` made.
+    environ = {
+        "PYTEST_K3S_AGENTS": "2",
+        "PYTEST_K3S_SERVERS": "3",
+        "PYTEST_K3S_LOAD_BALANCER": "on",
+        "PYTEST_K3S_TIMEOUT": "90",
+    }
+    spec = _spec(up_options(), environ)
+    assert (spec.servers, spec.agents, spec.load_balancer) == (3, 2, True)
+    assert spec.digest() == Settings.from_environment(environ).spec.digest()
+    assert _spec(up_options("--agents", "0"), environ).agents == 0
+    with pytest.raises(SpecError, match="PYTEST_K3S_AGENTS=x: 'x' is not a whole"):
+        _spec(up_options(), {"PYTEST_K3S_AGENTS": "x"})
 
 
 def test_up_s_versions_are_the_plugin_s(
