@@ -50,9 +50,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 #: Colon-separated kubectl binaries the kubectl tests run with.
 KUBECTLS_ENV = "PYTEST_K3S_TEST_KUBECTLS"
-#: A current kubectl where a development machine keeps one (CI names its
-#: kubectls in ``PYTEST_K3S_TEST_KUBECTLS``).
-CURRENT_KUBECTL = "/tmp/tools/kubectl"
+#: Where a development machine keeps a current kubectl and helm (CI names
+#: its kubectls in ``PYTEST_K3S_TEST_KUBECTLS`` and puts helm on ``PATH``).
+TOOLS = "/tmp/tools"
+CURRENT_KUBECTL = f"{TOOLS}/kubectl"
 
 
 def kubectls() -> list[str]:
@@ -70,6 +71,15 @@ def kubectls() -> list[str]:
         if path and os.access(path, os.X_OK):
             unique.setdefault(os.path.realpath(path), path)
     return list(unique.values())
+
+
+def helm_binary() -> str | None:
+    """helm on ``PATH``, else the one in :data:`TOOLS`, else None."""
+    found = shutil.which("helm")
+    if found:
+        return found
+    fallback = f"{TOOLS}/helm"
+    return fallback if os.access(fallback, os.X_OK) else None
 
 
 #: A Node with this label has no kubelet pulling its pods' images.

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,8 @@ import yaml
 from kubernetes import client as k8s
 
 from .conftest import KUBECTLS_ENV
+from .conftest import TOOLS
+from .conftest import helm_binary
 from .conftest import kubectls
 from .test_node_contract import TOKEN
 from .test_node_contract import Cluster
@@ -43,18 +43,8 @@ from .test_node_contract import wait_until
 
 pytestmark = pytest.mark.docker
 
-TOOLS = Path("/tmp/tools")
 CHART = Path(__file__).resolve().parents[2] / "examples" / "charts" / "hello"
 SENT_AS_PROTOBUF = re.compile(r"Content-Type:\s*application/vnd\.kubernetes\.protobuf")
-
-
-def helm_binary() -> str | None:
-    """helm on ``PATH``, else ``/tmp/tools/helm``, else None."""
-    found = shutil.which("helm")
-    if found:
-        return found
-    fallback = TOOLS / "helm"
-    return str(fallback) if os.access(fallback, os.X_OK) else None
 
 
 KUBECTLS = kubectls()

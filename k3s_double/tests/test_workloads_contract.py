@@ -25,6 +25,8 @@ from kubernetes import client as k8s
 from kubernetes.stream import portforward
 from kubernetes.stream import stream
 
+from .conftest import TOOLS
+from .conftest import helm_binary
 from .test_node_contract import TOKEN
 from .test_node_contract import Cluster
 from .test_node_contract import api_client
@@ -344,18 +346,12 @@ def test_a_service_of_simulated_pods_or_of_none_does_not_answer(
         assert done.status.container_statuses[0].state.terminated.exit_code != 0
 
 
-def _helm() -> str | None:
-    return shutil.which("helm") or (
-        "/tmp/tools/helm" if Path("/tmp/tools/helm").exists() else None
-    )
-
-
 def test_helm_test_of_the_example_chart_passes(
     cluster: Cluster, core: Any, tmp_path: Path
 ) -> None:
-    helm = _helm()
+    helm = helm_binary()
     if helm is None:
-        pytest.skip("no helm: none on PATH, none in /tmp/tools")
+        pytest.skip(f"no helm: none on PATH, none in {TOOLS}")
     config = tmp_path / "kubeconfig"
     config.write_text(yaml.safe_dump(kubeconfig_for(cluster.servers[0])))
     chart = Path(__file__).resolve().parents[2] / "examples" / "charts" / "hello"
