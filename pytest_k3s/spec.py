@@ -101,6 +101,12 @@ def parse_version(text: str) -> tuple[int, int, int, int] | None:
     return int(major), int(minor), int(patch), int((k3s or "k3s1")[3:])
 
 
+def spell_version(numbers: tuple[int, int, int, int]) -> str:
+    """:func:`parse_version`'s numbers as k3s spells them: ``v1.31.4+k3s2``."""
+    major, minor, patch, k3s = numbers
+    return f"v{major}.{minor}.{patch}+k3s{k3s}"
+
+
 def is_partial_version(text: str) -> bool:
     """Whether ``text`` names a release line or channel (``v1.33``, ``stable``).
 
@@ -123,8 +129,7 @@ def image_for_version(version: str, repository: str = K3S_REPOSITORY) -> str:
             f"{DEFAULT_VERSION!r} (major.minor.patch, optionally +k3sN), a "
             "release line such as 'v1.33', or 'stable' or 'latest'"
         )
-    major, minor, patch, k3s = numbers
-    return f"{repository}:v{major}.{minor}.{patch}-k3s{k3s}"
+    return f"{repository}:{spell_version(numbers).replace('+', '-')}"
 
 
 def version_of_image(image: str) -> str | None:
@@ -132,8 +137,7 @@ def version_of_image(image: str) -> str | None:
     numbers = parse_version(image.rpartition(":")[2])
     if numbers is None or "/" in image.rpartition(":")[2]:
         return None
-    major, minor, patch, k3s = numbers
-    return f"v{major}.{minor}.{patch}+k3s{k3s}"
+    return spell_version(numbers)
 
 
 @dataclass(frozen=True)

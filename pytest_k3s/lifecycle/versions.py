@@ -31,8 +31,10 @@ from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import VersionUnresolvedError
 from pytest_k3s.spec import CHANNELS
 from pytest_k3s.spec import K3S_REPOSITORY
+from pytest_k3s.spec import image_for_version
 from pytest_k3s.spec import is_partial_version
 from pytest_k3s.spec import parse_version
+from pytest_k3s.spec import spell_version
 from pytest_k3s.userdirs import cache_home
 
 
@@ -120,6 +122,13 @@ class Resolver:
                 self._resolved[asked] = self._resolve_recorded(asked)
         return self._resolved[asked]
 
+    def image(self, text: str) -> str:
+        """The image of the version ``text`` stands for, in this repository.
+
+        :raises VersionUnresolvedError: as :meth:`resolve`
+        """
+        return image_for_version(self.resolve(text).version, self.repository)
+
     def notes(self) -> list[str]:
         """The lines to show for every version of the run resolved offline."""
         found = dict(self._resolved)
@@ -151,7 +160,7 @@ class Resolver:
             latest = table.get(channel)
             numbers = parse_version(latest) if latest else None
             if numbers is not None:
-                return Resolved(asked, _spell(numbers), "k3s channel server")
+                return Resolved(asked, spell_version(numbers), "k3s channel server")
             known = ", ".join(sorted(table, key=_channel_order)[-6:])
             raise VersionUnresolvedError(
                 f"k3s version {asked!r}: the channel server {self.url} has no "
@@ -174,7 +183,7 @@ class Resolver:
                 f"{CHANNEL_URL_ENV} at a reachable channel server, or pull "
                 "the image"
             )
-        version = _spell(local)
+        version = spell_version(local)
         return Resolved(
             asked,
             version,
@@ -248,7 +257,7 @@ def _full(asked: str) -> Resolved:
             f"{asked!r} is not a k3s version: give a full one (v1.33.5+k3s1), a "
             f"release line (v1.33) or a channel ({' or '.join(CHANNELS)})"
         )
-    return Resolved(asked, _spell(numbers), "given")
+    return Resolved(asked, spell_version(numbers), "given")
 
 
 def _read_record(path: Path) -> dict[str, Resolved]:
@@ -291,11 +300,6 @@ def fetch_channels(url: str, timeout: float = FETCH_TIMEOUT) -> dict[str, str]:
         for item in items
         if isinstance(item, dict) and item.get("id") and item.get("latest")
     }
-
-
-def _spell(numbers: tuple[int, int, int, int]) -> str:
-    major, minor, patch, k3s = numbers
-    return f"v{major}.{minor}.{patch}+k3s{k3s}"
 
 
 def _channel_order(channel: str) -> tuple[int, ...]:
