@@ -56,7 +56,6 @@ from pytest_k3s.settings import parse_duration
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import K3S_REPOSITORY
 from pytest_k3s.spec import ClusterSpec
-from pytest_k3s.spec import image_for_version
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "pytest-k3s") -> int:
@@ -233,7 +232,7 @@ def _spec(
             progress(resolved.note)
         elif resolved.source != "given":
             progress(f"k3s version {resolved.describe()}")
-        changes["image"] = image_for_version(resolved.version, settings.repository)
+        changes["image"] = resolver.image(version)
     for name in ("servers", "agents"):
         if getattr(options, name) is not None:
             changes[name] = getattr(options, name)

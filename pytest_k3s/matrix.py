@@ -79,23 +79,13 @@ def resolve(settings: Settings, resolver: Resolver) -> tuple[Settings, RunVersio
     spec = settings.spec
     if spec.version is not None:
         default = _resolve(resolver, spec.version, "--k3s-version")
-        image = image_for_version(default.version, settings.repository)
-        spec = replace(spec, version=None, image=image)
+        spec = replace(spec, version=None, image=resolver.image(spec.version))
     elif spec.k3s_version is not None:
         default = Resolved(spec.k3s_version, spec.k3s_version, "given")
     matrix = tuple(_resolve(resolver, v, "--k3s-versions") for v in settings.versions)
     return replace(settings, spec=spec), RunVersions(
         settings.repository, default, matrix
     )
-
-
-def image_of(resolver: Resolver, repository: str) -> Callable[[str], str]:
-    """Map a version as a marker gives it to the image the run uses for it."""
-
-    def image(text: str) -> str:
-        return image_for_version(resolver.resolve(text).version, repository)
-
-    return image
 
 
 def param_id(version: str) -> str:
@@ -153,7 +143,7 @@ class RunMatrix:
         """
         if self._existing or not any("version" in m.kwargs for m in markers):
             return None
-        return image_of(self.resolver, self.repository)
+        return self.resolver.image
 
     def versions_for(
         self, markers: Iterable[pytest.Mark], where: str

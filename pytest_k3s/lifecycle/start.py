@@ -59,7 +59,6 @@ from pytest_k3s.lifecycle.seeding import forget_seed
 from pytest_k3s.lifecycle.seeding import seed_archive
 from pytest_k3s.owner import Owner
 from pytest_k3s.spec import ClusterSpec
-from pytest_k3s.spec import image_for_version
 
 
 Progress = Callable[[str], None]
@@ -187,10 +186,11 @@ def resolve_spec(
     """
     if spec.version is None:
         return spec
-    resolved = versions.Resolver(lambda: engine).resolve(spec.version)
+    resolver = versions.Resolver(lambda: engine)
+    resolved = resolver.resolve(spec.version)
     if resolved.note:
         progress(f"  {resolved.note}")
-    return replace(spec, version=None, image=image_for_version(resolved.version))
+    return replace(spec, version=None, image=resolver.image(spec.version))
 
 
 class _Starter:
