@@ -73,7 +73,22 @@ def spec_for_markers(
     :raises pytest.UsageError: a marker argument is unknown or invalid; the
         message names ``where`` (the test or module)
     """
-    changes = _changes(markers, where)
+    changes: dict[str, Any] = {}
+    for mark in reversed(list(markers)):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{where}: @pytest.mark.k3s takes keyword arguments only, "
+                f"e.g. k3s(agents=2); got positional {mark.args!r}"
+            )
+        _check_one_image(mark, where)
+        for key, value in mark.kwargs.items():
+            field_name = MARKER_ARGS.get(key) or _deprecated(key, where)
+            if field_name in ("image", "version"):
+                changes.pop("image", None)
+                changes.pop("version", None)
+            if field_name in _LISTS:
+                value = (value,) if isinstance(value, str) else value
+            changes[field_name] = value
     version = changes.get("version")
     if isinstance(version, list | tuple):
         del changes["version"]
@@ -103,43 +118,30 @@ def marker_versions(
         when no marker says
     :raises pytest.UsageError: the list is empty or holds a non-string
     """
-    changes = _changes(markers, where)
-    version = changes.get("version")
-    if isinstance(version, list | tuple):
-        if not version or not all(isinstance(v, str) and v for v in version):
-            raise pytest.UsageError(
-                f"{where}: @pytest.mark.k3s(version=[...]) needs one or more "
-                f"version strings, got {version!r}"
-            )
-        return tuple(dict.fromkeys(version))
-    if "image" in changes or version is not None:
-        return ()
+    for mark in markers:  # nearest first: the first to say decides
+        _check_one_image(mark, where)
+        if "version" in mark.kwargs:
+            version = mark.kwargs["version"]
+            if not isinstance(version, list | tuple):
+                return ()
+            if not version or not all(isinstance(v, str) and v for v in version):
+                raise pytest.UsageError(
+                    f"{where}: @pytest.mark.k3s(version=[...]) needs one or more "
+                    f"version strings, got {version!r}"
+                )
+            return tuple(dict.fromkeys(version))
+        if "image" in mark.kwargs:
+            return ()
     return None
 
 
-def _changes(markers: Iterable[pytest.Mark], where: str) -> dict[str, Any]:
-    """The spec fields the markers set, the nearest winning argument by argument."""
-    changes: dict[str, Any] = {}
-    for mark in reversed(list(markers)):
-        if mark.args:
-            raise pytest.UsageError(
-                f"{where}: @pytest.mark.k3s takes keyword arguments only, "
-                f"e.g. k3s(agents=2); got positional {mark.args!r}"
-            )
-        if "image" in mark.kwargs and "version" in mark.kwargs:
-            raise pytest.UsageError(
-                f"{where}: @pytest.mark.k3s takes image or version, not both "
-                f"(image={mark.kwargs['image']!r}, version={mark.kwargs['version']!r})"
-            )
-        for key, value in mark.kwargs.items():
-            field_name = MARKER_ARGS.get(key) or _deprecated(key, where)
-            if field_name in ("image", "version"):
-                changes.pop("image", None)
-                changes.pop("version", None)
-            if field_name in _LISTS:
-                value = (value,) if isinstance(value, str) else value
-            changes[field_name] = value
-    return changes
+def _check_one_image(mark: pytest.Mark, where: str) -> None:
+    """Refuse a marker that gives both an image and a version."""
+    if "image" in mark.kwargs and "version" in mark.kwargs:
+        raise pytest.UsageError(
+            f"{where}: @pytest.mark.k3s takes image or version, not both "
+            f"(image={mark.kwargs['image']!r}, version={mark.kwargs['version']!r})"
+        )
 
 
 def _deprecated(key: str, where: str) -> str:

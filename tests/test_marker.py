@@ -54,6 +54,23 @@ def test_args_is_a_deprecated_name_for_server_args() -> None:
     assert spec.server_args == ("--disable=traefik",)
 
 
+def test_a_deprecated_argument_warns_once_at_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_d="""
+        import pytest
+
+        @pytest.mark.k3s(args=["--disable=traefik"])
+        def test_x(k3s_cluster): pass
+        """
+    )
+    result = pytester.runpytest("--collect-only", "-W", "always::DeprecationWarning")
+    warned = [line for line in result.outlines if "DeprecationWarning" in line]
+    assert len(warned) == 1, result.outlines
+    assert "pytest_k3s/plugin.py" in warned[0]
+
+
 def test_help_lists_every_argument() -> None:
     for name in MARKER_ARGS:
         assert f"{name}=" in MARKER_HELP
