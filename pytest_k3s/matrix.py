@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 class RunVersions:
     """The versions of a run, resolved: its default's (if set) and its matrix."""
 
-    repository: str
     default: Resolved | None = None
     matrix: tuple[Resolved, ...] = ()
 
@@ -83,9 +82,7 @@ def resolve(settings: Settings, resolver: Resolver) -> tuple[Settings, RunVersio
     elif spec.k3s_version is not None:
         default = Resolved(spec.k3s_version, spec.k3s_version, "given")
     matrix = tuple(_resolve(resolver, v, "--k3s-versions") for v in settings.versions)
-    return replace(settings, spec=spec), RunVersions(
-        settings.repository, default, matrix
-    )
+    return replace(settings, spec=spec), RunVersions(default, matrix)
 
 
 def param_id(version: str) -> str:
