@@ -22,6 +22,7 @@ from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.errors import NoEngineError
+from pytest_k3s.errors import RegistryMirrorWarning
 from pytest_k3s.errors import SpecError
 from pytest_k3s.errors import StreamError
 from pytest_k3s.errors import UnsuitableClusterError
@@ -29,6 +30,7 @@ from pytest_k3s.errors import WaitTimeoutError
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import ClusterSpec
 from pytest_k3s.spec import PortMapping
+from pytest_k3s.spec import RegistryMirror
 
 
 if TYPE_CHECKING:
@@ -53,6 +55,8 @@ __all__ = [
     "NoEngineError",
     "Node",
     "PortMapping",
+    "RegistryMirror",
+    "RegistryMirrorWarning",
     "SpecError",
     "StreamError",
     "UnsuitableClusterError",

@@ -87,3 +87,11 @@ class ApiUnreachable(K3sError):
 
 class StreamError(K3sError):
     """An exec or a port-forward could not be set up or finish; the message says why."""
+
+
+class RegistryMirrorWarning(UserWarning):
+    """The registry mirror could not be used; nodes pull from the registries.
+
+    A warning, not an error: containerd falls back to the registry itself,
+    so the mirror costs speed, never a test.
+    """

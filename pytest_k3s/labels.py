@@ -44,6 +44,15 @@ STATE_DIR = f"{PREFIX}.state-dir"
 IMAGE_CACHE = f"{PREFIX}.image-cache"
 #: The ROLE of a cluster's load balancer (not a node).
 BALANCER_ROLE = "loadbalancer"
+#: The ROLE of a cluster's own registry (not a node).
+REGISTRY_ROLE = "registry"
+#: On the registry mirror's objects: the registry a container mirrors
+#: ("" on its network and volumes). They carry CLUSTER too, with the value
+#: ``pytest-k3s-mirror``, but are no cluster: they outlive runs, no sweep
+#: takes them, and only ``pytest-k3s mirror rm`` removes them.
+MIRROR = f"{PREFIX}.mirror"
+#: On a mirror container: where its blobs are (a volume or a directory).
+MIRROR_STORAGE = f"{PREFIX}.mirror-storage"
 #: On containers with a fixed address on the cluster network: that address
 #: (an added node takes the next one).
 ADDRESS = f"{PREFIX}.address"

@@ -31,10 +31,12 @@ from pytest_k3s.run.state import KeepMode
 from pytest_k3s.spec import DEFAULT_IMAGE
 from pytest_k3s.spec import DEFAULT_KEEP_FOR
 from pytest_k3s.spec import DEFAULT_LOAD_BALANCER_IMAGE
+from pytest_k3s.spec import DEFAULT_REGISTRY_IMAGE
 from pytest_k3s.spec import DEFAULT_REUSE_FOR
 from pytest_k3s.spec import K3S_REPOSITORY
 from pytest_k3s.spec import PRIVILEGE_MODES
 from pytest_k3s.spec import ClusterSpec
+from pytest_k3s.spec import RegistryMirror
 from pytest_k3s.spec import image_for_version
 from pytest_k3s.spec import is_partial_version
 
@@ -279,6 +281,27 @@ KNOBS = (
         "DURATION",
     ),
     Knob(
+        "registry-mirror",
+        "Pull workload images through a registry mirror shared by every "
+        "cluster on the engine, which outlives the run: on (blobs in a volume), "
+        "a directory to keep them in (cache it in CI), or off (default)",
+        _directory,
+        "DIR|on|off",
+    ),
+    Knob(
+        "registry-mirror-upstreams",
+        "The registries the mirror serves, comma-separated, each optionally "
+        "REGISTRY=URL (default docker.io), e.g. docker.io,ghcr.io,quay.io",
+        lambda text: tuple(p.strip() for p in text.split(",") if p.strip()),
+        "LIST",
+    ),
+    Knob(
+        "registry-mirror-image",
+        f"The registry mirror's image (default {DEFAULT_REGISTRY_IMAGE})",
+        str,
+        "IMAGE",
+    ),
+    Knob(
         "kubeconfig",
         "Run the tests against the existing cluster of this kubeconfig instead "
         "of starting clusters in Docker",
@@ -436,6 +459,12 @@ class Settings:
         ):
             if name in values:
                 values[name.replace("-", "_")] = values.pop(name)
+        values["registry_mirror"] = _mirror(
+            values.pop("registry-mirror", False),
+            values.pop("registry-mirror-upstreams", None),
+            values.pop("registry-mirror-image", None),
+            start,
+        )
         artifacts = _artifacts(values.pop("artifacts", None), environ, start)
         existing = values.pop("kubeconfig", None)
         context = values.pop("context", None)
@@ -498,6 +527,13 @@ class Settings:
                 f"(for {self.keep_for / 3600:g}h)"
             )
             + (", reuse clusters" if self.reuse else "")
+            + (
+                ""
+                if spec.registry_mirror is None
+                else ", registry mirror of "
+                + ",".join(r for r, _ in spec.registry_mirror.remotes())
+                + f" in {spec.registry_mirror.storage or 'a volume'}"
+            )
         )
 
 
@@ -549,6 +585,29 @@ def _artifacts(
     if value is False:
         return None
     return (start / Path(str(value)).expanduser()).absolute()
+
+
+def _mirror(
+    value: str | bool,
+    upstreams: tuple[str, ...] | None,
+    image: str | None,
+    start: Path,
+) -> RegistryMirror | None:
+    """The registry mirror the knobs describe, or None when it is off.
+
+    A relative storage directory is taken from where pytest started.
+    """
+    if value is False:
+        return None
+    storage = None if value is True else str(start / Path(str(value)).expanduser())
+    try:
+        return RegistryMirror(
+            storage=storage,
+            image=image or DEFAULT_REGISTRY_IMAGE,
+            upstreams=upstreams or RegistryMirror.upstreams,
+        )
+    except SpecError as exc:
+        raise pytest.UsageError(f"--k3s-registry-mirror: {exc}") from exc
 
 
 def _check_image_pair(found: Mapping[str, Any], level: str) -> None:

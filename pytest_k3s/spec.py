@@ -31,6 +31,12 @@ DEFAULT_TIMEOUT = 180.0
 #: notices a dead server when a request to it fails) and reloads its
 #: configuration without dropping connections when an agent joins.
 DEFAULT_LOAD_BALANCER_IMAGE = "haproxy:3.4.8-alpine"
+#: The registry mirror's image: the official registry (CNCF Distribution),
+#: whose pull-through mode proxies one upstream registry per container.
+DEFAULT_REGISTRY_IMAGE = "registry:2.8.3"
+#: Where a mirror of a registry fetches from, where that is not
+#: ``https://<registry>`` (Docker Hub's API is not at docker.io).
+REGISTRY_REMOTES = {"docker.io": "https://registry-1.docker.io"}
 #: How long kept clusters are spared by the sweep of leftovers (24 hours).
 DEFAULT_KEEP_FOR = 24 * 3600.0
 #: How long an unused reusable cluster is kept (7 days).
@@ -81,6 +87,7 @@ INCIDENTAL_FIELDS = (
     "wait_for_coredns",
     "image_cache",
     "load_balancer_image",
+    "registry_mirror",
 )
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
@@ -90,6 +97,8 @@ _MINOR = re.compile(r"^v?(\d+)\.(\d+)$")
 CHANNELS = ("stable", "latest")
 _PORT = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+#: A registry as image names spell it: ``ghcr.io``, ``localhost:5000``.
+_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
 
 
 def parse_version(text: str) -> tuple[int, int, int, int] | None:
@@ -167,6 +176,69 @@ class PortMapping:
     def __str__(self) -> str:
         prefix = f"{self.host_port}:" if self.host_port is not None else ""
         return f"{prefix}{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class RegistryMirror:
+    """A pull-through mirror of registries, shared by every cluster on the engine.
+
+    One registry container per upstream registry (``pytest-k3s-mirror-<name>``,
+    see :mod:`pytest_k3s.lifecycle.mirror`) outlives runs, and every node's
+    ``registries.yaml`` names it first for that registry, so an image is
+    fetched from the upstream once per machine, not once per node.
+
+    :param storage: a directory to keep the mirrored blobs in (so CI can
+        cache it between jobs), or None for a volume on the engine
+    :param image: the registry image (the official one, or one that runs like it)
+    :param upstreams: the registries to mirror, as image names spell them
+        (``docker.io``, ``ghcr.io``), each optionally ``=URL`` to say where
+        its API is (``quay.io=https://quay.io``); by default
+        :data:`REGISTRY_REMOTES` or ``https://<registry>``
+    """
+
+    storage: str | None = None
+    image: str = DEFAULT_REGISTRY_IMAGE
+    upstreams: tuple[str, ...] = ("docker.io",)
+
+    def __post_init__(self) -> None:
+        storage: object = self.storage
+        if storage is not None:
+            if not isinstance(storage, str) or not storage.strip():
+                raise SpecError(
+                    f"registry mirror storage must be a directory, not {self.storage!r}"
+                )
+            path = os.path.abspath(os.path.expanduser(storage))
+            object.__setattr__(self, "storage", path)
+        image: object = self.image
+        if not isinstance(image, str) or not image or " " in image:
+            raise SpecError(
+                f"registry mirror image {self.image!r} is not a valid image reference"
+            )
+        upstreams = _strings("registry mirror upstreams", self.upstreams)
+        if not upstreams:
+            raise SpecError("a registry mirror needs at least one upstream registry")
+        object.__setattr__(self, "upstreams", upstreams)
+        self.remotes()  # validates each entry
+
+    def remotes(self) -> tuple[tuple[str, str], ...]:
+        """(registry, URL the mirror fetches it from) for every upstream."""
+        found: dict[str, str] = {}
+        for entry in self.upstreams:
+            registry, _, url = (part.strip() for part in entry.partition("="))
+            if not _REGISTRY.match(registry):
+                raise SpecError(
+                    f"registry mirror upstream {entry!r}: {registry!r} is not a "
+                    "registry as image names spell it (e.g. docker.io, ghcr.io, "
+                    "registry.example.com:5000)"
+                )
+            url = url or REGISTRY_REMOTES.get(registry, f"https://{registry}")
+            if not re.match(r"^https?://[^/\s]+/?$", url):
+                raise SpecError(
+                    f"registry mirror upstream {entry!r}: {url!r} is not a "
+                    "registry URL (http(s)://host[:port])"
+                )
+            found[registry] = url.rstrip("/")
+        return tuple(found.items())
 
 
 def _strings(name: str, value: object) -> tuple[str, ...]:
@@ -255,6 +327,9 @@ class ClusterSpec:
         means: when there is more than one server
     :param load_balancer_image: the load balancer's image (HAProxy's
         official image, or one that runs like it)
+    :param registry_mirror: pull workload images through the engine's shared
+        pull-through mirror (:class:`RegistryMirror`), or None. Nodes fall
+        back to the upstream when it fails, so it changes speed, not results
     """
 
     servers: int = 1
@@ -278,6 +353,7 @@ class ClusterSpec:
     api_bind: str | None = None
     load_balancer: bool | None = None
     load_balancer_image: str = DEFAULT_LOAD_BALANCER_IMAGE
+    registry_mirror: RegistryMirror | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -366,6 +442,11 @@ class ClusterSpec:
                 f"ports_bind {self.ports_bind!r} is not an IP address; give "
                 "'127.0.0.1' (the default) or '0.0.0.0'"
             ) from None
+        mirror: object = self.registry_mirror
+        if mirror is not None and not isinstance(mirror, RegistryMirror):
+            raise SpecError(
+                f"registry_mirror must be a RegistryMirror or None, not {mirror!r}"
+            )
         registries: object = self.registries
         if isinstance(registries, Mapping):
             # JSON is YAML, and a canonical string keeps the spec hashable.

@@ -101,7 +101,8 @@ class FakeEngine:
         self.ports_move = ports_move
         self.in_container = in_container
         self.containers_by_id: dict[str, FakeContainer] = {}
-        self.networks: dict[str, dict[str, str]] = {}
+        self.network_labels: dict[str, dict[str, str]] = {}
+        self.volumes: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
         self.closed = False
         self._ids = itertools.count(1)
@@ -161,7 +162,7 @@ class FakeEngine:
 
     def check_free(self, names: Iterable[str]) -> None:
         taken = {c.node.name for c in self.containers_by_id.values()} | set(
-            self.networks
+            self.network_labels
         )
         for name in names:
             if name in taken:
@@ -169,8 +170,8 @@ class FakeEngine:
 
     def create_network(self, name: str, network_labels: Mapping[str, str]) -> str:
         self.calls.append(f"network {name}")
-        self.networks[name] = dict(network_labels)
-        return f"172.30.{len(self.networks)}.0/24"
+        self.network_labels[name] = dict(network_labels)
+        return f"172.30.{len(self.network_labels)}.0/24"
 
     def start_proxy(self, container: NodeContainer) -> str:
         found = FakeContainer(f"id{next(self._ids)}", container, None)
@@ -179,6 +180,14 @@ class FakeEngine:
         self.containers_by_id[found.id] = found
         self.calls.append(f"start {container.name}")
         return found.id
+
+    def create_volume(self, name: str, volume_labels: Mapping[str, str]) -> None:
+        self.volumes.setdefault(name, dict(volume_labels))
+
+    def connect_network(self, container_id: str, network: str) -> None:
+        if network not in self.network_labels:
+            raise K3sError(f"network {network} not found")
+        self.calls.append(f"connect {self.containers_by_id[container_id].node.name}")
 
     def write_files(self, container_id: str, files: Mapping[str, bytes]) -> None:
         container = self.containers_by_id[container_id]
@@ -255,11 +264,18 @@ class FakeEngine:
             if _matches(c.node.labels, selector)
         ]
 
+    def networks(self, selector: Mapping[str, str]) -> list[Listed]:
+        return [
+            Listed(name, name, tags)
+            for name, tags in self.network_labels.items()
+            if _matches(tags, selector)
+        ]
+
     def labelled(self) -> dict[str, dict[str, str]]:
         found: dict[str, dict[str, str]] = {}
         objects = [dict(c.node.labels) for c in self.containers_by_id.values()]
-        for tags in [*objects, *self.networks.values()]:
-            if labels.CLUSTER in tags:
+        for tags in [*objects, *self.network_labels.values(), *self.volumes.values()]:
+            if labels.CLUSTER in tags and labels.MIRROR not in tags:
                 found.setdefault(tags[labels.CLUSTER], tags)
         return found
 
@@ -303,10 +319,14 @@ class FakeEngine:
         for listed in self.containers(selector):
             self.remove_container(listed.id)
             removed.append(f"container {listed.name}")
-        for network, tags in list(self.networks.items()):
+        for network, tags in list(self.network_labels.items()):
             if _matches(tags, selector):
-                del self.networks[network]
+                del self.network_labels[network]
                 removed.append(f"network {network}")
+        for volume, tags in list(self.volumes.items()):
+            if _matches(tags, selector):
+                del self.volumes[volume]
+                removed.append(f"volume {volume}")
         self.calls.append(f"remove {name}")
         return removed
 
@@ -315,7 +335,7 @@ class FakeEngine:
     def names(self) -> list[str]:
         """The containers and networks that exist, sorted."""
         return sorted(
-            [c.node.name for c in self.containers_by_id.values()] + list(self.networks)
+            [c.node.name for c in self.containers_by_id.values()] + list(self.network_labels)
         )
 
 

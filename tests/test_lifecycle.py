@@ -68,7 +68,7 @@ def test_every_object_is_labelled_with_cluster_run_and_owner(api: FakeApi) -> No
     options = StartOptions(name="k3s-lab", run_id="run-1", keep_until=2e9)
     start_cluster(engine, ClusterSpec(image="k3s:test", agents=1), options)
     tags = [c.node.labels for c in engine.containers_by_id.values()]
-    tags.append(engine.networks["k3s-lab"])
+    tags.append(engine.network_labels["k3s-lab"])
     for found in tags:
         assert found[labels.CLUSTER] == "k3s-lab"
         assert found[labels.RUN] == "run-1"

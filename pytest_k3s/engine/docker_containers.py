@@ -18,6 +18,7 @@ from typing import IO
 from typing import Any
 
 import docker
+import docker.errors
 from docker.utils.socket import frames_iter
 
 from pytest_k3s.engine.protocol import LogCursor
@@ -39,8 +40,16 @@ class DockerContainers:
     api: docker.APIClient
 
     def read_file(self, container_id: str, path: str) -> bytes:
-        """Return the contents of ``path`` inside the container."""
-        stream, _ = self.api.get_archive(container_id, path)
+        """Return the contents of ``path`` inside the container.
+
+        :raises FileNotFoundError: there is no such file
+        """
+        try:
+            stream, _ = self.api.get_archive(container_id, path)
+        except docker.errors.NotFound as exc:
+            if "No such container" in str(exc):
+                raise
+            raise FileNotFoundError(f"{path} in container {container_id[:12]}") from exc
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
             member = archive.next()
             extracted = archive.extractfile(member) if member else None

@@ -254,23 +254,28 @@ class DockerCreation:
         return self._with_host_ports(node, start)
 
     def start_proxy(self, container: NodeContainer) -> str:
-        """Create and start a plain container (the load balancer); return its id.
+        """Create and start a plain container (a load balancer, a registry).
 
-        None of a node's privileges or mounts: only its name, network, fixed
-        address, ports and files.
+        None of a node's privileges: only its name, network, fixed address,
+        ports, environment, mounts and files.
         """
 
         def start(concrete: NodeContainer) -> str:
             try:
                 created = self.api.create_container(
                     concrete.image,
-                    command=list(concrete.command),
+                    command=list(concrete.command) or None,
                     name=concrete.name,
                     hostname=concrete.name,
                     labels=dict(concrete.labels),
+                    environment=dict(concrete.environment),
                     ports=[(m.container_port, m.protocol) for _, m in concrete.ports],
                     host_config=self.api.create_host_config(
                         port_bindings=_bindings(concrete),
+                        binds={
+                            source: {"bind": target, "mode": "rw"}
+                            for source, target in concrete.mounts.items()
+                        },
                         network_mode=concrete.network,
                         restart_policy={"Name": "no"},
                         # The official haproxy image runs as a user: ports

@@ -33,6 +33,7 @@ from pytest_k3s.engine.access import decide
 from pytest_k3s.engine.docker_containers import DockerContainers
 from pytest_k3s.engine.docker_creation import DockerCreation
 from pytest_k3s.engine.docker_images import DockerImages
+from pytest_k3s.engine.docker_images import explain
 from pytest_k3s.engine.docker_networks import DockerNetworks
 from pytest_k3s.engine.protocol import Listed
 from pytest_k3s.errors import DockerUnavailableError
@@ -159,7 +160,8 @@ class DockerEngine(DockerImages, DockerNetworks, DockerCreation, DockerContainer
             for c in self.api.containers(all=True, filters=_label_filter(selector))
         ]
 
-    def _networks(self, selector: Mapping[str, str]) -> list[Listed]:
+    def networks(self, selector: Mapping[str, str]) -> list[Listed]:
+        """Return all networks whose labels match ``selector``."""
         return [
             Listed(n["Id"], n["Name"], n.get("Labels") or {})
             for n in self.api.networks(filters=_label_filter(selector))
@@ -171,16 +173,26 @@ class DockerEngine(DockerImages, DockerNetworks, DockerCreation, DockerContainer
             Listed(v["Name"], v["Name"], v.get("Labels") or {}) for v in found or []
         ]
 
+    def create_volume(self, name: str, volume_labels: Mapping[str, str]) -> None:
+        """Create a labelled named volume; one of that name already there is fine."""
+        try:
+            self.api.create_volume(name, labels=dict(volume_labels))
+        except docker.errors.APIError as exc:
+            raise K3sError(
+                f"Docker could not create volume {name}: {explain(exc)}"
+            ) from exc
+
     def labelled(self) -> dict[str, dict[str, str]]:
         """Return every cluster that has objects here, with one object's labels."""
         found: dict[str, dict[str, str]] = {}
         everything = (
             self.containers({labels.CLUSTER: ""})
-            + self._networks({labels.CLUSTER: ""})
+            + self.networks({labels.CLUSTER: ""})
             + self._volumes({labels.CLUSTER: ""})
         )
         for item in everything:
-            found.setdefault(item.labels[labels.CLUSTER], dict(item.labels))
+            if labels.MIRROR not in item.labels:
+                found.setdefault(item.labels[labels.CLUSTER], dict(item.labels))
         return found
 
     def remove_container(self, container_id: str) -> None:
@@ -206,7 +218,7 @@ class DockerEngine(DockerImages, DockerNetworks, DockerCreation, DockerContainer
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers)))) as pool:
             list(pool.map(lambda c: self.remove_container(c.id), containers))
         removed += [f"container {c.name}" for c in containers]
-        for network in self._networks(selector):
+        for network in self.networks(selector):
             with contextlib.suppress(docker.errors.NotFound):
                 self._remove_network(network.id)
             removed.append(f"network {network.name}")

@@ -156,6 +156,19 @@ class DockerNetworks:
                 "this container reaches"
             ) from exc
 
+    def connect_network(self, container_id: str, network: str) -> None:
+        """Connect a container to ``network``; already connected is fine."""
+        try:
+            self.api.connect_container_to_network(container_id, network)
+        except docker.errors.APIError as exc:
+            message = explain(exc)
+            if "already exists" in message or "already connected" in message:
+                return
+            raise K3sError(
+                f"Docker could not connect container {container_id[:12]} to "
+                f"network {network}: {message}"
+            ) from exc
+
     def _remove_network(self, network_id: str) -> None:
         # Stragglers (say, a container a user attached) would block removal.
         attached: Mapping[str, Any] = (

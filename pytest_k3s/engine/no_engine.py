@@ -103,6 +103,14 @@ class NoEngine:
         """Refused: no engine starts a load balancer."""
         self._refuse("starting a load balancer")
 
+    def create_volume(self, name: str, volume_labels: Mapping[str, str]) -> None:
+        """Refused: there are no volumes."""
+        self._refuse("creating volumes")
+
+    def connect_network(self, container_id: str, network: str) -> None:
+        """Refused: there are no networks."""
+        self._refuse("connecting containers to networks")
+
     def write_files(self, container_id: str, files: Mapping[str, bytes]) -> None:
         """Refused: there are no containers to write into."""
         self._refuse("writing files into nodes")
@@ -142,6 +150,10 @@ class NoEngine:
     def containers(self, selector: Mapping[str, str]) -> list[Listed]:
         """Refused: there are no containers."""
         self._refuse("listing containers")
+
+    def networks(self, selector: Mapping[str, str]) -> list[Listed]:
+        """Refused: there are no networks."""
+        self._refuse("listing networks")
 
     def labelled(self) -> dict[str, dict[str, str]]:
         """Refused: there are no containers."""

@@ -75,6 +75,9 @@ class NodeContainer:
     #: A tar file on this machine to unpack at ``/`` before the start (the
     #: air-gap or cached image archives, see :data:`AIRGAP_DIR`).
     seed_archive: Path | None = None
+    #: What to mount (source: path in the container): an absolute source is
+    #: a directory of the engine's host, any other a named volume.
+    mounts: Mapping[str, str] = field(default_factory=dict)
 
 
 #: What the runtime is asked for, by privilege setting: privileged mode,
@@ -110,6 +113,7 @@ def node_container(
     seed_archive: Path | None = None,
     address: str | None = None,
     balancer: tuple[str, str | None] | None = None,
+    registries: str | None = None,
 ) -> NodeContainer:
     """Describe node ``index`` of ``role`` in ``cluster``.
 
@@ -136,6 +140,8 @@ def node_container(
       arguments have a ``--disable`` of their own, which replaces ours; a
       bare ``--disable=`` only drops ours and is not passed on.
     - HA servers may restart while etcd members join.
+    - ``registries`` is the node's ``registries.yaml`` where it is more than
+      the spec's (the registry mirror's endpoints merged in).
     """
     environment = {"K3S_TOKEN": token, "K3S_KUBECONFIG_OUTPUT": KUBECONFIG_OUTPUT}
     sans = [api_host]
@@ -165,8 +171,9 @@ def node_container(
         key, _, value = entry.partition("=")
         environment[key] = value
     files = {}
-    if isinstance(spec.registries, str):  # a mapping was made YAML text
-        files[REGISTRIES_PATH] = spec.registries.encode()
+    yaml = registries or spec.registries
+    if isinstance(yaml, str):  # the spec made a mapping YAML text
+        files[REGISTRIES_PATH] = yaml.encode()
     return NodeContainer(
         name=node_name(cluster, role, index),
         image=spec.image,

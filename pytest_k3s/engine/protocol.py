@@ -117,7 +117,17 @@ class Engine(Protocol):
         """
 
     def start_proxy(self, container: NodeContainer) -> str:
-        """Create and start a plain container (the load balancer); return its id."""
+        """Create and start a plain container (a load balancer, a registry).
+
+        Return its id. It gets the container's name, network, fixed address,
+        ports, environment, mounts and files, none of a node's privileges.
+        """
+
+    def create_volume(self, name: str, volume_labels: Mapping[str, str]) -> None:
+        """Create a labelled named volume; one of that name already there is fine."""
+
+    def connect_network(self, container_id: str, network: str) -> None:
+        """Connect a container to ``network``; already connected is fine."""
 
     def stop_container(self, container_id: str, *, timeout: int = 10) -> None:
         """Stop a container (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
@@ -142,13 +152,20 @@ class Engine(Protocol):
     def containers(self, selector: Mapping[str, str]) -> list[Listed]:
         """Every container whose labels match ``selector`` ("" matches any value)."""
 
+    def networks(self, selector: Mapping[str, str]) -> list[Listed]:
+        """Every network whose labels match ``selector`` ("" matches any value)."""
+
     def labelled(self) -> dict[str, dict[str, str]]:
-        """Every cluster that has objects here, with one object's labels."""
+        """Every cluster that has objects here, with one object's labels.
+
+        The registry mirror's objects (:data:`labels.MIRROR`) are not a
+        cluster, and are left out.
+        """
 
     # inside containers -------------------------------------------------------
 
     def read_file(self, container_id: str, path: str) -> bytes:
-        """The contents of ``path`` inside the container."""
+        """The contents of ``path`` inside the container (FileNotFoundError if none)."""
 
     def new_log_lines(self, container_id: str, cursor: LogCursor) -> list[str]:
         """The log lines written since ``cursor``; advances it."""

@@ -24,6 +24,7 @@ from pytest_k3s import labels
 from pytest_k3s.engine.addressing import next_address
 from pytest_k3s.engine.node_container import API_PORT
 from pytest_k3s.engine.node_container import PRIVILEGE_REQUEST
+from pytest_k3s.engine.node_container import REGISTRIES_PATH
 from pytest_k3s.engine.node_container import Node
 from pytest_k3s.engine.node_container import node_container
 from pytest_k3s.engine.protocol import Engine
@@ -100,6 +101,11 @@ def add_agent(
     cache = tags.get(labels.IMAGE_CACHE)
     seed = seed_archive(spec, Path(cache) if cache else None)
     try:
+        # The registry mirror's endpoints, merged in at the cluster's start.
+        registries = engine.read_file(server0.container_id, REGISTRIES_PATH).decode()
+    except FileNotFoundError:
+        registries = None
+    try:
         description = node_container(
             spec,
             "agent",
@@ -112,6 +118,7 @@ def add_agent(
             seed_archive=seed,
             address=address,
             balancer=joins,
+            registries=registries,
         )
         began = time.time()
         container_id = engine.start_node(

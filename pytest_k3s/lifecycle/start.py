@@ -17,6 +17,7 @@ kubeconfig goes, whose run it belongs to) travels as one
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -49,6 +50,7 @@ from pytest_k3s.errors import SpecError
 from pytest_k3s.kube import kubeconfig
 from pytest_k3s.lifecycle import image_cache
 from pytest_k3s.lifecycle import load_balancer
+from pytest_k3s.lifecycle import mirror
 from pytest_k3s.lifecycle import versions
 from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
 from pytest_k3s.lifecycle.readiness import READY_LOG
@@ -59,6 +61,7 @@ from pytest_k3s.lifecycle.seeding import forget_seed
 from pytest_k3s.lifecycle.seeding import seed_archive
 from pytest_k3s.owner import Owner
 from pytest_k3s.spec import ClusterSpec
+from pytest_k3s.spec import RegistryMirror
 
 
 Progress = Callable[[str], None]
@@ -239,6 +242,8 @@ class _Starter:
         #: Fixed addresses on the cluster network, by container name.
         self.addresses: dict[str, str] = {}
         self.balancer_id: str | None = None
+        #: The nodes' registries.yaml, the mirror's endpoints merged in.
+        self.registries = spec.registries if isinstance(spec.registries, str) else None
         self.api_bind = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
 
     def run(self) -> Started:
@@ -269,6 +274,8 @@ class _Starter:
         self._assign_addresses(subnet)
         if self.via_network:
             self.engine.join_network(self.name)
+        if spec.registry_mirror is not None:
+            self._use_mirror(spec.registry_mirror)
         if spec.has_load_balancer:
             self._start_balancer()
         refused_before = self.engine.privileged_refused
@@ -340,6 +347,20 @@ class _Starter:
             return None
         name = load_balancer.balancer_name(self.name)
         return name, self.addresses.get(name)
+
+    def _use_mirror(self, wanted: RegistryMirror) -> None:
+        """Connect the registry mirror (started if need be) to the network."""
+        running = mirror.ensure(
+            self.engine, wanted, environ=os.environ, owner=self.owner
+        )
+        connected = mirror.connect(self.engine, running, self.name)
+        self.registries = mirror.registries_yaml(self.registries, connected)
+        if connected:
+            self.progress(
+                "  pulling "
+                + ", ".join(each.registry for each in connected)
+                + " images through the registry mirror"
+            )
 
     def _start_balancer(self) -> None:
         """Start the load balancer, its backends being every node's fixed address."""
@@ -414,6 +435,7 @@ class _Starter:
             seed_archive=self.seed,
             address=self.addresses.get(name),
             balancer=self._balancer(),
+            registries=self.registries,
         )
         privileged = PRIVILEGE_REQUEST[self.spec.privileged]
         container_id = self.engine.start_node(node, privileged=privileged)

@@ -1,0 +1,347 @@
+"""The pull-through registry mirror: one per engine and upstream, shared by all.
+
+With :class:`~pytest_k3s.spec.RegistryMirror` on, a cluster's start makes
+sure that for each upstream registry (``docker.io`` by default) a registry
+container in pull-through mode runs on the engine:
+``pytest-k3s-mirror-<registry>`` (the official ``registry`` image, whose
+pull-through mode proxies one upstream per container), on the network
+``pytest-k3s-mirror``, with its blobs in a volume or in the directory given.
+It is started once, under a file lock per engine, so concurrent runs and
+xdist workers start one; later clusters find it running.
+
+Every cluster's network gets the mirror containers connected to it (the
+nodes reach them by name, with no port published on the host, so it works
+the same from a laptop, a remote engine or a devcontainer), and every node's
+``registries.yaml`` names them first for their registry
+(:func:`registries_yaml`, merged with the user's own, whose entries win).
+containerd falls back to the registry itself when a mirror fails, so a
+broken mirror costs speed, never a test: a mirror that cannot start is one
+:class:`~pytest_k3s.errors.RegistryMirrorWarning`, and the cluster starts
+without it. The cluster network's removal disconnects the mirrors again.
+
+The mirror outlives runs: its objects carry :data:`labels.MIRROR`, so they
+are no cluster to the sweep, the end of a run or ``pytest-k3s list``; only
+:func:`remove` (``pytest-k3s mirror rm``) removes them. Docker Hub
+credentials (for its pull limits) reach the mirror from the environment
+(:data:`CREDENTIALS`) and go nowhere else: not in labels, messages or logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+import warnings
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_k3s import labels
+from pytest_k3s import userdirs
+from pytest_k3s.engine.node_container import NodeContainer
+from pytest_k3s.engine.protocol import Engine
+from pytest_k3s.engine.protocol import LogCursor
+from pytest_k3s.errors import K3sError
+from pytest_k3s.errors import RegistryMirrorWarning
+from pytest_k3s.owner import Owner
+from pytest_k3s.spec import RegistryMirror
+
+
+#: The CLUSTER label value of the mirror's objects, and its network's name.
+NAME = "pytest-k3s-mirror"
+PORT = 5000
+ROLE = "mirror"
+#: Where the registry image keeps its blobs.
+STORAGE = "/var/lib/registry"
+#: What the registry logs once it serves (k3d waits for it too).
+READY_LOG = "listening on"
+READY_TIMEOUT = 30.0
+#: The network's MIRROR label value (containers and volumes name a registry).
+NETWORK_ROLE = "network"
+#: Environment variables with the Docker Hub account the ``docker.io``
+#: mirror pulls as (a token as the password), and the registry's own.
+CREDENTIALS = {
+    "PYTEST_K3S_REGISTRY_MIRROR_USERNAME": "REGISTRY_PROXY_USERNAME",
+    "PYTEST_K3S_REGISTRY_MIRROR_PASSWORD": "REGISTRY_PROXY_PASSWORD",
+}
+CREDENTIALS_REGISTRY = "docker.io"
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """One upstream registry's mirror container."""
+
+    registry: str
+    remote: str
+
+    @property
+    def container(self) -> str:
+        """The container's name, which nodes resolve on their network."""
+        return f"{NAME}-{self.registry.replace(':', '-')}"
+
+    @property
+    def endpoint(self) -> str:
+        """The URL ``registries.yaml`` gives nodes for ``registry``."""
+        return f"http://{self.container}:{PORT}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``pytest-k3s mirror status`` shows of one mirror container."""
+
+    registry: str
+    container: str
+    state: str
+    remote: str
+    storage: str
+
+
+def mirrors_of(mirror: RegistryMirror) -> tuple[Mirror, ...]:
+    """The mirror containers ``mirror`` asks for, one per upstream."""
+    return tuple(Mirror(registry, remote) for registry, remote in mirror.remotes())
+
+
+def ensure(
+    engine: Engine,
+    mirror: RegistryMirror,
+    *,
+    environ: Mapping[str, str],
+    owner: Owner | None = None,
+) -> tuple[Mirror, ...]:
+    """Make sure the mirror runs for every upstream; return those that do.
+
+    A mirror that cannot run (its image unavailable, a crash) is left out
+    with one :class:`RegistryMirrorWarning` per process, and nodes pull from
+    the upstream instead. One that runs with other settings (another
+    storage, remote or image) is used as it is, with a warning saying how
+    to replace it: other runs may be pulling through it right now.
+    """
+    wanted = mirrors_of(mirror)
+    try:
+        with _engine_lock(engine):
+            _ensure_network(engine, owner)
+            ready = []
+            for each in wanted:
+                try:
+                    _ensure_container(engine, mirror, each, environ, owner)
+                except K3sError as exc:
+                    warn(
+                        f"registry mirror of {each.registry} is not used: {exc}; "
+                        "nodes pull from the registry itself (pytest-k3s mirror "
+                        "status, pytest-k3s mirror rm)"
+                    )
+                else:
+                    ready.append(each)
+            return tuple(ready)
+    except K3sError as exc:
+        warn(f"registry mirror is not used: {exc}; nodes pull from the registries")
+        return ()
+
+
+def connect(engine: Engine, mirrors: Sequence[Mirror], network: str) -> list[Mirror]:
+    """Connect each mirror to a cluster's ``network``; return those connected."""
+    connected = []
+    for each in mirrors:
+        found = engine.containers({labels.MIRROR: each.registry})
+        try:
+            if not found:
+                raise K3sError(f"its container {each.container} is gone")
+            engine.connect_network(found[0].id, network)
+        except K3sError as exc:
+            warn(f"registry mirror of {each.registry} is not used by {network}: {exc}")
+        else:
+            connected.append(each)
+    return connected
+
+
+def registries_yaml(user: str | None, mirrors: Sequence[Mirror]) -> str | None:
+    """A node's ``registries.yaml``: the user's, with the mirrors added.
+
+    A registry the user configured a mirror for keeps the user's endpoints
+    (they know where it is reachable from); every other mirrored registry
+    gets its mirror container as its endpoint. containerd tries the
+    registry's own endpoint after those, unless the user turned that off.
+    """
+    if not mirrors:
+        return user
+    import yaml
+
+    config: Any = yaml.safe_load(user) if user else {}
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        warn("registries is not a YAML mapping: the registry mirror is not added")
+        return user
+    entries = config.setdefault("mirrors", {}) or {}
+    config["mirrors"] = entries
+    for each in mirrors:
+        entries.setdefault(each.registry, {"endpoint": [each.endpoint]})
+    return str(yaml.safe_dump(config, sort_keys=True))
+
+
+def status(engine: Engine) -> list[Status]:
+    """Every mirror container on the engine, with its state and settings."""
+    found = []
+    for listed in engine.containers({labels.MIRROR: ""}):
+        registry = listed.labels.get(labels.MIRROR, "")
+        state = engine.state(listed.id)
+        text = str(state.get("Status", "unknown"))
+        if text == "exited":
+            text += f" (exit code {state.get('ExitCode')})"
+        found.append(
+            Status(
+                registry=registry,
+                container=listed.name,
+                state=text,
+                remote=engine.environment(listed.id).get(
+                    "REGISTRY_PROXY_REMOTEURL", ""
+                ),
+                storage=listed.labels.get(labels.MIRROR_STORAGE, ""),
+            )
+        )
+    return sorted(found, key=lambda s: s.registry)
+
+
+def stopped(engine: Engine, mirror: RegistryMirror) -> list[str]:
+    """A line for each of ``mirror``'s containers that is not running."""
+    wanted = {each.registry for each in mirrors_of(mirror)}
+    return [
+        f"registry mirror {found.container} is {found.state}: nodes pulled "
+        f"{found.registry} images from the registry itself since it stopped"
+        for found in status(engine)
+        if found.registry in wanted and found.state != "running"
+    ]
+
+
+def remove(engine: Engine) -> list[str]:
+    """Remove every mirror container, its network and volumes; return them."""
+    with _engine_lock(engine):
+        return engine.remove_cluster(NAME)
+
+
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Warn once per process with ``message``."""
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(RegistryMirrorWarning(message), stacklevel=3)
+
+
+@contextlib.contextmanager
+def _engine_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time on this engine creates, starts or removes mirrors."""
+    from filelock import FileLock
+
+    key = hashlib.sha256(engine.address.encode()).hexdigest()[:16]
+    directory = userdirs.private_directory(userdirs.cache_home() / "engines")
+    with FileLock(str(directory / f"{key}.mirror.lock")):
+        yield
+
+
+def _labels(owner: Owner | None, mirrored: str, **extra: str) -> dict[str, str]:
+    owner = owner or Owner.current()
+    return {
+        labels.CLUSTER: NAME,
+        labels.ROLE: ROLE,
+        labels.MIRROR: mirrored,
+        labels.OWNER: str(owner),
+        labels.OWNER_NS: owner.namespace,
+        labels.CREATED: str(int(time.time())),
+        **extra,
+    }
+
+
+def _ensure_network(engine: Engine, owner: Owner | None) -> None:
+    if not engine.networks({labels.CLUSTER: NAME}):
+        engine.create_network(NAME, _labels(owner, NETWORK_ROLE))
+
+
+def _settings_hash(mirror: RegistryMirror, each: Mirror) -> str:
+    """What a running mirror must match to be this one (no credentials)."""
+    text = f"{mirror.image} {each.remote} {mirror.storage or ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _ensure_container(
+    engine: Engine,
+    mirror: RegistryMirror,
+    each: Mirror,
+    environ: Mapping[str, str],
+    owner: Owner | None,
+) -> None:
+    wanted = _settings_hash(mirror, each)
+    found = engine.containers({labels.MIRROR: each.registry})
+    if found:
+        container_id = found[0].id
+        if found[0].labels.get(labels.SPEC) != wanted:
+            warn(
+                f"registry mirror {each.container} runs with other settings "
+                f"than this run's (image, upstream URL or storage); it is used "
+                "as it is. Remove it (pytest-k3s mirror rm) to apply yours"
+            )
+        if engine.state(container_id).get("Status") == "running":
+            return
+        engine.start_container(container_id)
+    else:
+        if not engine.has_image(mirror.image):
+            engine.pull_image(mirror.image)
+        if mirror.storage is None:
+            source = each.container
+            engine.create_volume(source, _labels(owner, each.registry))
+        else:
+            path = Path(mirror.storage) / each.registry.replace(":", "-")
+            with contextlib.suppress(OSError):  # else the engine makes it
+                path.mkdir(parents=True, exist_ok=True)
+            source = str(path)
+        environment = {"REGISTRY_PROXY_REMOTEURL": each.remote}
+        if each.registry == CREDENTIALS_REGISTRY:
+            environment.update(
+                {
+                    ours: environ[theirs]
+                    for theirs, ours in CREDENTIALS.items()
+                    if environ.get(theirs)
+                }
+            )
+        container_id = engine.start_proxy(
+            NodeContainer(
+                name=each.container,
+                image=mirror.image,
+                command=(),
+                environment=environment,
+                labels=_labels(
+                    owner,
+                    each.registry,
+                    **{labels.SPEC: wanted, labels.MIRROR_STORAGE: source},
+                ),
+                network=NAME,
+                mounts={source: STORAGE},
+            )
+        )
+    _wait_ready(engine, container_id, each.container)
+
+
+def _wait_ready(engine: Engine, container_id: str, name: str) -> None:
+    """Wait for the registry's ready line; raise K3sError if it exits or is slow."""
+    cursor = LogCursor()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        lines = engine.new_log_lines(container_id, cursor)
+        if any(READY_LOG in line for line in lines):
+            return
+        state = engine.state(container_id)
+        if state.get("Status") not in ("running", "created", "restarting"):
+            raise K3sError(
+                f"{name} exited (code {state.get('ExitCode')}); its last lines: "
+                + " | ".join(cursor.lines[-5:])
+            )
+        if time.monotonic() > deadline:
+            raise K3sError(
+                f"{name} did not log {READY_LOG!r} within {READY_TIMEOUT:.0f}s; "
+                "its last lines: " + " | ".join(cursor.lines[-5:])
+            )
+        time.sleep(0.2)
