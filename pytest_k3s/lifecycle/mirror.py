@@ -256,6 +256,17 @@ def _labels(owner: Owner | None, mirrored: str, **extra: str) -> dict[str, str]:
     }
 
 
+def ensure_network(engine: Engine, owner: Owner | None = None) -> str:
+    """The mirror's network, created if need be; return its name.
+
+    The mirrors reach their upstreams from it: a registry on a private
+    network can be connected to it too.
+    """
+    with _engine_lock(engine):
+        _ensure_network(engine, owner)
+    return NAME
+
+
 def _ensure_network(engine: Engine, owner: Owner | None) -> None:
     if not engine.networks({labels.CLUSTER: NAME}):
         engine.create_network(NAME, _labels(owner, NETWORK_ROLE))
@@ -335,13 +346,29 @@ def _wait_ready(engine: Engine, container_id: str, name: str) -> None:
             return
         state = engine.state(container_id)
         if state.get("Status") not in ("running", "created", "restarting"):
+            engine.new_log_lines(container_id, cursor)
             raise K3sError(
-                f"{name} exited (code {state.get('ExitCode')}); its last lines: "
-                + " | ".join(cursor.lines[-5:])
+                f"{name} exited (code {state.get('ExitCode')}): {_why(cursor.lines)}"
             )
         if time.monotonic() > deadline:
             raise K3sError(
-                f"{name} did not log {READY_LOG!r} within {READY_TIMEOUT:.0f}s; "
-                "its last lines: " + " | ".join(cursor.lines[-5:])
+                f"{name} did not log {READY_LOG!r} within {READY_TIMEOUT:.0f}s: "
+                + _why(cursor.lines)
             )
         time.sleep(0.2)
+
+
+def _why(lines: Sequence[str]) -> str:
+    """The lines of a registry's log that say what went wrong, else its last.
+
+    The registry panics when it cannot reach its upstream at start (a Go
+    stack trace follows, which says nothing to a user).
+    """
+    telling = [
+        line.strip()
+        for line in lines
+        if line.lstrip().startswith("panic:")
+        or "level=fatal" in line
+        or "level=error" in line
+    ]
+    return " | ".join(telling[-2:] or [line.strip() for line in lines[-3:]])
