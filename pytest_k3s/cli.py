@@ -20,6 +20,11 @@ container), unless ``--older-than`` says so; it removes a reusable cluster
 only with ``--reusable`` or once it went unused for 7 days, and never while
 a run leases it.
 
+``mirror status`` shows the registry mirror's containers (one per upstream
+registry), their state, upstream and storage; ``mirror rm`` removes them,
+their network and volumes (a storage directory stays): the next run with
+``--k3s-registry-mirror`` starts them afresh.
+
 Exit status: 0 when it worked, 1 on an error (``error: ...`` on stderr names
 the thing and the next step), 2 for a command line it cannot parse.
 """
@@ -44,6 +49,7 @@ from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import SpecError
+from pytest_k3s.lifecycle import mirror
 from pytest_k3s.lifecycle.versions import Resolver
 from pytest_k3s.owner import owner_alive
 from pytest_k3s.run import reuse
@@ -183,6 +189,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     remove.add_argument("names", nargs="+", metavar="NAME")
     remove.set_defaults(run=_rm)
+    mirrors = commands.add_parser(
+        "mirror",
+        help="the registry mirror (--k3s-registry-mirror): status shows its "
+        "containers, rm removes them with their network and volumes",
+    )
+    mirrors.add_argument("action", choices=("status", "rm"))
+    mirrors.set_defaults(run=_mirror)
     return parser
 
 
@@ -314,6 +327,28 @@ def _rm(engine: DockerEngine, options: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if unknown or busy else 0
+
+
+def _mirror(engine: DockerEngine, options: argparse.Namespace) -> int:
+    if options.action == "rm":
+        removed = mirror.remove(engine)
+        for what in removed:
+            print(f"removed {what}")
+        if not removed:
+            print("no registry mirror on this engine")
+        return 0
+    found = mirror.status(engine)
+    if not found:
+        print(
+            "no registry mirror on this engine; a run with --k3s-registry-mirror "
+            "starts one"
+        )
+    for each in found:
+        print(
+            f"{each.registry}\t{each.container}\t{each.state}\t"
+            f"upstream {each.remote}\tstorage {each.storage}"
+        )
+    return 0
 
 
 def _state(name: str, tags: Mapping[str, str]) -> str:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from collections.abc import Generator
 from collections.abc import Iterator
+import contextlib
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -289,6 +290,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             f"warning: could not remove this run's k3s clusters: {exc}. Remove "
             "them later with: python -m pytest_k3s sweep"
         )
+    wanted = config.stash[SETTINGS_KEY].spec.registry_mirror
+    if wanted is not None:
+        from pytest_k3s.lifecycle import mirror
+
+        with contextlib.suppress(Exception):  # the warning is a courtesy
+            summary += [
+                f"warning: {line}" for line in mirror.stopped(_engine(config), wanted)
+            ]
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
