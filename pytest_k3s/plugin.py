@@ -6,13 +6,13 @@ needs a cluster, so a run that uses no k3s fixture pays nothing for them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from collections.abc import Generator
 from collections.abc import Iterator
-import contextlib
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
