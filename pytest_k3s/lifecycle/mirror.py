@@ -160,10 +160,12 @@ def connect(engine: Engine, mirrors: Sequence[Mirror], network: str) -> list[Mir
 def registries_yaml(user: str | None, mirrors: Sequence[Mirror]) -> str | None:
     """A node's ``registries.yaml``: the user's, with the mirrors added.
 
-    A registry the user configured a mirror for keeps the user's endpoints
-    (they know where it is reachable from); every other mirrored registry
-    gets its mirror container as its endpoint. containerd tries the
-    registry's own endpoint after those, unless the user turned that off.
+    Each mirrored registry gets its mirror container as its first endpoint,
+    before any endpoints of the user's (an insecure registry's ``http://``
+    one, a company mirror), which containerd tries next, and then the
+    registry's own endpoint unless the user turned that off. A registry
+    whose entry has a ``rewrite`` is the user's alone: the rewrite would
+    apply to the mirror too, which proxies the registry as it is.
     """
     if not mirrors:
         return user
@@ -175,10 +177,14 @@ def registries_yaml(user: str | None, mirrors: Sequence[Mirror]) -> str | None:
     if not isinstance(config, dict):
         warn("registries is not a YAML mapping: the registry mirror is not added")
         return user
-    entries = config.setdefault("mirrors", {}) or {}
+    entries = config.get("mirrors") or {}
     config["mirrors"] = entries
     for each in mirrors:
-        entries.setdefault(each.registry, {"endpoint": [each.endpoint]})
+        entry = entries.setdefault(each.registry, {})
+        if not isinstance(entry, dict) or entry.get("rewrite"):
+            continue
+        theirs = [e for e in entry.get("endpoint") or [] if e != each.endpoint]
+        entry["endpoint"] = [each.endpoint, *theirs]
     return str(yaml.safe_dump(config, sort_keys=True))
 
 
