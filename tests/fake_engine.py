@@ -344,10 +344,9 @@ class FakeEngine:
     # for tests -----------------------------------------------------------------
 
     def names(self) -> list[str]:
-        """The containers and networks that exist, sorted."""
-        return sorted(
-            [c.node.name for c in self.containers_by_id.values()] + list(self.network_labels)
-        )
+        """The containers, networks and volumes that exist, sorted."""
+        containers = [c.node.name for c in self.containers_by_id.values()]
+        return sorted([*containers, *self.network_labels, *self.volumes])
 
 
 def _matches(found: Mapping[str, str], selector: Mapping[str, str]) -> bool:
