@@ -37,7 +37,13 @@ REAL_SKIPPED = pytest.StashKey[str]()
 #: The engine's volumes when the run began (see the end check).
 AT_START = pytest.StashKey[set[str]]()
 #: Fixtures that talk to the engine: a test using one is a Docker test.
-ENGINE_FIXTURES = {"docker_client", "docker_engine", "double_image", "balancer_image"}
+ENGINE_FIXTURES = {
+    "docker_client",
+    "docker_engine",
+    "double_image",
+    "balancer_image",
+    "registry_image",
+}
 
 
 def _on(variable: str) -> bool:
@@ -352,6 +358,17 @@ def balancer_image() -> str:
     from k3s_double.haproxy_image import ensure_load_balancer_image
 
     return ensure_load_balancer_image()
+
+
+@pytest.fixture(scope="session")
+def registry_image() -> str:
+    """The registry image (mirror, clusters' registries, test upstreams), built once.
+
+    Debian's docker-registry with the official ``registry:2`` image's contract.
+    """
+    from k3s_double.registry_image import ensure_registry_image
+
+    return ensure_registry_image()
 
 
 #: Clusters that module- or session-scoped fixtures share between tests; the
