@@ -1,0 +1,140 @@
+"""An "upstream" registry for tests and benchmarks, and what was fetched from it.
+
+No public registry is reachable on our machines, so the registry mirror is
+tested against a registry of our own that stands for Docker Hub: the image
+of :mod:`k3s_double.registry_image` (Debian's docker-registry, the
+official image's contract), published on the host's loopback so the
+engine can push to it (Docker trusts loopback registries without TLS), and
+holding a small test image unique to the run. Its access log, one
+``response completed`` line a request, says how often each blob was
+fetched (:meth:`Upstream.fetches`).
+
+Nodes and mirrors reach it by :data:`HOST` on the networks it joins
+(:meth:`Upstream.join`); images name it as :data:`REGISTRY`, which speaks
+plain HTTP, so a node's ``registries.yaml`` gives it an ``http://``
+endpoint (:data:`REGISTRIES`), as users do for a registry without TLS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+import tarfile
+import urllib.request
+from collections import Counter
+from typing import Any
+
+from k3s_double.registry_image import ensure_registry_image
+
+
+HOST = "upstream.pytest-k3s.test"
+REGISTRY = f"{HOST}:5000"
+REPOSITORY = "pytest-k3s/blobs"
+#: What a node's registries.yaml says of it.
+REGISTRIES = {"mirrors": {REGISTRY: {"endpoint": [f"http://{REGISTRY}"]}}}
+#: A registry mirror's upstream entry for it (``--k3s-registry-mirror-upstreams``).
+MIRRORED = f"{REGISTRY}=http://{REGISTRY}"
+_BLOB_GET = re.compile(
+    r"http\.request\.method=GET .*http\.request\.uri=\"?/v2/"
+    + re.escape(REPOSITORY)
+    + r"/blobs/(sha256:[0-9a-f]{64}).*http\.response\.status=200"
+)
+
+
+class Upstream:
+    """A running upstream registry holding one test image.
+
+    :param container: its container (docker SDK)
+    :param image: the test image as pods name it
+    :param blobs: the image's config and layer digests
+    """
+
+    def __init__(self, container: Any, image: str, blobs: list[str]) -> None:
+        self.container = container
+        self.image = image
+        self.blobs = blobs
+
+    @classmethod
+    def start(
+        cls, client: Any, *, labels: dict[str, str], layer_bytes: int = 256 * 1024
+    ) -> Upstream:
+        """Start one (named after its labels' cluster) and push a fresh test image.
+
+        The image has two blobs: its config and one layer of ``layer_bytes``
+        random bytes, so no earlier run's content is there already.
+        """
+        name = (
+            labels.get("io.pytest-k3s.cluster")
+            or f"pytest-k3s-upstream-{secrets.token_hex(3)}"
+        )
+        container = client.containers.run(
+            ensure_registry_image(),
+            name=name,
+            detach=True,
+            ports={"5000/tcp": ("127.0.0.1", None)},
+            labels=labels,
+        )
+        try:
+            for line in container.logs(stream=True, follow=True):
+                if b"listening on" in line:
+                    break
+            container.reload()
+            port = container.ports["5000/tcp"][0]["HostPort"]
+            pushed = f"127.0.0.1:{port}/{REPOSITORY}:{secrets.token_hex(4)}"
+            _build(client, pushed, layer_bytes)
+            try:
+                client.images.push(pushed)
+            finally:
+                client.images.remove(pushed, force=True)
+            tag = pushed.rpartition(":")[2]
+            return cls(container, f"{REGISTRY}/{REPOSITORY}:{tag}", _blobs(pushed))
+        except BaseException:
+            container.remove(force=True, v=True)
+            raise
+
+    def fetches(self) -> Counter[str]:
+        """How often each blob of the test image was fetched (GET, 200)."""
+        log = self.container.logs().decode(errors="replace")
+        found = Counter(
+            m.group(1) for m in map(_BLOB_GET.search, log.splitlines()) if m
+        )
+        return Counter({blob: found[blob] for blob in self.blobs})
+
+    def join(self, network: str) -> None:
+        """Be reachable as :data:`HOST` on ``network``."""
+        self.container.client.api.connect_container_to_network(
+            self.container.id, network, aliases=[HOST]
+        )
+
+    def remove(self) -> None:
+        """Remove the container and its volume."""
+        self.container.remove(force=True, v=True)
+
+
+def _build(client: Any, tag: str, layer_bytes: int) -> None:
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, data in (
+            ("Dockerfile", b"FROM scratch\nCOPY payload /payload\n"),
+            ("payload", secrets.token_bytes(layer_bytes)),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+
+
+def _blobs(reference: str) -> list[str]:
+    """The config and layer digests of a pushed image, from its manifest."""
+    host, _, rest = reference.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    request = urllib.request.Request(
+        f"http://{host}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        manifest = json.load(answer)
+    return [manifest["config"]["digest"], *(x["digest"] for x in manifest["layers"])]

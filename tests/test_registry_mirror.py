@@ -1,0 +1,146 @@
+"""The registry mirror on a real engine: each blob comes from the upstream once.
+
+An "upstream" registry (Debian's docker-registry, the official image's
+contract) holds a test image pushed from the host. Clusters of the node
+double, whose containerd really pulls over HTTP, run that image on every
+node; the upstream's access log (one ``response completed`` line a request)
+counts what was fetched from it. The image's name is the upstream's, which
+nodes reach through the user's ``registries.yaml`` (an ``http://``
+endpoint, as for any registry without TLS), with or without the mirror.
+"""
+
+from __future__ import annotations
+
+import secrets
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from k3s_double import upstream as upstream_registry
+from k3s_double.upstream import Upstream
+from pytest_k3s import ClusterSpec
+from pytest_k3s import K3sCluster
+from pytest_k3s import RegistryMirror
+from pytest_k3s import labels
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.lifecycle import mirror
+from pytest_k3s.owner import Owner
+
+
+@pytest.fixture(scope="module")
+def upstream(
+    docker_client: docker.DockerClient, docker_engine: DockerEngine
+) -> Iterator[Upstream]:
+    """A registry holding the test image, on the mirror's network."""
+    owner = Owner.current()
+    found = Upstream.start(
+        docker_client,
+        labels={
+            labels.CLUSTER: f"pytest-k3s-upstream-{secrets.token_hex(3)}",
+            labels.OWNER: str(owner),
+            labels.OWNER_NS: owner.namespace,
+        },
+    )
+    try:
+        found.join(mirror.ensure_network(docker_engine))
+        yield found
+    finally:
+        found.remove()
+        mirror.remove(docker_engine)
+
+
+def run_everywhere(cluster: K3sCluster, upstream: Upstream) -> list[str]:
+    """Run the test image on every node of ``cluster``; return the pods' nodes."""
+    upstream.join(cluster.network)
+    nodes = len(cluster.nodes)
+    cluster.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {{name: blobs, namespace: default}}
+            spec:
+              replicas: {nodes}
+              selector: {{matchLabels: {{app: blobs}}}}
+              template:
+                metadata: {{labels: {{app: blobs}}}}
+                spec:
+                  topologySpreadConstraints:
+                  - maxSkew: 1
+                    topologyKey: kubernetes.io/hostname
+                    whenUnsatisfiable: DoNotSchedule
+                    labelSelector: {{matchLabels: {{app: blobs}}}}
+                  containers:
+                  - name: blobs
+                    image: {upstream.image}
+                    command: [sleep, "3600"]
+            """
+        )
+    )
+    cluster.wait_for(
+        "deployment",
+        "blobs",
+        namespace="default",
+        jsonpath=f"{{.status.readyReplicas}}={nodes}",
+        timeout=120,
+    )
+    from kubernetes.client import CoreV1Api
+
+    pods = CoreV1Api(cluster.api_client).list_namespaced_pod(
+        "default", label_selector="app=blobs"
+    )
+    return sorted(str(pod.spec.node_name) for pod in pods.items)
+
+
+def spec(double_image: str, registry_image: str, storage: Path | None) -> ClusterSpec:
+    return ClusterSpec(
+        image=double_image,
+        agents=2,
+        registries=upstream_registry.REGISTRIES,
+        registry_mirror=None
+        if storage is None
+        else RegistryMirror(
+            storage=str(storage),
+            image=registry_image,
+            upstreams=(upstream_registry.MIRRORED,),
+        ),
+    )
+
+
+def test_without_the_mirror_every_node_fetches_every_blob(
+    upstream: Upstream, double_image: str, registry_image: str
+) -> None:
+    before = upstream.fetches()
+    with K3sCluster.start(spec(double_image, registry_image, None)) as cluster:
+        nodes = run_everywhere(cluster, upstream)
+        assert nodes == sorted(n.name for n in cluster.nodes)
+    assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 3))
+
+
+def test_with_the_mirror_each_blob_comes_from_the_upstream_once(
+    upstream: Upstream,
+    double_image: str,
+    registry_image: str,
+    docker_engine: DockerEngine,
+    tmp_path: Path,
+) -> None:
+    storage = tmp_path / "mirror"
+    before = upstream.fetches()
+    for _ in range(2):  # two clusters of three nodes: six pulls
+        with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
+            nodes = run_everywhere(cluster, upstream)
+            assert nodes == sorted(n.name for n in cluster.nodes)
+    assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
+    assert any(storage.rglob("data")), "the blobs are kept in the directory"
+
+    # A later run (a CI job with the directory restored from its cache):
+    # the mirror starts afresh on the kept blobs and fetches none.
+    mirror.remove(docker_engine)
+    upstream.join(mirror.ensure_network(docker_engine))
+    with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
+        run_everywhere(cluster, upstream)
+    assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
