@@ -18,6 +18,10 @@ change (k3s backports fixes to the lines it still maintains), with its source.
 - :func:`honours_cache_file`: ``agent/images/.cache.json`` (import only
   archives whose size or mtime changed) since k3s#12237, in v1.33.1, v1.32.5,
   v1.31.9 and v1.30.13 (k3s#12268-12271, docs.k3s.io's air-gap page).
+- :func:`has_default_endpoint_flag`: ``--disable-default-registry-endpoint``
+  (containerd tries only a registry's mirrors) came in the January 2024
+  releases v1.26.13, v1.27.10, v1.28.6 and v1.29.1 (docs.k3s.io's private
+  registry page, "Version Gate"); older ones refuse it as an unknown flag.
 - :func:`serves_watch_list`: kube-apiserver's ``WatchList`` feature gate
   (``sendInitialEvents`` on watches), which k3s leaves at its default: alpha
   and off from 1.27, beta and on in 1.32, off again in 1.33 ("the json and
@@ -44,6 +48,9 @@ _FIRST_SKIP_MISSING_MINOR = 31
 #: First release of each minor line that honours ``.cache.json``.
 _CACHE_FILE = {30: 13, 31: 9, 32: 5, 33: 1}
 _FIRST_CACHE_FILE_MINOR = 34
+#: First release of each minor line with ``--disable-default-registry-endpoint``.
+_NO_DEFAULT_ENDPOINT = {26: 13, 27: 10, 28: 6, 29: 1}
+_FIRST_NO_DEFAULT_ENDPOINT_MINOR = 30
 #: Minor releases whose kube-apiserver enables ``WatchList`` by default.
 _WATCH_LIST_MINORS = {32}
 _FIRST_WATCH_LIST_MINOR = 34
@@ -80,6 +87,11 @@ def imports_missing_platforms(version: str) -> bool:
 def honours_cache_file(version: str) -> bool:
     """Whether k3s reads and writes ``agent/images/.cache.json``."""
     return _since(version, _CACHE_FILE, _FIRST_CACHE_FILE_MINOR)
+
+
+def has_default_endpoint_flag(version: str) -> bool:
+    """Whether a release knows ``--disable-default-registry-endpoint``."""
+    return _since(version, _NO_DEFAULT_ENDPOINT, _FIRST_NO_DEFAULT_ENDPOINT_MINOR)
 
 
 def serves_watch_list(version: str) -> bool:

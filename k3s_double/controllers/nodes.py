@@ -502,7 +502,11 @@ def _stopped(pod: Obj) -> bool:
 
 
 def _creating(pod: Obj) -> None:
-    """Pending while the kubelet pulls: containers wait in ContainerCreating."""
+    """Pending while the kubelet pulls: containers wait in ContainerCreating.
+
+    A container whose status the node's kubelet has already reported (a
+    failed pull's ``ErrImagePull``) keeps it.
+    """
     if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
         return
 
@@ -518,12 +522,20 @@ def _creating(pod: Obj) -> None:
         }
 
     spec, status = pod["spec"], pod.setdefault("status", {})
+    # A container the node's kubelet already shows (ErrImagePull) keeps that.
+    known = {
+        s.get("name"): s
+        for s in (status.get("initContainerStatuses") or [])
+        + (status.get("containerStatuses") or [])
+    }
     init = spec.get("initContainers") or []
     if init:
-        status["initContainerStatuses"] = [waiting(c, "PodInitializing") for c in init]
+        status["initContainerStatuses"] = [
+            known.get(c["name"]) or waiting(c, "PodInitializing") for c in init
+        ]
     reason = "PodInitializing" if init else "ContainerCreating"
     status["containerStatuses"] = [
-        waiting(c, reason) for c in spec.get("containers") or []
+        known.get(c["name"]) or waiting(c, reason) for c in spec.get("containers") or []
     ]
 
 

@@ -10,6 +10,7 @@ from k3s_double.constants import K3S_VERSION
 
 from . import ctr
 from . import flags
+from . import registries
 from .files import token_secret
 from .files import write_private
 from .identity import make_node
@@ -52,7 +53,7 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
         f"Failed to validate connection to cluster at {url}",
     )
     write_private(os.path.join(agent_dir, "client-ca.crt"), client, 0o644)
-    containerd = start_containerd(rt, data_dir)
+    containerd = start_containerd(rt, opts)
     Kubelet(
         rt,
         node,
@@ -65,9 +66,25 @@ def run_agent(rt: Runtime, opts: flags.Options) -> None:
     ).start()
 
 
-def start_containerd(rt: Runtime, data_dir: str) -> ctr.Containerd:
-    """Start the node's containerd double and import ``agent/images``."""
-    containerd = ctr.Containerd(data_dir)
+def start_containerd(rt: Runtime, opts: flags.Options) -> ctr.Containerd:
+    """Start the node's containerd double and import ``agent/images``.
+
+    Its registries are ``--private-registry``'s file, read once, here, as
+    k3s reads it to write containerd's ``hosts.toml``; YAML k3s cannot read
+    is fatal.
+    """
+    data_dir = opts.text("data-dir")
+    path = opts.text("private-registry")
+    if os.path.exists(path):
+        rt.log.info(f"Using private registry config file at {path}")
+    try:
+        config = registries.load(
+            path,
+            no_default_endpoint=opts.flag("disable-default-registry-endpoint"),
+        )
+    except registries.RegistriesError as exc:
+        rt.log.fatal(str(exc))
+    containerd = ctr.Containerd(data_dir, registries=config)
     rt.log.info(f"Logging containerd to {data_dir}/agent/containerd/containerd.log")
     rt.log.info(
         "Running containerd -c "

@@ -143,7 +143,9 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"No help topic for '{args[0]}'\n")
         Log()("fatal", f"unknown command {args[0]!r}")
         return 1
-    table = flags.SERVER_FLAGS if command == "server" else flags.AGENT_FLAGS
+    table = flags.for_release(
+        flags.SERVER_FLAGS if command == "server" else flags.AGENT_FLAGS, K3S_VERSION
+    )
     try:
         config_path, required = _config_path(args)
         config_args: list[str] = []

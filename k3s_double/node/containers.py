@@ -65,6 +65,45 @@ class Api(Protocol):
         ...
 
 
+def post_event(
+    api: Api, pod: Obj, node: str, reason: str, message: str, *, warning: bool = False
+) -> None:
+    """Record an Event about ``pod`` from ``node``'s kubelet (best effort).
+
+    A ``DoubleSimulated`` one comes from the double itself, not the kubelet.
+    """
+    meta = pod["metadata"]
+    name, namespace = str(meta["name"]), str(meta["namespace"])
+    stamp = now()
+    source = "k3s-double" if reason == SIMULATED else "kubelet"
+    body = {
+        "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+        "involvedObject": {
+            "kind": "Pod",
+            "namespace": namespace,
+            "name": name,
+            "uid": meta.get("uid", ""),
+            "apiVersion": "v1",
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": source, "host": node},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "type": "Warning" if warning else "Normal",
+        "reportingComponent": source,
+        "reportingInstance": node,
+    }
+    with contextlib.suppress(OSError):
+        api.call(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json", "Accept": "application/json"},
+        )
+
+
 class ConfigError(Exception):
     """A container's environment cannot be built (``CreateContainerConfigError``)."""
 
@@ -581,40 +620,7 @@ class PodSandbox:
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         """Record an Event about the pod, from this node's kubelet."""
-        stamp = now()
-        simulated = reason == SIMULATED
-        body = {
-            "metadata": {
-                "name": f"{self.name}.{time.time_ns():x}",
-                "namespace": self.namespace,
-            },
-            "involvedObject": {
-                "kind": "Pod",
-                "namespace": self.namespace,
-                "name": self.name,
-                "uid": self.uid,
-                "apiVersion": "v1",
-            },
-            "reason": reason,
-            "message": message,
-            "source": {
-                "component": "k3s-double" if simulated else "kubelet",
-                "host": self.node_name,
-            },
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-            "type": "Warning" if warning else "Normal",
-            "reportingComponent": "k3s-double" if simulated else "kubelet",
-            "reportingInstance": self.node_name,
-        }
-        with contextlib.suppress(OSError):
-            self.api.call(
-                "POST",
-                f"/api/v1/namespaces/{self.namespace}/events",
-                json.dumps(body).encode(),
-                {"Content-Type": "application/json", "Accept": "application/json"},
-            )
+        post_event(self.api, self.pod, self.node_name, reason, message, warning=warning)
 
     def _condition(self, kind: str, value: bool, reason: str = "") -> Obj:
         status = "True" if value else "False"

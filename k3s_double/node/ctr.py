@@ -53,8 +53,11 @@ from k3s_double.releases import containerd_version
 from k3s_double.releases import honours_cache_file
 from k3s_double.releases import imports_missing_platforms
 
+from . import fetch
 from . import oci
+from .oci import INDEX_TYPES
 from .oci import node_platform
+from .registries import Registries
 
 
 SOCKET = "/run/k3s/containerd/containerd.sock"
@@ -65,6 +68,8 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 VERSION = containerd_version(K3S_VERSION)
 #: Seconds a simulated pull takes.
 PULL_SECONDS = 0.2
+#: containerd's content store, under the data dir: pulled blobs by digest.
+CONTENT_DIR = "agent/containerd/io.containerd.content.v1.content"
 #: Seconds k3s takes to import one archive of ``agent/images`` at start: a
 #: model of a small image's unpack, so that re-imports cost what they do.
 IMPORT_SECONDS = 0.1
@@ -78,6 +83,17 @@ TRANSFER_CHUNK = 32 * 1024
 
 class ImageFormatError(Exception):
     """The input is not an image archive ``ctr import`` understands."""
+
+
+class PullError(Exception):
+    """CRI's PullImage failed; the text is containerd's.
+
+    ``not_found`` makes CRI answer gRPC ``NotFound`` rather than ``Unknown``.
+    """
+
+    def __init__(self, text: str, *, not_found: bool = False) -> None:
+        super().__init__(text)
+        self.not_found = not_found
 
 
 @dataclass(frozen=True)
@@ -96,8 +112,6 @@ class Image:
     listed: tuple[str, ...] = ()
 
 
-#: Media types of a list of per-platform manifests (OCI and Docker's own).
-INDEX_TYPES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
 #: Blobs up to this size are kept in memory: manifests, indexes and configs.
 _SMALL_BLOB = 1 << 20
 
@@ -278,11 +292,15 @@ class Containerd:
         socket_path: str = SOCKET,
         *,
         k3s_version: str = K3S_VERSION,
+        registries: Registries | None = None,
     ) -> None:
         self.socket_path = socket_path
+        #: The node's ``registries.yaml``; None when it has none.
+        self.registries = registries
         self.k3s_version = k3s_version
         self.version = containerd_version(k3s_version)
         self.store = _Store(os.path.join(data_dir, "agent/containerd/images.json"))
+        self.content = fetch.Content(os.path.join(data_dir, CONTENT_DIR))
         self.log_path = os.path.join(data_dir, "agent/containerd/containerd.log")
         self._log_lock = threading.Lock()
         self._server: socketserver.ThreadingUnixStreamServer | None = None
@@ -310,19 +328,59 @@ class Containerd:
     ) -> str:
         """Pull ``ref`` as CRI's PullImage does; return the image ID.
 
-        The image is an index over the usual platforms, with content for
-        this node's platform only (``--all-platforms`` exports of it fail, as
-        in containerd). Three names point at it, as CRI records a pull: the
-        tagged name, ``repo@<index digest>`` and ``sha256:<image ID>``. The
-        pull takes :data:`PULL_SECONDS` and is logged as containerd logs it:
-        every pull with a ``Pulled image`` line; the kubelet's requests, not
-        the sandbox image CRI pulls for itself, also with ``PullImage`` lines.
+        The endpoints are those of ``registries.yaml`` (:mod:`.registries`):
+        mirrors, then the registry's default endpoint. Each is pulled from
+        for real (:mod:`.fetch`) and a failing one is logged, as containerd
+        logs it, before the next is tried; a pull that reaches a well-known
+        public registry's default endpoint is simulated instead (see
+        :meth:`_simulate`). Three names point at the image, as CRI records a
+        pull: the tagged name, ``repo@<digest of what the name resolved to>``
+        and ``sha256:<config digest>``, the image ID. Every pull is logged
+        with a ``Pulled image`` line; the kubelet's requests, not the sandbox
+        image CRI pulls for itself, also with ``PullImage`` lines. A pull
+        that fails everywhere raises :class:`PullError` with CRI's text, and
+        logs ``PullImage "<ref>" failed``.
         """
         began = time.monotonic()
         if not sandbox:
             self.log(f"PullImage {_logfmt(ref)}")
-        time.sleep(PULL_SECONDS)
         name = normalize(ref)
+        registry = name.partition("/")[0]
+        endpoints = (self.registries or Registries()).endpoints(registry)
+        try:
+            pulled = fetch.pull(
+                name, endpoints, self.content, lambda m, lv, f: self.log(m, lv, **f)
+            )
+        except fetch.FetchError as exc:
+            message = f"failed to pull and unpack image {_logfmt(name)}: {exc}"
+            if not sandbox:
+                self.log(f"PullImage {_logfmt(ref)} failed", "error", error=message)
+            raise PullError(message, not_found=exc.not_found) from None
+        if isinstance(pulled, str):
+            image_id, size, digest = self._simulate(name, namespace)
+        else:
+            image_id, size, digest = self._record(name, namespace, pulled)
+        seconds = time.monotonic() - began
+        self.log(
+            f"Pulled image {_logfmt(name)} with image id "
+            f"{_logfmt(image_id)}, repo tag {_logfmt(name)}, repo digest "
+            f"{_logfmt(f'{repository(name)}@{digest}')}, size {_logfmt(str(size))} in "
+            f"{seconds * 1000:.6f}ms"
+        )
+        if not sandbox:
+            self.log(
+                f"PullImage {_logfmt(ref)} returns image reference {_logfmt(image_id)}"
+            )
+        return image_id
+
+    def _simulate(self, name: str, namespace: str) -> tuple[str, int, str]:
+        """A simulated pull: (image ID, size, digest) of synthesized content.
+
+        The image is an index over the usual platforms, with content for this
+        node's platform only (``--all-platforms`` exports of it fail, as in
+        containerd). It takes :data:`PULL_SECONDS`.
+        """
+        time.sleep(PULL_SECONDS)
         image = oci.synthesize(name)
         own = image.manifests[node_platform()]
         entry = {
@@ -334,23 +392,31 @@ class Containerd:
             "image_id": own.config_digest,
             "pulled": True,
         }
-        names = [f"{repository(name)}@{image.digest}", own.config_digest]
+        self._names(name, namespace, entry)
+        return own.config_digest, own.size, image.digest
+
+    def _record(
+        self, name: str, namespace: str, pulled: fetch.Pulled
+    ) -> tuple[str, int, str]:
+        """Record a real pull, whose blobs are in the content store."""
+        entry = {
+            "digest": pulled.top.digest,
+            "media_type": pulled.top.media_type,
+            "size": pulled.size,
+            "platforms": [node_platform()],
+            "listed": list(pulled.listed),
+            "image_id": pulled.config.digest,
+            "pulled": True,
+            "content": True,
+        }
+        self._names(name, namespace, entry)
+        return pulled.config.digest, pulled.size, pulled.top.digest
+
+    def _names(self, name: str, namespace: str, entry: dict[str, Any]) -> None:
+        names = [f"{repository(name)}@{entry['digest']}", str(entry["image_id"])]
         if "@" not in name:
             names.insert(0, name)
         self.store.add(namespace, [{"name": n, **entry} for n in names])
-        seconds = time.monotonic() - began
-        self.log(
-            f"Pulled image {_logfmt(name)} with image id "
-            f"{_logfmt(own.config_digest)}, repo tag {_logfmt(name)}, repo digest "
-            f"{_logfmt(names[-2])}, size {_logfmt(str(own.size))} in "
-            f"{seconds * 1000:.6f}ms"
-        )
-        if not sandbox:
-            self.log(
-                f"PullImage {_logfmt(ref)} returns image reference "
-                f"{_logfmt(own.config_digest)}"
-            )
-        return own.config_digest
 
     def start(self) -> None:
         """Listen on the socket (replacing a stale one) in a daemon thread."""
@@ -359,13 +425,14 @@ class Containerd:
             os.unlink(self.socket_path)
         store = self.store
         version = self.version
+        content = self.content.root
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 line = self.rfile.readline()
                 try:
                     request = json.loads(line)
-                    answer = _answer(store, request, version)
+                    answer = _answer(store, request, version, content)
                 except Exception as exc:  # any bad request gets an error answer
                     answer = {"ok": False, "error": str(exc)}
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
@@ -448,14 +515,16 @@ class Containerd:
             os.unlink(self.socket_path)
 
 
-def _answer(store: _Store, request: dict[str, Any], version: str) -> dict[str, Any]:
+def _answer(
+    store: _Store, request: dict[str, Any], version: str, content: str
+) -> dict[str, Any]:
     op = request.get("op")
     namespace = str(request.get("namespace", NAMESPACE))
     if op == "import":
         store.add(namespace, request["images"])
         return {"ok": True}
     if op == "list":
-        return {"ok": True, "images": store.list(namespace)}
+        return {"ok": True, "images": store.list(namespace), "content": content}
     if op == "remove":
         return {"ok": True, "removed": store.remove(namespace, request["names"])}
     if op == "version":
@@ -699,7 +768,16 @@ def _export(address: str, namespace: str, args: list[str]) -> None:
             "please provide both an output filename and an image reference to export"
         )
     out, names = operands[0], operands[1:]
-    listed = _call(address, {"op": "list", "namespace": namespace})["images"]
+    answer = _call(address, {"op": "list", "namespace": namespace})
+    listed = answer["images"]
+    content = fetch.Content(str(answer.get("content", "")))
+
+    def read(digest: str) -> bytes | None:
+        try:
+            return content.read(digest)
+        except OSError:
+            return None
+
     found = []
     for name in names:
         # Exactly as stored: ctr does not normalize the names it exports.
@@ -712,6 +790,7 @@ def _export(address: str, namespace: str, args: list[str]) -> None:
             platforms=platforms,
             all_platforms="--all-platforms" in seen,
             skip_manifest_json="--skip-manifest-json" in seen,
+            read=read,
         )
     except oci.ExportError as exc:
         raise CtrError(str(exc)) from None

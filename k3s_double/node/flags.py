@@ -23,6 +23,7 @@ from dataclasses import field
 
 from k3s_double.constants import GO_FALSE
 from k3s_double.constants import GO_TRUE
+from k3s_double.releases import has_default_endpoint_flag
 
 
 STRING = "string"
@@ -187,6 +188,13 @@ _SERVER_ONLY = [
 
 SERVER_FLAGS: tuple[Flag, ...] = tuple(_COMMON + _SERVER_ONLY)
 AGENT_FLAGS: tuple[Flag, ...] = tuple(_COMMON)
+
+
+def for_release(table: Sequence[Flag], version: str) -> list[Flag]:
+    """The flags of ``table`` that k3s release ``version`` knows."""
+    if has_default_endpoint_flag(version):
+        return list(table)
+    return [f for f in table if f.name != "disable-default-registry-endpoint"]
 
 
 class UsageError(Exception):

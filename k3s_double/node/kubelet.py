@@ -13,6 +13,7 @@ controller, as before.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -40,6 +41,48 @@ HEARTBEAT_SECONDS = 5.0
 #: Seconds from registration to the first Ready status (a k3s kubelet takes
 #: about this long for its first runtime check and PLEG relist).
 READY_DELAY = 0.5
+
+
+class ApiReports:
+    """The puller's failures, sent to the API as this node's kubelet."""
+
+    def __init__(self, api: Upstream, node: str) -> None:
+        self.api = api
+        self.node = node
+
+    def event(
+        self, pod: dict[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """Record an Event about ``pod`` from this kubelet."""
+        containers.post_event(
+            self.api, pod, self.node, reason, message, warning=warning
+        )
+
+    def waiting(
+        self, pod: dict[str, Any], container: str, reason: str, message: str
+    ) -> None:
+        """Patch the pod's current status: ``container`` waits for ``reason``."""
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        try:
+            status, data = self.api.call(
+                "GET", path, b"", {"Accept": "application/json"}
+            )
+            if status != 200:
+                return
+            current = json.loads(data)
+            patch = pulls.waiting_status(current, container, reason, message)
+            self.api.call(
+                "PATCH",
+                f"{path}/status",
+                json.dumps({"status": patch}).encode(),
+                {
+                    "Content-Type": "application/merge-patch+json",
+                    "Accept": "application/json",
+                },
+            )
+        except OSError:
+            return
 
 
 class Kubelet:
@@ -157,7 +200,11 @@ class Kubelet:
             self._start_runtime()
         if self.containerd is not None:
             puller = pulls.ImagePuller(
-                self.containerd, self._pods, self._report_images, self.pause_image
+                self.containerd,
+                self._pods,
+                self._report_images,
+                self.pause_image,
+                ApiReports(self.api, self.node.name),
             )
             threading.Thread(
                 target=self.rt.guard(lambda: self._pull(puller)), daemon=True

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from k3s_double.constants import go_arch
 
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+#: Media types of a list of per-platform manifests (OCI and Docker's own).
+INDEX_TYPES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -184,20 +187,94 @@ def familiar(name: str) -> str:
     return short.removeprefix("library/") if short.count("/") == 1 else short
 
 
+@dataclass(frozen=True)
+class Platform:
+    """One platform's manifest of an image, with its content if the node has it."""
+
+    digest: str
+    size: int
+    #: Digest to bytes of the manifest, config and layers; empty without content.
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    config: str = ""
+    layers: tuple[str, ...] = ()
+
+
+#: The blob ``digest`` of the node's content store, None when absent.
+BlobReader = Callable[[str], "bytes | None"]
+
+
+def _synthesized(
+    name: str, listed: Sequence[str], have: Sequence[str]
+) -> tuple[bytes, dict[str, Platform]]:
+    image = synthesize(name, listed)
+    found = {}
+    for platform, part in image.manifests.items():
+        content = part.blobs() if platform in have else {}
+        found[platform] = Platform(
+            part.digest,
+            len(part.manifest),
+            content,
+            part.config_digest,
+            (digest_of(part.layer),),
+        )
+    return image.index, found
+
+
+def _stored_platform(digest: str, size: int, read: BlobReader) -> Platform:
+    manifest = read(digest)
+    if manifest is None:
+        return Platform(digest, size)
+    document = json.loads(manifest)
+    config = str((document.get("config") or {}).get("digest", ""))
+    layers = tuple(str(layer["digest"]) for layer in document.get("layers") or [])
+    blobs = {digest: manifest}
+    for part in (config, *layers):
+        data = read(part)
+        if data is None:
+            return Platform(digest, size)
+        blobs[part] = data
+    return Platform(digest, size, blobs, config, layers)
+
+
+def _stored(
+    entry: Mapping[str, Any], read: BlobReader
+) -> tuple[bytes | None, dict[str, Platform]]:
+    """The index (None for a lone manifest) and platforms of pulled content."""
+    digest = str(entry["digest"])
+    top = read(digest)
+    if top is None:
+        raise ExportError(f"content digest {digest}: not found")
+    if entry.get("media_type") not in INDEX_TYPES:
+        own = (list(entry.get("platforms") or []) or [node_platform()])[0]
+        return None, {own: _stored_platform(digest, len(top), read)}
+    found = {}
+    for child in json.loads(top).get("manifests") or []:
+        spec = child.get("platform") or {}
+        platform = f"{spec.get('os', '')}/{spec.get('architecture', '')}"
+        if platform not in found:
+            found[platform] = _stored_platform(
+                str(child["digest"]), int(child.get("size", 0)), read
+            )
+    return top, found
+
+
 def export_archive(
     images: Sequence[tuple[str, Mapping[str, Any]]],
     *,
     platforms: Sequence[str] = (),
     all_platforms: bool = False,
     skip_manifest_json: bool = False,
+    read: BlobReader | None = None,
 ) -> bytes:
     """The OCI layout tar of ``images``: (stored name, store entry) pairs.
 
     A store entry says which platforms its index lists (``listed``) and which
     it has content for (``platforms``); entries from before either existed
-    have the node's platform alone. Raises :class:`ExportError` for a
-    platform asked for that the image does not list, or lists without
-    content, before anything is written.
+    have the node's platform alone. An entry whose content was really
+    fetched (``content``) is exported byte for byte from the node's content
+    store through ``read``; any other is synthesized. Raises
+    :class:`ExportError` for a platform asked for that the image does not
+    list, or lists without content, before anything is written.
     """
     wanted = list(platforms) or [node_platform()]
     blobs: dict[str, bytes] = {}
@@ -211,39 +288,49 @@ def export_archive(
             raise ExportError(
                 f'image "{name}": no match for platform in manifest: not found'
             )
-        image = synthesize(name, listed)
+        index: bytes | None
+        if entry.get("content") and read is not None:
+            index, parts = _stored(entry, read)
+        else:
+            index, parts = _synthesized(name, listed, have)
+            if len(listed) == 1 and entry.get("media_type") != OCI_INDEX:
+                index = None  # a single-manifest image is exported as that manifest
         for platform in chosen:
-            if platform not in have:
-                digest = image.manifests[platform].digest
+            part = parts.get(platform)
+            if part is None or not part.blobs:
+                digest = part.digest if part is not None else entry["digest"]
                 raise ExportError(f"content digest {digest}: not found")
-            blobs.update(image.manifests[platform].blobs())
+            blobs.update(part.blobs)
         annotations = {NAME_ANNOTATION: name}
         tag = _tag(name)
         if tag is not None:
             annotations[REF_ANNOTATION] = tag
-        if len(listed) == 1 and entry.get("media_type") != OCI_INDEX:
-            # A single-manifest image is exported as that manifest.
-            only = image.manifests[listed[0]]
+        if index is None:
+            only = parts[chosen[0]]
             descriptor = {
-                "mediaType": OCI_MANIFEST,
+                "mediaType": str(entry.get("media_type") or OCI_MANIFEST)
+                if entry.get("content")
+                else OCI_MANIFEST,
                 "digest": only.digest,
-                "size": len(only.manifest),
+                "size": only.size,
             }
         else:
-            blobs[image.digest] = image.index
+            blobs[digest_of(index)] = index
             descriptor = {
-                "mediaType": OCI_INDEX,
-                "digest": image.digest,
-                "size": len(image.index),
+                "mediaType": str(entry.get("media_type") or OCI_INDEX)
+                if entry.get("content")
+                else OCI_INDEX,
+                "digest": digest_of(index),
+                "size": len(index),
             }
         index_entries.append({**descriptor, "annotations": annotations})
-        first = image.manifests[chosen[0]]
+        first = parts[chosen[0]]
         if tag is not None:
             docker_entries.append(
                 {
-                    "Config": f"blobs/sha256/{first.config_digest[7:]}",
+                    "Config": f"blobs/sha256/{first.config[7:]}",
                     "RepoTags": [familiar(name)],
-                    "Layers": [f"blobs/sha256/{digest_of(first.layer)[7:]}"],
+                    "Layers": [f"blobs/sha256/{layer[7:]}" for layer in first.layers],
                 }
             )
     files: list[tuple[str, bytes | None]] = [("blobs/", None), ("blobs/sha256/", None)]

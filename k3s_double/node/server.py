@@ -377,7 +377,7 @@ def _start_kubelet(
 ) -> None:
     """containerd, then the kubelet, which registers once the API is up."""
     data_dir = opts.text("data-dir")
-    containerd = start_containerd(rt, data_dir)
+    containerd = start_containerd(rt, opts)
     kubelet_pair = client_cert(
         pki.client_ca, f"system:node:{node.name}", ["system:nodes"]
     )

@@ -195,12 +195,12 @@ def test_a_custom_pause_image_and_an_imported_one_are_not_pulled(
     archive = oci.export_archive([(COREDNS, {"platforms": [ARCH], "listed": [ARCH]})])
     assert run_ctr(containerd, "images", "import", "-", stdin=archive).returncode == 0
     puller = ImagePuller(
-        containerd, lambda: pods, lambda images: True, "registry.local/pause:9"
+        containerd, lambda: pods, lambda images: True, "registry.k8s.io/pause:3.10"
     )
     puller.sync()
     text = Path(containerd.log_path).read_text()
     assert "PullImage" not in text
-    assert finished(containerd) == ["registry.local/pause:9"]
+    assert finished(containerd) == ["registry.k8s.io/pause:3.10"]
     assert "coredns" not in text
 
 
