@@ -160,31 +160,48 @@ def connect(engine: Engine, mirrors: Sequence[Mirror], network: str) -> list[Mir
 def registries_yaml(user: str | None, mirrors: Sequence[Mirror]) -> str | None:
     """A node's ``registries.yaml``: the user's, with the mirrors added.
 
-    Each mirrored registry gets its mirror container as its first endpoint,
-    before any endpoints of the user's (an insecure registry's ``http://``
-    one, a company mirror), which containerd tries next, and then the
-    registry's own endpoint unless the user turned that off. A registry
-    whose entry has a ``rewrite`` is the user's alone: the rewrite would
-    apply to the mirror too, which proxies the registry as it is.
+    Each mirrored registry gets its mirror container as its first endpoint
+    (:func:`merge_endpoints`). A ``registries`` that is not a mapping is
+    left as it is, with a warning: the mirror never fails a start.
     """
     if not mirrors:
         return user
+    try:
+        return merge_endpoints(user, {each.registry: each.endpoint for each in mirrors})
+    except K3sError as exc:
+        warn(f"{exc}: the registry mirror is not added")
+        return user
+
+
+def merge_endpoints(user: str | None, endpoints: Mapping[str, str]) -> str:
+    """``registries.yaml`` text ``user`` with ``endpoints`` (registry: URL) added.
+
+    Each registry gets its URL as its first endpoint, before any endpoints
+    of the user's (an insecure registry's ``http://`` one, a company
+    mirror), which containerd tries next, and then the registry's own
+    endpoint unless the user turned that off. A registry whose entry has a
+    ``rewrite`` is the user's alone: the rewrite would apply to ours too,
+    which serves the registry's names as they are. The registry mirror
+    (:func:`registries_yaml`) and a cluster's own registry
+    (:mod:`pytest_k3s.lifecycle.registry`) both merge this way.
+
+    :raises K3sError: ``user`` is not a YAML mapping
+    """
     import yaml
 
     config: Any = yaml.safe_load(user) if user else {}
     if config is None:
         config = {}
     if not isinstance(config, dict):
-        warn("registries is not a YAML mapping: the registry mirror is not added")
-        return user
+        raise K3sError("registries is not a YAML mapping")
     entries = config.get("mirrors") or {}
     config["mirrors"] = entries
-    for each in mirrors:
-        entry = entries.setdefault(each.registry, {})
+    for registry, endpoint in endpoints.items():
+        entry = entries.setdefault(registry, {})
         if not isinstance(entry, dict) or entry.get("rewrite"):
             continue
-        theirs = [e for e in entry.get("endpoint") or [] if e != each.endpoint]
-        entry["endpoint"] = [each.endpoint, *theirs]
+        theirs = [e for e in entry.get("endpoint") or [] if e != endpoint]
+        entry["endpoint"] = [endpoint, *theirs]
     return str(yaml.safe_dump(config, sort_keys=True))
 
 
