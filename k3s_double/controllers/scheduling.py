@@ -1,10 +1,15 @@
 """The scheduler: pods go to a Ready node that fits, or say why none does.
 
 A node fits when it matches the pod's ``nodeName``, ``nodeSelector`` and
-required node affinity, and the pod tolerates its NoSchedule/NoExecute taints,
+required node affinity, the pod tolerates its NoSchedule/NoExecute taints,
 including the ones the node lifecycle implies (not-ready, unreachable,
-unschedulable). Among fitting nodes the least loaded wins; the
-``FailedScheduling`` message has the scheduler's wording.
+unschedulable), and placing the pod there keeps each of its
+``topologySpreadConstraints`` with ``whenUnsatisfiable: DoNotSchedule``
+within ``maxSkew`` (the matching pods of its namespace counted per value
+of ``topologyKey`` over the nodes its selector and affinity allow, as
+kube-scheduler's PodTopologySpread filter does). Among fitting nodes the
+least loaded wins; the ``FailedScheduling`` message has the scheduler's
+wording.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from collections.abc import Iterable
 from k3s_double.apiserver.kinds import Obj
 from k3s_double.apiserver.kinds import condition
 from k3s_double.apiserver.kinds import set_condition
+from k3s_double.apiserver.selectors import from_label_selector
+from k3s_double.apiserver.selectors import match_labels
 
 from .base import Reconciler
 from .base import name_of
@@ -125,6 +132,52 @@ def misfit(spec: Obj, node: Obj) -> str | None:
     return None
 
 
+#: The filter's reason, as kube-scheduler words it.
+SPREAD_MISFIT = "node(s) didn't match pod topology spread constraints"
+
+
+def spread_misfit(
+    pod: Obj, node: Obj, nodes: list[Obj], pods: list[Obj], placed: dict[str, str]
+) -> bool:
+    """Whether ``pod`` on ``node`` would break a DoNotSchedule spread constraint.
+
+    ``placed`` maps the uids of pods this pass bound to their nodes.
+    """
+    spec = pod["spec"]
+    for constraint in spec.get("topologySpreadConstraints") or []:
+        if constraint.get("whenUnsatisfiable", "DoNotSchedule") != "DoNotSchedule":
+            continue
+        key = str(constraint.get("topologyKey", ""))
+        selector = from_label_selector(constraint.get("labelSelector"))
+        where = {
+            name_of(n): (n["metadata"].get("labels") or {}).get(key) for n in nodes
+        }
+        eligible = {
+            name_of(n): where[name_of(n)]
+            for n in nodes
+            if where[name_of(n)] is not None
+            and not spec.get("nodeSelector", {}).items()
+            - (n["metadata"].get("labels") or {}).items()
+            and _affinity_fits(spec, n)
+        }
+        if where.get(name_of(node)) is None:
+            return True  # a node without the key is no domain
+        counts = collections.Counter(dict.fromkeys(eligible.values(), 0))
+        for other in pods:
+            bound = other["spec"].get("nodeName") or placed.get(uid_of(other))
+            if (
+                bound in eligible
+                and ns_of(other) == ns_of(pod)
+                and not terminating(other)
+                and match_labels(selector, other["metadata"].get("labels"))
+            ):
+                counts[eligible[bound]] += 1
+        here = counts[where[name_of(node)]] + 1
+        if here - min(counts.values(), default=0) > int(constraint.get("maxSkew", 1)):
+            return True
+    return False
+
+
 class Scheduler(Reconciler):
     """The default scheduler, for pods whose ``schedulerName`` asks for it."""
 
@@ -133,6 +186,7 @@ class Scheduler(Reconciler):
         nodes = self.storage.objects("Node")
         pods = self.storage.objects("Pod")
         load = collections.Counter(p["spec"].get("nodeName") for p in pods)
+        placed: dict[str, str] = {}
         for pod in pods:
             spec = pod["spec"]
             if spec.get("nodeName") or terminating(pod):
@@ -143,6 +197,8 @@ class Scheduler(Reconciler):
             fits = []
             for node in nodes:
                 why = misfit(spec, node)
+                if why is None and spread_misfit(pod, node, nodes, pods, placed):
+                    why = SPREAD_MISFIT
                 if why is None:
                     fits.append(node)
                 else:
@@ -151,6 +207,7 @@ class Scheduler(Reconciler):
                 chosen = min(fits, key=lambda n: (load[name_of(n)], name_of(n)))
                 load[name_of(chosen)] += 1
                 self._bind(pod, name_of(chosen))
+                placed[uid_of(pod)] = name_of(chosen)
                 continue
             if nodes:
                 listed = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
