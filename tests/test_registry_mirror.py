@@ -53,6 +53,12 @@ def upstream(
         mirror.remove(docker_engine)
 
 
+def fresh_mirror(upstream: Upstream, engine: DockerEngine) -> None:
+    """No mirror yet (another test's is removed), the upstream on its network."""
+    mirror.remove(engine)
+    upstream.join(mirror.ensure_network(engine))
+
+
 def run_everywhere(cluster: K3sCluster, upstream: Upstream) -> list[str]:
     """Run the test image on every node of ``cluster``; return the pods' nodes."""
     upstream.join(cluster.network)
@@ -128,6 +134,7 @@ def test_with_the_mirror_each_blob_comes_from_the_upstream_once(
     docker_engine: DockerEngine,
     tmp_path: Path,
 ) -> None:
+    fresh_mirror(upstream, docker_engine)
     storage = tmp_path / "mirror"
     before = upstream.fetches()
     for _ in range(2):  # two clusters of three nodes: six pulls
@@ -139,8 +146,67 @@ def test_with_the_mirror_each_blob_comes_from_the_upstream_once(
 
     # A later run (a CI job with the directory restored from its cache):
     # the mirror starts afresh on the kept blobs and fetches none.
-    mirror.remove(docker_engine)
-    upstream.join(mirror.ensure_network(docker_engine))
+    fresh_mirror(upstream, docker_engine)
     with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
         run_everywhere(cluster, upstream)
+    assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
+
+
+STOPS_THE_MIRROR = """
+import docker
+import pytest
+from k3s_double import upstream
+
+pytestmark = pytest.mark.k3s(registries=upstream.REGISTRIES)
+
+
+def test_pods_start_from_the_upstream(k3s_cluster):
+    client = docker.from_env()
+    client.api.connect_container_to_network(
+        "{upstream}", k3s_cluster.network, aliases=[upstream.HOST]
+    )
+    client.containers.get("{mirror}").stop(timeout=1)
+    k3s_cluster.apply(
+        {{
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {{"name": "blobs", "namespace": "default"}},
+            "spec": {{"containers": [{{
+                "name": "blobs", "image": "{image}", "command": ["sleep", "3600"]
+            }}]}},
+        }}
+    )
+    k3s_cluster.wait_for(
+        "pod", "blobs", namespace="default", condition="Ready", timeout=120
+    )
+"""
+
+
+def test_a_stopped_mirror_costs_a_warning_line_not_a_test(
+    pytester: pytest.Pytester,
+    upstream: Upstream,
+    registry_image: str,
+    docker_engine: DockerEngine,
+) -> None:
+    fresh_mirror(upstream, docker_engine)
+    hub = mirror.Mirror(upstream_registry.REGISTRY, "")
+    pytester.makepyfile(
+        test_inner=STOPS_THE_MIRROR.format(
+            upstream=upstream.container.name, mirror=hub.container, image=upstream.image
+        )
+    )
+    before = upstream.fetches()
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:randomly",
+        "--k3s-registry-mirror=on",
+        f"--k3s-registry-mirror-upstreams={upstream_registry.MIRRORED}",
+        f"--k3s-registry-mirror-image={registry_image}",
+        timeout=300,
+    )
+    result.assert_outcomes(passed=1)
+    warned = [line for line in result.outlines if "warning" in line.lower()]
+    assert len(warned) == 1, result.stdout.str()
+    assert warned[0].startswith(f"warning: registry mirror {hub.container} is exited")
+    # The node fetched the blobs itself.
     assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
