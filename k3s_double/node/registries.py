@@ -75,6 +75,15 @@ PUBLIC_REGISTRIES = (
 )
 
 
+#: PyYAML's wording of common errors, as Go's yaml package words them.
+_GO_YAML = {
+    "mapping values are not allowed here": (
+        "mapping values are not allowed in this context"
+    ),
+    "found character": "found character that cannot start any token",
+}
+
+
 class RegistriesError(Exception):
     """``registries.yaml`` exists but k3s cannot use it (k3s exits)."""
 
@@ -383,7 +392,9 @@ def parse(text: str, *, no_default_endpoint: bool = False) -> Registries:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise RegistriesError(f"yaml: {line}{exc.problem or exc.context}") from None
+        problem = str(exc.problem or exc.context)
+        problem = _GO_YAML.get(problem.split(" '")[0], problem)
+        raise RegistriesError(f"yaml: {line}{problem}") from None
     except yaml.YAMLError as exc:
         raise RegistriesError(f"yaml: {exc}") from None
     body = _mapping(raw, "registries.Registry")
