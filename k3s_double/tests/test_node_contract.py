@@ -175,12 +175,16 @@ class Cluster:
         publish: bool = False,
         privileged: bool = True,
         suffix: str = "",
+        files: dict[str, str] | None = None,
     ) -> Container:
-        """Start one node container on the cluster network, labelled."""
+        """Start one node container on the cluster network, labelled.
+
+        ``files`` (absolute path to text) are in place before k3s starts.
+        """
         index = len(self.servers) if role == "server" else len(self.agents)
         name = f"{self.name}-{role}-{suffix or index}"
         ports: Any = {"6443/tcp": ("127.0.0.1", None)} if publish else None
-        container: Container = self.docker.containers.run(
+        container: Container = self.docker.containers.create(
             self.image,
             command,
             name=name,
@@ -190,13 +194,22 @@ class Cluster:
             network=self.network.name if self.network is not None else None,
             ports=ports,
             tmpfs={"/run": "", "/var/run": ""},
-            detach=True,
             cap_add=CAP_ADD if privileged else None,
             cap_drop=CAP_DROP if privileged else None,
             security_opt=SECURITY_OPT if privileged else None,
             # The plugin's fallback makes /sys and the cgroups writable first.
             entrypoint=fallback_entrypoint() if privileged else None,
         )
+        if files:
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as archive:
+                for path, text in files.items():
+                    data = text.encode()
+                    info = tarfile.TarInfo(path.lstrip("/"))
+                    info.size, info.mode = len(data), 0o600
+                    archive.addfile(info, io.BytesIO(data))
+            container.put_archive("/", buffer.getvalue())
+        container.start()
         if not suffix:
             (self.servers if role == "server" else self.agents).append(container)
         return container
