@@ -37,12 +37,14 @@ if TYPE_CHECKING:
     from pytest_k3s.cluster import K3sCluster
     from pytest_k3s.engine.node_container import Node
     from pytest_k3s.kube.streams import Forwarded
+    from pytest_k3s.lifecycle.registry import ClusterRegistry
 
 __version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_IMAGE",
     "ClusterCommandError",
+    "ClusterRegistry",
     "ClusterSpec",
     "ClusterStartError",
     "ClusterTimeoutError",
@@ -69,6 +71,7 @@ __all__ = [
 #: fixture (the plugin loads with every run) should not pay for.
 _LAZY = {
     "K3sCluster": "pytest_k3s.cluster",
+    "ClusterRegistry": "pytest_k3s.lifecycle.registry",
     "Node": "pytest_k3s.engine.node_container",
     "Forwarded": "pytest_k3s.kube.streams",
 }

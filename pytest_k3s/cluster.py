@@ -2,8 +2,9 @@
 
 A handle gives access to the cluster (its kubeconfig, an API client, kubectl,
 node logs, published ports, its network and a kubeconfig for containers on
-it), loads images into its nodes, stops and starts them, and removes the
-cluster when the handle that started it is stopped.
+it), loads images into its nodes or pushes them to its registry, stops and
+starts them, and removes the cluster when the handle that started it is
+stopped.
 What happens to a cluster lives in :mod:`pytest_k3s.lifecycle` (start,
 readiness, node operations, removal); the handle holds the engine it runs on
 (:class:`~pytest_k3s.engine.protocol.Engine`) and passes it down.
@@ -44,10 +45,12 @@ from pytest_k3s.kube import objects
 from pytest_k3s.kube import streams
 from pytest_k3s.kube.objects import Manifests
 from pytest_k3s.lifecycle import node_operations
+from pytest_k3s.lifecycle import registry
 from pytest_k3s.lifecycle.load_balancer import api_endpoint
 from pytest_k3s.lifecycle.load_balancer import balancer_name
 from pytest_k3s.lifecycle.load_image import load_image
 from pytest_k3s.lifecycle.readiness import Timings
+from pytest_k3s.lifecycle.registry import ClusterRegistry
 from pytest_k3s.lifecycle.removal import remove_clusters
 from pytest_k3s.lifecycle.start import Progress
 from pytest_k3s.lifecycle.start import Started
@@ -103,6 +106,7 @@ class K3sCluster:
         self._api_client: ApiClient | None = None
         #: The load balancer's container id, where there is one.
         self._balancer = balancer
+        self._registry: ClusterRegistry | None = None
         self._stopped = False
         self._shared = False
 
@@ -483,6 +487,31 @@ class K3sCluster:
             name=self.name,
         )
 
+    @property
+    def registry(self) -> ClusterRegistry:
+        """The cluster's own registry, for images of yours that pods run.
+
+        ``image = cluster.registry.push("my-app:dev")`` pushes a local image
+        and returns the name pods pull it by (``localhost:<port>/my-app:dev``).
+        Only a cluster started with ``registry=True`` (the marker's argument,
+        ``--k3s-registry``) has one; a handle from :meth:`attach` finds it
+        by its label.
+
+        :raises K3sError: the cluster has no registry (the message says how
+            to ask for one), or its container is gone
+        :raises NoEngineError: the cluster is an existing one (no Docker)
+        """
+        self._need_docker("registry")
+        if not self.spec.registry:
+            raise K3sError(
+                f"cluster {self.name} has no registry: ask for one with "
+                "@pytest.mark.k3s(registry=True), the --k3s-registry option "
+                "(PYTEST_K3S_REGISTRY) or ClusterSpec(registry=True)"
+            )
+        if self._registry is None:
+            self._registry = registry.find(self._engine, self.name)
+        return self._registry
+
     def _need_docker(self, what: str) -> None:
         if not self.in_docker:
             raise NoEngineError(
@@ -526,13 +555,17 @@ class K3sCluster:
     # helpers ---------------------------------------------------------------------
 
     def container_states(self) -> list[str]:
-        """One line per container (nodes, load balancer): its state, for reports."""
+        """One line per container (nodes, load balancer, registry): its state."""
         lines: list[str] = []
         if not self.in_docker:
             return lines
         containers = [(node.name, node.container_id) for node in self.nodes]
         if self._balancer is not None:
             containers.append((balancer_name(self.name), self._balancer))
+        if self._registry is not None:  # asked for: its pulls may have failed
+            containers.append(
+                (registry.registry_name(self.name), self._registry.container_id)
+            )
         for name, container_id in containers:
             try:
                 state = self._engine.state(container_id)

@@ -39,6 +39,7 @@ MARKER_ARGS = {
     "timeout": "timeout",
     "wait_for_coredns": "wait_for_coredns",
     "load_balancer": "load_balancer",
+    "registry": "registry",
 }
 #: Old argument names still accepted, with a deprecation warning.
 DEPRECATED_ARGS = {"args": "server_args"}
@@ -47,7 +48,8 @@ MARKER_HELP = (
     "k3s(servers=1, agents=0, image=None, version=None (or a list: once "
     "per version), server_args=(), "
     "agent_args=(), server_env=(), agent_env=(), ports=(), ports_bind='127.0.0.1', "
-    "registries=None, timeout=None, wait_for_coredns=True, load_balancer=None): "
+    "registries=None, timeout=None, wait_for_coredns=True, load_balancer=None, "
+    "registry=False): "
     "the k3s cluster the k3s_cluster "
     "fixture hands this test; nearer markers (test > class > module) override "
     "farther ones argument by argument"

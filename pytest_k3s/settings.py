@@ -281,6 +281,13 @@ KNOBS = (
         "DURATION",
     ),
     Knob(
+        "registry",
+        "Give each cluster a registry of its own for your images "
+        "(K3sCluster.registry), as the k3s marker's registry=True does",
+        _flag,
+        flag=True,
+    ),
+    Knob(
         "registry-mirror",
         "Pull workload images through a registry mirror shared by every "
         "cluster on the engine, which outlives the run: on (blobs in a volume), "
@@ -296,8 +303,9 @@ KNOBS = (
         "LIST",
     ),
     Knob(
-        "registry-mirror-image",
-        f"The registry mirror's image (default {DEFAULT_REGISTRY_IMAGE})",
+        "registry-image",
+        "The registry image, for the mirror and clusters' own registries "
+        f"(default {DEFAULT_REGISTRY_IMAGE})",
         str,
         "IMAGE",
     ),
@@ -456,13 +464,14 @@ class Settings:
             "api-bind",
             "load-balancer",
             "load-balancer-image",
+            "registry-image",
         ):
             if name in values:
                 values[name.replace("-", "_")] = values.pop(name)
         values["registry_mirror"] = _mirror(
             values.pop("registry-mirror", False),
             values.pop("registry-mirror-upstreams", None),
-            values.pop("registry-mirror-image", None),
+            values.get("registry_image"),
             start,
         )
         artifacts = _artifacts(values.pop("artifacts", None), environ, start)

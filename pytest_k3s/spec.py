@@ -31,8 +31,9 @@ DEFAULT_TIMEOUT = 180.0
 #: notices a dead server when a request to it fails) and reloads its
 #: configuration without dropping connections when an agent joins.
 DEFAULT_LOAD_BALANCER_IMAGE = "haproxy:3.4.8-alpine"
-#: The registry mirror's image: the official registry (CNCF Distribution),
-#: whose pull-through mode proxies one upstream registry per container.
+#: The registry image, for the mirror and clusters' own registries: the
+#: official registry (CNCF Distribution), whose pull-through mode proxies one
+#: upstream registry per container.
 DEFAULT_REGISTRY_IMAGE = "registry:2.8.3"
 #: Where a mirror of a registry fetches from, where that is not
 #: ``https://<registry>`` (Docker Hub's API is not at docker.io).
@@ -88,6 +89,7 @@ INCIDENTAL_FIELDS = (
     "image_cache",
     "load_balancer_image",
     "registry_mirror",
+    "registry_image",
 )
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[+-](k3s\d+))?$")
@@ -330,6 +332,11 @@ class ClusterSpec:
     :param registry_mirror: pull workload images through the engine's shared
         pull-through mirror (:class:`RegistryMirror`), or None. Nodes fall
         back to the upstream when it fails, so it changes speed, not results
+    :param registry: give the cluster a registry of its own for the user's
+        images (``<name>-registry``, see :mod:`pytest_k3s.lifecycle.registry`),
+        reached as :attr:`pytest_k3s.K3sCluster.registry`
+    :param registry_image: that registry's image (the official ``registry``
+        image, or one that runs like it)
     """
 
     servers: int = 1
@@ -354,6 +361,8 @@ class ClusterSpec:
     load_balancer: bool | None = None
     load_balancer_image: str = DEFAULT_LOAD_BALANCER_IMAGE
     registry_mirror: RegistryMirror | None = None
+    registry: bool = False
+    registry_image: str = DEFAULT_REGISTRY_IMAGE
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -386,10 +395,12 @@ class ClusterSpec:
             put("image", from_version)
             # Normalised away, so ClusterSpec(version=v) == ClusterSpec(image=...).
             put("version", None)
-        for name in ("image", "load_balancer_image"):
+        for name in ("image", "load_balancer_image", "registry_image"):
             image: object = getattr(self, name)
             if not isinstance(image, str) or not image or " " in image:
                 raise SpecError(f"{name} {image!r} is not a valid image reference")
+        if not isinstance(self.registry, bool):
+            raise SpecError(f"registry must be True or False, not {self.registry!r}")
         if self.load_balancer is not None and not isinstance(self.load_balancer, bool):
             raise SpecError(
                 f"load_balancer must be True, False or None (with more than one "

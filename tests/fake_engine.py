@@ -28,6 +28,7 @@ from pytest_k3s.engine.node_container import NodeContainer
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import Listed
 from pytest_k3s.engine.protocol import LogCursor
+from pytest_k3s.errors import ImageUnavailableError
 from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import NameConflictError
 from pytest_k3s.run.existing import ExistingPool
@@ -51,6 +52,9 @@ contexts:
   context: {cluster: default, user: default}
 current-context: default
 """
+
+#: What a registry logs once it serves.
+LISTENING = 'level=info msg="listening on [::]:5000"'
 
 
 @dataclass
@@ -103,6 +107,8 @@ class FakeEngine:
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.network_labels: dict[str, dict[str, str]] = {}
         self.volumes: dict[str, dict[str, str]] = {}
+        #: What was pushed where: (local image, reference).
+        self.pushed: list[tuple[str, str]] = []
         self.calls: list[str] = []
         self.closed = False
         self._ids = itertools.count(1)
@@ -158,6 +164,12 @@ class FakeEngine:
     def image_labels(self, image: str) -> dict[str, str]:
         return dict(self.image_label_values.get(image, {}))
 
+    def push_image(self, image: str, reference: str) -> None:
+        if image not in self.images:
+            raise ImageUnavailableError(f"image {image!r} is not on the fake engine")
+        self.images.add(reference)
+        self.pushed.append((image, reference))
+
     # creating, starting and stopping ---------------------------------------
 
     def check_free(self, names: Iterable[str]) -> None:
@@ -183,7 +195,13 @@ class FakeEngine:
                 found.status, found.exit_code = "exited", 2
                 found.log += ['panic: Get "x/v2/": no such host', "goroutine 1"]
             else:
-                found.log.append('level=info msg="listening on [::]:5000"')
+                found.log.append(LISTENING)
+        elif container.labels.get(labels.ROLE) == labels.REGISTRY_ROLE:
+            if container.name in self.crash:
+                found.status, found.exit_code = "exited", 1
+                found.log.append('level=fatal msg="the fake registry crashed"')
+            else:
+                found.log.append(LISTENING)
         self.containers_by_id[found.id] = found
         self.calls.append(f"start {container.name}")
         return found.id
@@ -224,7 +242,7 @@ class FakeEngine:
         name = container.node.name
         if "REGISTRY_PROXY_REMOTEURL" in container.node.environment:
             container.status = "running"
-            container.log.append('level=info msg="listening on [::]:5000"')
+            container.log.append(LISTENING)
             return
         if name in self.crash:
             container.status, container.exit_code = "exited", 1

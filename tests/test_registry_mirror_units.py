@@ -70,7 +70,7 @@ def test_a_directory_is_taken_from_where_pytest_started(
 ) -> None:
     monkeypatch.setenv("PYTEST_K3S_REGISTRY_MIRROR", "cache/mirror")
     monkeypatch.setenv("PYTEST_K3S_REGISTRY_MIRROR_UPSTREAMS", "docker.io, quay.io")
-    found = settings(pytester, "--k3s-registry-mirror-image=mirror:1").spec
+    found = settings(pytester, "--k3s-registry-image=mirror:1").spec
     assert found.registry_mirror == RegistryMirror(
         storage=str(pytester.path / "cache/mirror"),
         image="mirror:1",

@@ -12,6 +12,7 @@ import docker
 import docker.errors
 
 from pytest_k3s.errors import ImageUnavailableError
+from pytest_k3s.errors import K3sError
 
 
 #: ``docker info``'s kernel architecture names, as Go (and platforms) spell them.
@@ -77,10 +78,37 @@ class DockerImages:
             for chunk in self.api.get_image(image):
                 destination.write(chunk)
         except docker.errors.NotFound as exc:  # "reference does not exist"
-            raise ImageUnavailableError(
-                f"image {image!r} is not on the Docker engine at {self.address}; "
-                f"build or pull it first ('docker pull {image}')"
+            raise self._not_here(image) from exc
+
+    def push_image(self, image: str, reference: str) -> None:
+        """Tag the local ``image`` as ``reference`` and push it there.
+
+        The tag stays, as ``docker tag`` and ``docker push`` leave it: a
+        test of another xdist worker may be pushing the same image to the
+        same (shared) cluster's registry right now.
+        """
+        repository, tag = pull_arguments(reference)
+        try:
+            self.api.tag(image, repository, tag)
+        except docker.errors.NotFound as exc:
+            raise self._not_here(image) from exc
+        try:
+            # Errors come in the stream (the call itself succeeds).
+            for line in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if line.get("error"):
+                    raise K3sError(
+                        f"pushing {image} as {reference} failed: {line['error']}"
+                    )
+        except docker.errors.APIError as exc:
+            raise K3sError(
+                f"pushing {image} as {reference} failed: {explain(exc)}"
             ) from exc
+
+    def _not_here(self, image: str) -> ImageUnavailableError:
+        return ImageUnavailableError(
+            f"image {image!r} is not on the Docker engine at {self.address}; "
+            f"build or pull it first ('docker pull {image}')"
+        )
 
     def image_platform(self, image: str) -> str:
         """The platform (``linux/<arch>``) of a local image, e.g. the node image."""

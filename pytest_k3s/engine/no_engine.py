@@ -91,6 +91,10 @@ class NoEngine:
         """Refused: no engine holds images."""
         self._refuse("reading image labels")
 
+    def push_image(self, image: str, reference: str) -> None:
+        """Refused: no engine pushes images (and there is no cluster registry)."""
+        self._refuse("pushing images")
+
     def check_free(self, names: Iterable[str]) -> None:
         """Refused: no engine creates anything."""
         self._refuse("creating containers")

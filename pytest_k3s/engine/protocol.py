@@ -97,6 +97,17 @@ class Engine(Protocol):
     def image_labels(self, image: str) -> dict[str, str]:
         """The labels of a local image (empty if it has none or is gone)."""
 
+    def push_image(self, image: str, reference: str) -> None:
+        """Tag the local ``image`` as ``reference`` and push it there.
+
+        The engine pushes, so ``reference``'s registry is as the engine's
+        host reaches it (``localhost:<port>`` is the engine host's).
+
+        :raises ImageUnavailableError: the engine does not have ``image``
+        :raises K3sError: the push failed (the message says the registry's
+            answer)
+        """
+
     # creating, starting and stopping ---------------------------------------
 
     def check_free(self, names: Iterable[str]) -> None:
@@ -211,24 +222,31 @@ def via_network(engine: Engine, api_host: str | None) -> bool:
     )
 
 
+#: The ROLEs of a cluster's containers that are not nodes.
+NOT_NODES = (labels.BALANCER_ROLE, labels.REGISTRY_ROLE)
+
+
 def node_containers(engine: Engine, cluster: str) -> list[Listed]:
-    """The node containers of ``cluster``: its labelled containers but a probe.
+    """The node containers of ``cluster``: its labelled containers but the others.
 
     A start's capability probe carries its cluster's labels (so a sweep finds
-    it) for the second it runs, and the load balancer for the cluster's life;
-    neither is a node.
+    it) for the second it runs, and the load balancer and the registry for
+    the cluster's life; none is a node.
     """
     return [
         found
         for found in engine.containers({labels.CLUSTER: cluster})
         if labels.PROBE not in found.labels
-        and found.labels.get(labels.ROLE) != labels.BALANCER_ROLE
+        and found.labels.get(labels.ROLE) not in NOT_NODES
     ]
 
 
 def balancer_container(engine: Engine, cluster: str) -> Listed | None:
     """The load balancer of ``cluster``, if it has one."""
-    found = engine.containers(
-        {labels.CLUSTER: cluster, labels.ROLE: labels.BALANCER_ROLE}
-    )
+    return role_container(engine, cluster, labels.BALANCER_ROLE)
+
+
+def role_container(engine: Engine, cluster: str, role: str) -> Listed | None:
+    """The container of ``cluster`` with ``role`` (of :data:`NOT_NODES`), if any."""
+    found = engine.containers({labels.CLUSTER: cluster, labels.ROLE: role})
     return found[0] if found else None

@@ -3,10 +3,11 @@
 :func:`start_cluster` turns a :class:`~pytest_k3s.spec.ClusterSpec` into
 labelled containers on their own network: the images first (their pull does
 not count against the deadline), then the network (a subnet of its own, so
-every node gets a fixed address), the load balancer where there is one
-(:mod:`~pytest_k3s.lifecycle.load_balancer`), and server-0, then agents in
-parallel with the joining servers (one at a time, each once the one before it
-runs), then the readiness layers (:mod:`~pytest_k3s.lifecycle.readiness`) and
+every node gets a fixed address), the cluster's registry and load balancer
+where the spec asks (:mod:`~pytest_k3s.lifecycle.registry`,
+:mod:`~pytest_k3s.lifecycle.load_balancer`), and server-0, then agents in
+parallel with the joining servers (one at a time, each once the one before
+it runs), then the readiness layers (:mod:`~pytest_k3s.lifecycle.readiness`) and
 the kubeconfig. Whatever happens during the start (a crashing node, a
 timeout, Ctrl-C), everything it created is removed before the error
 propagates. What the spec does not say (the cluster's name, where its
@@ -51,6 +52,7 @@ from pytest_k3s.kube import kubeconfig
 from pytest_k3s.lifecycle import image_cache
 from pytest_k3s.lifecycle import load_balancer
 from pytest_k3s.lifecycle import mirror
+from pytest_k3s.lifecycle import registry
 from pytest_k3s.lifecycle import versions
 from pytest_k3s.lifecycle.readiness import INIT_READY_LOG
 from pytest_k3s.lifecycle.readiness import READY_LOG
@@ -242,7 +244,8 @@ class _Starter:
         #: Fixed addresses on the cluster network, by container name.
         self.addresses: dict[str, str] = {}
         self.balancer_id: str | None = None
-        #: The nodes' registries.yaml, the mirror's endpoints merged in.
+        #: The nodes' registries.yaml, the mirror's and the cluster registry's
+        #: endpoints merged in.
         self.registries = spec.registries if isinstance(spec.registries, str) else None
         self.api_bind = spec.api_bind or ("0.0.0.0" if remote else "127.0.0.1")
 
@@ -257,6 +260,10 @@ class _Starter:
                 "the load balancer's image: choose another with "
                 "--k3s-load-balancer-image, or (one server) --k3s-load-balancer=off"
             )
+        if spec.registry:
+            images[spec.registry_image] = (
+                "the cluster registry's image: choose another with --k3s-registry-image"
+            )
         for image, what in images.items():
             if not self.engine.has_image(image):
                 self.progress(f"  pulling {image} (once; later runs reuse it)")
@@ -269,13 +276,20 @@ class _Starter:
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
         server0 = node_name(self.name, "server", 0)
-        self.engine.check_free(dict.fromkeys([self.name, server0, self.endpoint]))
+        self.engine.check_free(
+            dict.fromkeys(
+                [self.name, server0, self.endpoint]
+                + [registry.registry_name(self.name)] * spec.registry
+            )
+        )
         subnet = self.engine.create_network(self.name, self._labels("network"))
         self._assign_addresses(subnet)
         if self.via_network:
             self.engine.join_network(self.name)
         if spec.registry_mirror is not None:
             self._use_mirror(spec.registry_mirror)
+        if spec.registry:
+            self._start_registry()
         if spec.has_load_balancer:
             self._start_balancer()
         refused_before = self.engine.privileged_refused
@@ -361,6 +375,27 @@ class _Starter:
                 + ", ".join(each.registry for each in connected)
                 + " images through the registry mirror"
             )
+
+    def _start_registry(self) -> None:
+        """Start the cluster's registry, named in every node's registries.yaml."""
+        started = registry.start(
+            self.engine,
+            self.spec,
+            cluster=self.name,
+            tags=self._labels(labels.REGISTRY_ROLE),
+        )
+        try:
+            self.registries = mirror.merge_endpoints(
+                self.registries, registry.endpoints(self.name, started.host)
+            )
+        except K3sError as exc:
+            raise SpecError(
+                f"{exc}, so the cluster's registry cannot be added to it: give "
+                "registries as a mapping (mirrors:, configs:)"
+            ) from exc
+        self.progress(
+            f"  started registry {registry.registry_name(self.name)} ({started.host})"
+        )
 
     def _start_balancer(self) -> None:
         """Start the load balancer, its backends being every node's fixed address."""
