@@ -15,11 +15,16 @@ as containerd does (``docker.io/library/x:tag``); ``ctr [-n NS] images ls [-q]``
 lists them. ``ctr [-n NS] images export [--platform P]... [--all-platforms]
 [--skip-manifest-json] [--skip-non-distributable] [--local] OUT|- NAME...``
 writes an OCI layout of each stored name (exactly as ``ls -q`` prints it)
-with the synthesized content of :mod:`.oci`. Without ``--local``, containerd
-2's ``ctr`` exports through the transfer service, and loses the archive's
-last chunk (:func:`transfer_loss`); containerd 1.7's defaults to ``--local``.
+with the content a real pull stored (:data:`CONTENT_DIR`), or else the
+synthesized content of :mod:`.oci`. Without ``--local``, containerd 2's
+``ctr`` exports through the transfer service, and loses the archive's last
+chunk (:func:`transfer_loss`); containerd 1.7's defaults to ``--local``.
 :meth:`Containerd.pull` is CRI's PullImage, for the node's kubelet
-(:mod:`.pulls`); containerd's log lines go to
+(:mod:`.pulls`): through the endpoints of the node's ``registries.yaml``
+(:mod:`.registries`), for real over HTTP(S) (:mod:`.fetch`), except where it
+reaches a well-known public registry's default endpoint, which nothing here
+can reach: that pull is simulated (synthesized content), as all pulls once
+were. containerd's log lines go to
 ``<data-dir>/agent/containerd/containerd.log``. The wire protocol is one
 JSON object per line each way.
 """

@@ -1,12 +1,14 @@
 """Image content the containerd double makes up, and ``ctr images export``.
 
-The double keeps no real image content, only names and digests. What a pull
-stores and what an export writes is synthesized here, deterministically from
-the image name: for each platform a one-file layer (a plain tar), an OCI
+A simulated pull (a public registry's default endpoint) and an import keep
+no image content, only names and digests; what they store and what an
+export of them writes is synthesized here, deterministically from the image
+name: for each platform a one-file layer (a plain tar), an OCI
 config and an OCI manifest, and over them an OCI index. A pulled image is
 that index; its digest and image ID (the config digest of the node's
 platform) are the same on every node and in every run, so an export
-re-imported elsewhere names the same content.
+re-imported elsewhere names the same content. A real pull's content is in
+the node's content store (:mod:`.fetch`), and its export copies those bytes.
 
 :func:`export_archive` writes what containerd's ``ctr images export`` writes:
 an OCI image layout (``oci-layout``, ``index.json`` whose entries carry
