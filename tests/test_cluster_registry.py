@@ -1,0 +1,225 @@
+"""A cluster's own registry on a real engine: push from the host, pull on every node.
+
+A cluster of the node double (whose containerd pulls over HTTP through
+``registries.yaml``, as k3s' does) gets its registry from the test
+registry image (Debian's docker-registry, the official image's contract).
+An image built here, unique to the run, is pushed through the engine and
+run by a pod on each node; the registry's access log (one line a request,
+with the client's address) shows which node fetched which blob.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+import tarfile
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+
+import docker
+import pytest
+from kubernetes.client import CoreV1Api
+
+from conftest import SHARED_CLUSTERS
+from pytest_k3s import ClusterSpec
+from pytest_k3s import K3sCluster
+from pytest_k3s import labels
+from pytest_k3s.engine.docker_engine import DockerEngine
+from pytest_k3s.lifecycle.registry import registry_name
+
+
+pytestmark = pytest.mark.docker
+
+REPOSITORY = "pytest-k3s/own"
+_BLOB_GET = re.compile(
+    r"http\.request\.method=GET .*http\.request\.remoteaddr=\"?([0-9.]+):\d+"
+    r".*http\.request\.uri=\"?/v2/"
+    + re.escape(REPOSITORY)
+    + r"/blobs/(sha256:[0-9a-f]{64}).*http\.response\.status=200"
+)
+_MANIFESTS = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    double_image: str, registry_image: str, docker_engine: DockerEngine
+) -> Iterator[K3sCluster]:
+    spec = ClusterSpec(
+        image=double_image,
+        agents=1,
+        registry=True,
+        registry_image=registry_image,
+        wait_for_coredns=False,
+    )
+    with K3sCluster.start(spec, engine=docker_engine) as started:
+        SHARED_CLUSTERS.add(started.name)
+        yield started
+    # The cluster's removal took its registry (found by label, as k3d does).
+    assert not docker_engine.containers({labels.CLUSTER: started.name})
+
+
+@pytest.fixture(scope="module")
+def local_image(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A one-layer image (one file of 256 KiB), unique to this run."""
+    tag = f"{REPOSITORY}:{secrets.token_hex(4)}"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, data in (
+            ("Dockerfile", b"FROM scratch\nCOPY payload /payload\n"),
+            ("payload", secrets.token_bytes(256 * 1024)),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    yield tag
+    for found in docker_client.images.list(name=f"*{REPOSITORY}"):
+        for reference in found.tags:
+            if reference.endswith(tag):  # ours, and the tag push() left
+                docker_client.images.remove(reference, force=True)
+
+
+@pytest.fixture(scope="module")
+def pushed(cluster: K3sCluster, local_image: str) -> str:
+    return cluster.registry.push(local_image)
+
+
+def in_node(cluster: K3sCluster, engine: DockerEngine, url: str) -> str:
+    """GET ``url`` from server-0, as a pod's pull reaches the registry."""
+    status, output = engine.exec(
+        cluster.servers[0].container_id,
+        ["wget", "-qO-", f"--header=Accept: {_MANIFESTS}", url],
+    )
+    assert status == 0, output
+    return output
+
+
+def blob_gets(cluster: K3sCluster, engine: DockerEngine) -> Counter[tuple[str, str]]:
+    """(client address, blob) of every blob the registry served, counted."""
+    log = engine.logs(cluster.registry.container_id)
+    return Counter(
+        (match.group(1), match.group(2))
+        for match in map(_BLOB_GET.search, log.splitlines())
+        if match
+    )
+
+
+def test_a_pushed_image_is_in_the_registry_under_the_name_pods_use(
+    cluster: K3sCluster,
+    local_image: str,
+    pushed: str,
+    docker_engine: DockerEngine,
+    docker_client: docker.DockerClient,
+) -> None:
+    port = int(cluster.registry.host.rpartition(":")[2])
+    assert pushed == f"localhost:{port}/{local_image}"
+    assert cluster.registry.image(local_image) == pushed
+    registry = docker_client.containers.get(registry_name(cluster.name))
+    assert registry.ports["5000/tcp"] == [
+        {"HostIp": "127.0.0.1", "HostPort": str(port)}
+    ]
+    assert registry.labels[labels.ROLE] == labels.REGISTRY_ROLE
+    assert registry_name(cluster.name) not in [n.name for n in cluster.nodes]
+
+    base = f"http://{registry_name(cluster.name)}:5000/v2"
+    catalog = json.loads(in_node(cluster, docker_engine, f"{base}/_catalog"))
+    assert catalog == {"repositories": [REPOSITORY]}
+    tag = local_image.rpartition(":")[2]
+    tags = json.loads(in_node(cluster, docker_engine, f"{base}/{REPOSITORY}/tags/list"))
+    assert tags == {"name": REPOSITORY, "tags": [tag]}
+
+    attached = K3sCluster.attach(
+        name=cluster.name,
+        spec=cluster.spec,
+        kubeconfig_path=cluster.kubeconfig_path,
+        engine=docker_engine,
+    )
+    assert attached.registry == cluster.registry
+
+
+def run_on_every_node(cluster: K3sCluster, image: str) -> list[str]:
+    """Run ``image`` (``sleep``, a process in the double) once per node."""
+    nodes = len(cluster.nodes)
+    cluster.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {{name: own, namespace: default}}
+            spec:
+              replicas: {nodes}
+              selector: {{matchLabels: {{app: own}}}}
+              template:
+                metadata: {{labels: {{app: own}}}}
+                spec:
+                  topologySpreadConstraints:
+                  - maxSkew: 1
+                    topologyKey: kubernetes.io/hostname
+                    whenUnsatisfiable: DoNotSchedule
+                    labelSelector: {{matchLabels: {{app: own}}}}
+                  containers:
+                  - name: own
+                    image: {image}
+                    imagePullPolicy: Always
+                    command: [sleep, "3600"]
+            """
+        )
+    )
+    cluster.wait_for(
+        "deployment",
+        "own",
+        namespace="default",
+        jsonpath=f"{{.status.readyReplicas}}={nodes}",
+        timeout=120,
+    )
+    pods = CoreV1Api(cluster.api_client).list_namespaced_pod(
+        "default", label_selector="app=own"
+    )
+    assert {pod.status.phase for pod in pods.items} == {"Running"}
+    return sorted(str(pod.spec.node_name) for pod in pods.items)
+
+
+def node_addresses(cluster: K3sCluster, engine: DockerEngine) -> dict[str, str]:
+    """Each node's fixed address on the cluster network: name -> address."""
+    return {
+        node.name: engine.labels_of(node.container_id)[labels.ADDRESS]
+        for node in cluster.nodes
+    }
+
+
+def test_every_node_pulls_the_image_from_the_registry(
+    cluster: K3sCluster, pushed: str, docker_engine: DockerEngine
+) -> None:
+    before = blob_gets(cluster, docker_engine)
+    assert run_on_every_node(cluster, pushed) == sorted(n.name for n in cluster.nodes)
+    fetched = blob_gets(cluster, docker_engine) - before
+    addresses = node_addresses(cluster, docker_engine)
+    by_node = {address: set() for address in addresses.values()}
+    for address, blob in fetched:
+        by_node.setdefault(address, set()).add(blob)
+    blobs = set(by_node[addresses[cluster.servers[0].name]])
+    assert len(blobs) == 2, f"a config and a layer: {fetched}"
+    assert by_node == dict.fromkeys(addresses.values(), blobs), (
+        f"each node fetched each blob: {fetched}, nodes at {addresses}"
+    )
+
+
+def test_an_added_agent_pulls_from_the_registry_too(
+    cluster: K3sCluster, pushed: str, docker_engine: DockerEngine
+) -> None:
+    added = cluster.add_agent(timeout=120)
+    address = node_addresses(cluster, docker_engine)[added.name]
+    before = blob_gets(cluster, docker_engine)
+    assert added.name in run_on_every_node(cluster, pushed)
+    fetched = blob_gets(cluster, docker_engine) - before
+    assert {client for client, _ in fetched} == {address}
+    assert len(fetched) == 2, f"a config and a layer: {fetched}"
