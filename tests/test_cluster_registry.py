@@ -10,11 +10,9 @@ with the client's address) shows which node fetched which blob.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import secrets
-import tarfile
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from pytest_k3s import K3sCluster
 from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.lifecycle.registry import registry_name
+from tests.local_images import build_one_file_image
 
 
 pytestmark = pytest.mark.docker
@@ -68,24 +67,19 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def local_image(docker_client: docker.DockerClient) -> Iterator[str]:
-    """A one-layer image (one file of 256 KiB), unique to this run."""
+    """A one-layer image, unique to this run; removed with the tags pushes left."""
     tag = f"{REPOSITORY}:{secrets.token_hex(4)}"
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as archive:
-        for name, data in (
-            ("Dockerfile", b"FROM scratch\nCOPY payload /payload\n"),
-            ("payload", secrets.token_bytes(256 * 1024)),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    build_one_file_image(docker_client, tag)
     yield tag
-    for found in docker_client.images.list(name=f"*{REPOSITORY}"):
+    remove_tags(docker_client, tag)
+
+
+def remove_tags(client: docker.DockerClient, tag: str) -> None:
+    """Remove local image ``tag`` and every registry's tag of it (``*/tag``)."""
+    for found in client.images.list(name=f"*{tag.rpartition(':')[0]}"):
         for reference in found.tags:
-            if reference.endswith(tag):  # ours, and the tag push() left
-                docker_client.images.remove(reference, force=True)
+            if reference == tag or reference.endswith(f"/{tag}"):
+                client.images.remove(reference, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +217,36 @@ def test_an_added_agent_pulls_from_the_registry_too(
     fetched = blob_gets(cluster, docker_engine) - before
     assert {client for client, _ in fetched} == {address}
     assert len(fetched) == 2, f"a config and a layer: {fetched}"
+
+
+def test_the_marker_gives_a_test_its_clusters_registry(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    registry_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    tag = f"{REPOSITORY}:{secrets.token_hex(4)}"
+    build_one_file_image(docker_client, tag)
+    monkeypatch.setenv("PYTEST_K3S_REGISTRY_IMAGE", registry_image)
+    monkeypatch.setenv("LOCAL_IMAGE", tag)
+    pytester.makepyfile(
+        """
+        import os, pytest
+        from pytest_k3s import K3sError
+
+        @pytest.mark.k3s(registry=True)
+        def test_pushes(k3s_cluster):
+            assert k3s_cluster.registry.host.startswith("localhost:")
+            image = k3s_cluster.registry.push(os.environ["LOCAL_IMAGE"])
+            assert image == k3s_cluster.registry.host + "/" + os.environ["LOCAL_IMAGE"]
+
+        def test_the_default_cluster_has_none(k3s_cluster):
+            with pytest.raises(K3sError, match="the --k3s-registry option"):
+                k3s_cluster.registry
+        """
+    )
+    try:
+        result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
+    finally:
+        remove_tags(docker_client, tag)
+    result.assert_outcomes(passed=2)
