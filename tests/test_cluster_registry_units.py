@@ -25,6 +25,7 @@ from pytest_k3s.lifecycle.start import StartOptions
 from pytest_k3s.lifecycle.start import start_cluster
 from pytest_k3s.marker import spec_for_markers
 from pytest_k3s.plugin import SETTINGS_KEY
+from pytest_k3s.run import reuse
 from pytest_k3s.settings import Settings
 from pytest_k3s.spec import DEFAULT_REGISTRY_IMAGE
 from pytest_k3s.spec import ClusterSpec
@@ -248,6 +249,18 @@ def test_an_added_agent_pulls_from_the_registry_too(api: FakeApi) -> None:
     files = engine.containers_by_id[added.container_id].files
     assert cluster.registry.host in yaml.safe_load(files[REGISTRIES_PATH])["mirrors"]
     cluster.stop()
+
+
+def test_a_reusable_cluster_whose_registry_stopped_is_not_reused(
+    api: FakeApi,
+) -> None:
+    engine = FakeEngine(images=("k3s:test", IMAGE))
+    started(engine)
+    found = engine.containers({labels.ROLE: labels.REGISTRY_ROLE})[0]
+    engine.stop_container(found.id)
+    assert (
+        reuse._unhealthy(engine, "k3s-reg") == "its registry k3s-reg-registry is exited"
+    )
 
 
 def test_a_registry_that_exits_fails_the_start_naming_its_image(api: FakeApi) -> None:

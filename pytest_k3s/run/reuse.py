@@ -32,6 +32,7 @@ from pytest_k3s import labels
 from pytest_k3s.cluster import K3sCluster
 from pytest_k3s.engine.protocol import Engine
 from pytest_k3s.engine.protocol import node_containers
+from pytest_k3s.engine.protocol import role_container
 from pytest_k3s.engine.protocol import via_network
 from pytest_k3s.errors import K3sError
 from pytest_k3s.kube import client as kube
@@ -214,6 +215,11 @@ def _unhealthy(engine: Engine, name: str) -> str | None:
         status = engine.state(container.id).get("Status")
         if status != "running":
             return f"node container {container.name} is {status}"
+    registry = role_container(engine, name, labels.REGISTRY_ROLE)
+    if registry is not None:  # its pods' images are there
+        status = engine.state(registry.id).get("Status")
+        if status != "running":
+            return f"its registry {registry.name} is {status}"
     config = kubeconfig.parse(kubeconfig_of(name).read_bytes())
     api = kube.api_client(config)
     try:
