@@ -197,7 +197,7 @@ def test_every_node_pulls_the_image_from_the_registry(
     assert run_on_every_node(cluster, pushed) == sorted(n.name for n in cluster.nodes)
     fetched = blob_gets(cluster, docker_engine) - before
     addresses = node_addresses(cluster, docker_engine)
-    by_node = {address: set() for address in addresses.values()}
+    by_node: dict[str, set[str]] = {address: set() for address in addresses.values()}
     for address, blob in fetched:
         by_node.setdefault(address, set()).add(blob)
     blobs = set(by_node[addresses[cluster.servers[0].name]])
