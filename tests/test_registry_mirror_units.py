@@ -7,6 +7,7 @@ once) is in test_registry_mirror.py; here the fake engine plays Docker.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -279,7 +280,9 @@ def test_the_mirror_is_no_cluster_to_sweeps_and_rm_removes_it(api: FakeApi) -> N
     started = start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
     engine.remove_cluster(started.name)
     for found in engine.containers({labels.MIRROR: ""}):  # its creator is gone
-        engine.containers_by_id[found.id].node.labels[labels.OWNER] = "host/1/0"
+        container = engine.containers_by_id[found.id]
+        gone = {**container.node.labels, labels.OWNER: "host/1/0"}
+        container.node = replace(container.node, labels=gone)
     assert mirror.NAME not in engine.labelled()
     assert sweep_leftovers(engine, include_kept=True, reusable=True) == []
     assert len(engine.containers({labels.MIRROR: ""})) == 2
