@@ -13,6 +13,8 @@ Nodes and mirrors reach it by :data:`HOST` on the networks it joins
 (:meth:`Upstream.join`); images name it as :data:`REGISTRY`, which speaks
 plain HTTP, so a node's ``registries.yaml`` gives it an ``http://``
 endpoint (:data:`REGISTRIES`), as users do for a registry without TLS.
+:func:`run_everywhere` runs the test image on every node of a cluster, as
+the mirror's tests and ``benchmarks.registry_mirror`` do.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ import json
 import re
 import secrets
 import tarfile
+import textwrap
 import urllib.request
 from collections import Counter
+from typing import TYPE_CHECKING
 from typing import Any
 
 from k3s_double.registry_image import ensure_registry_image
+
+
+if TYPE_CHECKING:
+    from pytest_k3s import K3sCluster
 
 
 HOST = "upstream.pytest-k3s.test"
@@ -111,6 +119,56 @@ class Upstream:
     def remove(self) -> None:
         """Remove the container and its volume."""
         self.container.remove(force=True, v=True)
+
+
+def run_everywhere(
+    cluster: K3sCluster, upstream: Upstream, *, timeout: float = 120
+) -> list[str]:
+    """Run the test image on every node of ``cluster``; return the pods' nodes.
+
+    A Deployment ``blobs`` in ``default`` with a replica per node, spread one
+    a node, whose container sleeps (the double runs the command as a
+    process); it returns once every replica is Ready. The upstream must be
+    on the cluster's network already (:meth:`Upstream.join`).
+    """
+    nodes = len(cluster.nodes)
+    cluster.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {{name: blobs, namespace: default}}
+            spec:
+              replicas: {nodes}
+              selector: {{matchLabels: {{app: blobs}}}}
+              template:
+                metadata: {{labels: {{app: blobs}}}}
+                spec:
+                  topologySpreadConstraints:
+                  - maxSkew: 1
+                    topologyKey: kubernetes.io/hostname
+                    whenUnsatisfiable: DoNotSchedule
+                    labelSelector: {{matchLabels: {{app: blobs}}}}
+                  containers:
+                  - name: blobs
+                    image: {upstream.image}
+                    command: [sleep, "3600"]
+            """
+        )
+    )
+    cluster.wait_for(
+        "deployment",
+        "blobs",
+        namespace="default",
+        jsonpath=f"{{.status.readyReplicas}}={nodes}",
+        timeout=timeout,
+    )
+    from kubernetes.client import CoreV1Api
+
+    pods = CoreV1Api(cluster.api_client).list_namespaced_pod(
+        "default", label_selector="app=blobs"
+    )
+    return sorted(str(pod.spec and pod.spec.node_name) for pod in pods.items)
 
 
 def _build(client: Any, tag: str, layer_bytes: int) -> None:

@@ -12,7 +12,6 @@ endpoint, as for any registry without TLS), with or without the mirror.
 from __future__ import annotations
 
 import secrets
-import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from k3s_double import upstream as upstream_registry
 from k3s_double.upstream import Upstream
+from k3s_double.upstream import run_everywhere
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import RegistryMirror
@@ -59,49 +59,6 @@ def fresh_mirror(upstream: Upstream, engine: DockerEngine) -> None:
     upstream.join(mirror.ensure_network(engine))
 
 
-def run_everywhere(cluster: K3sCluster, upstream: Upstream) -> list[str]:
-    """Run the test image on every node of ``cluster``; return the pods' nodes."""
-    upstream.join(cluster.network)
-    nodes = len(cluster.nodes)
-    cluster.apply(
-        textwrap.dedent(
-            f"""
-            apiVersion: apps/v1
-            kind: Deployment
-            metadata: {{name: blobs, namespace: default}}
-            spec:
-              replicas: {nodes}
-              selector: {{matchLabels: {{app: blobs}}}}
-              template:
-                metadata: {{labels: {{app: blobs}}}}
-                spec:
-                  topologySpreadConstraints:
-                  - maxSkew: 1
-                    topologyKey: kubernetes.io/hostname
-                    whenUnsatisfiable: DoNotSchedule
-                    labelSelector: {{matchLabels: {{app: blobs}}}}
-                  containers:
-                  - name: blobs
-                    image: {upstream.image}
-                    command: [sleep, "3600"]
-            """
-        )
-    )
-    cluster.wait_for(
-        "deployment",
-        "blobs",
-        namespace="default",
-        jsonpath=f"{{.status.readyReplicas}}={nodes}",
-        timeout=120,
-    )
-    from kubernetes.client import CoreV1Api
-
-    pods = CoreV1Api(cluster.api_client).list_namespaced_pod(
-        "default", label_selector="app=blobs"
-    )
-    return sorted(str(pod.spec.node_name) for pod in pods.items)
-
-
 def spec(double_image: str, registry_image: str, storage: Path | None) -> ClusterSpec:
     return ClusterSpec(
         image=double_image,
@@ -122,6 +79,7 @@ def test_without_the_mirror_every_node_fetches_every_blob(
 ) -> None:
     before = upstream.fetches()
     with K3sCluster.start(spec(double_image, registry_image, None)) as cluster:
+        upstream.join(cluster.network)
         nodes = run_everywhere(cluster, upstream)
         assert nodes == sorted(n.name for n in cluster.nodes)
     assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 3))
@@ -139,6 +97,7 @@ def test_with_the_mirror_each_blob_comes_from_the_upstream_once(
     before = upstream.fetches()
     for _ in range(2):  # two clusters of three nodes: six pulls
         with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
+            upstream.join(cluster.network)
             nodes = run_everywhere(cluster, upstream)
             assert nodes == sorted(n.name for n in cluster.nodes)
     assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
@@ -148,6 +107,7 @@ def test_with_the_mirror_each_blob_comes_from_the_upstream_once(
     # the mirror starts afresh on the kept blobs and fetches none.
     fresh_mirror(upstream, docker_engine)
     with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
+        upstream.join(cluster.network)
         run_everywhere(cluster, upstream)
     assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
 
@@ -201,7 +161,7 @@ def test_a_stopped_mirror_costs_a_warning_line_not_a_test(
         "no:randomly",
         "--k3s-registry-mirror=on",
         f"--k3s-registry-mirror-upstreams={upstream_registry.MIRRORED}",
-        f"--k3s-registry-mirror-image={registry_image}",
+        f"--k3s-registry-image={registry_image}",
         timeout=300,
     )
     result.assert_outcomes(passed=1)
