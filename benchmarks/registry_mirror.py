@@ -9,8 +9,10 @@ another, runs a Deployment of that image with a replica on every node,
 timed from the apply to every replica Ready. Without the mirror every node
 fetches every blob from the upstream; with it (``RegistryMirror``, started
 fresh on a volume by the first cluster) the upstream should be asked once
-per blob, the first cluster paying for the mirror's own fetch. Run from the
-repository root, alone with the mirror on the engine::
+per blob, the first cluster paying for the mirror's own fetch. The upstream
+is a container on the same engine, so the times show what the mirror costs
+or saves locally, not what a pull from Docker Hub costs; the counts are the
+point. Run from the repository root, alone with the mirror on the engine::
 
     python -m benchmarks.registry_mirror [--clusters 2] [--agents 2]
 
