@@ -153,7 +153,7 @@ def main() -> int:
             without = phase(engine, upstream, spec, options.clusters)
             # The mirror's registry panics at start if its upstream is not
             # reachable: the upstream joins its network before it starts.
-            upstream.join(mirror.ensure_network(engine))
+            upstream.join_mirror(mirror.ensure_network(engine))
             through = phase(engine, upstream, with_mirror, options.clusters)
     finally:
         if upstream is not None:

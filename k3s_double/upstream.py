@@ -9,10 +9,15 @@ holding a small test image unique to the run. Its access log, one
 ``response completed`` line a request, says how often each blob was
 fetched (:meth:`Upstream.fetches`).
 
-Nodes and mirrors reach it by :data:`HOST` on the networks it joins
+Nodes reach it by :data:`HOST` on the cluster networks it joins
 (:meth:`Upstream.join`); images name it as :data:`REGISTRY`, which speaks
 plain HTTP, so a node's ``registries.yaml`` gives it an ``http://``
 endpoint (:data:`REGISTRIES`), as users do for a registry without TLS.
+A registry mirror reaches it by :data:`MIRROR_HOST`, a name it has on the
+mirror's network alone (:meth:`Upstream.join_mirror`): the mirror joins the
+cluster networks too, and a name on several would resolve to an address on
+a cluster network, gone (with the mirror's connections to it) once that
+cluster is removed.
 :func:`run_everywhere` runs the test image on every node of a cluster, as
 the mirror's tests and ``benchmarks.registry_mirror`` do.
 """
@@ -43,7 +48,8 @@ REPOSITORY = "pytest-k3s/blobs"
 #: What a node's registries.yaml says of it.
 REGISTRIES = {"mirrors": {REGISTRY: {"endpoint": [f"http://{REGISTRY}"]}}}
 #: A registry mirror's upstream entry for it (``--k3s-registry-mirror-upstreams``).
-MIRRORED = f"{REGISTRY}=http://{REGISTRY}"
+MIRROR_HOST = "upstream-for-mirrors.pytest-k3s.test"
+MIRRORED = f"{REGISTRY}=http://{MIRROR_HOST}:5000"
 _BLOB_GET = re.compile(
     r"http\.request\.method=GET .*http\.request\.uri=\"?/v2/"
     + re.escape(REPOSITORY)
@@ -111,9 +117,15 @@ class Upstream:
         return Counter({blob: found[blob] for blob in self.blobs})
 
     def join(self, network: str) -> None:
-        """Be reachable as :data:`HOST` on ``network``."""
+        """Be reachable as :data:`HOST` on a cluster's ``network``."""
         self.container.client.api.connect_container_to_network(
             self.container.id, network, aliases=[HOST]
+        )
+
+    def join_mirror(self, network: str) -> None:
+        """Be reachable as :data:`MIRROR_HOST` on the mirror's ``network``."""
+        self.container.client.api.connect_container_to_network(
+            self.container.id, network, aliases=[MIRROR_HOST]
         )
 
     def remove(self) -> None:

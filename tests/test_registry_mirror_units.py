@@ -176,7 +176,7 @@ def test_a_start_starts_one_mirror_per_upstream_and_connects_it(
         "pytest-k3s-mirror-docker.io",
         "pytest-k3s-mirror-ghcr.io",
     ]
-    assert engine.calls.index("network pytest-k3s-mirror") < engine.calls.index(
+    assert engine.calls.index("network 0-pytest-k3s-mirror") < engine.calls.index(
         "start pytest-k3s-mirror-docker.io"
     )
     connects = [c for c in engine.calls if c.startswith("connect")]
@@ -204,7 +204,7 @@ def test_the_second_cluster_finds_the_mirror_running(api: FakeApi) -> None:
     start_cluster(engine, SPEC, StartOptions(name="k3s-two"))
     assert len(engine.containers({labels.MIRROR: ""})) == before
     assert not [c for c in engine.calls if "start pytest-k3s-mirror" in c]
-    assert "network pytest-k3s-mirror" not in engine.calls
+    assert "network 0-pytest-k3s-mirror" not in engine.calls
     assert [c for c in engine.calls if c.startswith("connect")] == [
         "connect pytest-k3s-mirror-docker.io",
         "connect pytest-k3s-mirror-ghcr.io",
@@ -290,7 +290,7 @@ def test_the_mirror_is_no_cluster_to_sweeps_and_rm_removes_it(api: FakeApi) -> N
     assert sorted(removed) == [
         "container pytest-k3s-mirror-docker.io",
         "container pytest-k3s-mirror-ghcr.io",
-        "network pytest-k3s-mirror",
+        "network 0-pytest-k3s-mirror",
         "volume pytest-k3s-mirror-docker.io",
         "volume pytest-k3s-mirror-ghcr.io",
     ]

@@ -5,7 +5,7 @@ sure that for each upstream registry (``docker.io`` by default) a registry
 container in pull-through mode runs on the engine:
 ``pytest-k3s-mirror-<registry>`` (the official ``registry`` image, whose
 pull-through mode proxies one upstream per container), on the network
-``pytest-k3s-mirror``, with its blobs in a volume or in the directory given.
+:data:`NETWORK`, with its blobs in a volume or in the directory given.
 It is started once, under a file lock per engine, so concurrent runs and
 xdist workers start one; later clusters find it running.
 
@@ -50,8 +50,15 @@ from pytest_k3s.owner import Owner
 from pytest_k3s.spec import RegistryMirror
 
 
-#: The CLUSTER label value of the mirror's objects, and its network's name.
+#: The CLUSTER label value of the mirror's objects.
 NAME = "pytest-k3s-mirror"
+#: The mirror's own network, through which it reaches the upstreams. Docker
+#: routes a container on several networks through the gateway of the one
+#: whose name sorts first (libnetwork's endpoint order), so it must sort
+#: before every cluster network the mirror joins: were the default route a
+#: cluster's, removing that cluster would leave the mirror's open upstream
+#: connections hanging (no reset arrives), and pulls through it with them.
+NETWORK = f"0-{NAME}"
 PORT = 5000
 ROLE = "mirror"
 #: Where the registry image keeps its blobs.
@@ -287,12 +294,12 @@ def ensure_network(engine: Engine, owner: Owner | None = None) -> str:
     """
     with _engine_lock(engine):
         _ensure_network(engine, owner)
-    return NAME
+    return NETWORK
 
 
 def _ensure_network(engine: Engine, owner: Owner | None) -> None:
     if not engine.networks({labels.CLUSTER: NAME}):
-        engine.create_network(NAME, _labels(owner, NETWORK_ROLE))
+        engine.create_network(NETWORK, _labels(owner, NETWORK_ROLE))
 
 
 def _settings_hash(mirror: RegistryMirror, each: Mirror) -> str:
@@ -352,7 +359,7 @@ def _ensure_container(
                     each.registry,
                     **{labels.SPEC: wanted, labels.MIRROR_STORAGE: source},
                 ),
-                network=NAME,
+                network=NETWORK,
                 mounts={source: STORAGE},
             )
         )
