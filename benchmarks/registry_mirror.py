@@ -67,7 +67,7 @@ def phase(
         for cluster in started:
             before = upstream.fetches()
             began = time.monotonic()
-            nodes = run_everywhere(cluster, upstream, timeout=300)
+            nodes = run_everywhere(cluster, upstream.image, timeout=300)
             seconds = time.monotonic() - began
             if nodes != sorted(node.name for node in cluster.nodes):
                 raise SystemExit(f"{cluster.name}: pods not one a node: {nodes}")

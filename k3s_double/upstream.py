@@ -134,14 +134,15 @@ class Upstream:
 
 
 def run_everywhere(
-    cluster: K3sCluster, upstream: Upstream, *, timeout: float = 120
+    cluster: K3sCluster, image: str, *, timeout: float = 120
 ) -> list[str]:
-    """Run the test image on every node of ``cluster``; return the pods' nodes.
+    """Run ``image`` on every node of ``cluster``; return the pods' nodes, sorted.
 
     A Deployment ``blobs`` in ``default`` with a replica per node, spread one
     a node, whose container sleeps (the double runs the command as a
-    process); it returns once every replica is Ready. The upstream must be
-    on the cluster's network already (:meth:`Upstream.join`).
+    process); it returns once every replica is Ready. Applied again after a
+    node joined, it adds a replica for that node. An upstream's image needs
+    the upstream on the cluster's network first (:meth:`Upstream.join`).
     """
     nodes = len(cluster.nodes)
     cluster.apply(
@@ -163,7 +164,7 @@ def run_everywhere(
                     labelSelector: {{matchLabels: {{app: blobs}}}}
                   containers:
                   - name: blobs
-                    image: {upstream.image}
+                    image: {image}
                     command: [sleep, "3600"]
             """
         )

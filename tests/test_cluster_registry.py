@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import textwrap
 from collections import Counter
 from collections.abc import Iterator
 
 import docker
 import pytest
-from kubernetes.client import CoreV1Api
 
 from conftest import SHARED_CLUSTERS
+from k3s_double.upstream import run_everywhere
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import labels
@@ -140,48 +139,6 @@ def test_a_pushed_image_is_in_the_registry_under_the_name_pods_use(
     assert attached.registry == cluster.registry
 
 
-def run_on_every_node(cluster: K3sCluster, image: str) -> list[str]:
-    """Run ``image`` (``sleep``, a process in the double) once per node."""
-    nodes = len(cluster.nodes)
-    cluster.apply(
-        textwrap.dedent(
-            f"""
-            apiVersion: apps/v1
-            kind: Deployment
-            metadata: {{name: own, namespace: default}}
-            spec:
-              replicas: {nodes}
-              selector: {{matchLabels: {{app: own}}}}
-              template:
-                metadata: {{labels: {{app: own}}}}
-                spec:
-                  topologySpreadConstraints:
-                  - maxSkew: 1
-                    topologyKey: kubernetes.io/hostname
-                    whenUnsatisfiable: DoNotSchedule
-                    labelSelector: {{matchLabels: {{app: own}}}}
-                  containers:
-                  - name: own
-                    image: {image}
-                    imagePullPolicy: Always
-                    command: [sleep, "3600"]
-            """
-        )
-    )
-    cluster.wait_for(
-        "deployment",
-        "own",
-        namespace="default",
-        jsonpath=f"{{.status.readyReplicas}}={nodes}",
-        timeout=120,
-    )
-    pods = CoreV1Api(cluster.api_client).list_namespaced_pod(
-        "default", label_selector="app=own"
-    )
-    assert {pod.status.phase for pod in pods.items} == {"Running"}
-    return sorted(str(pod.spec.node_name) for pod in pods.items)
-
-
 def node_addresses(cluster: K3sCluster, engine: DockerEngine) -> dict[str, str]:
     """Each node's fixed address on the cluster network: name -> address."""
     return {
@@ -194,7 +151,7 @@ def test_every_node_pulls_the_image_from_the_registry(
     cluster: K3sCluster, pushed: str, docker_engine: DockerEngine
 ) -> None:
     before = blob_gets(cluster, docker_engine)
-    assert run_on_every_node(cluster, pushed) == sorted(n.name for n in cluster.nodes)
+    assert run_everywhere(cluster, pushed) == sorted(n.name for n in cluster.nodes)
     fetched = blob_gets(cluster, docker_engine) - before
     addresses = node_addresses(cluster, docker_engine)
     by_node: dict[str, set[str]] = {address: set() for address in addresses.values()}
@@ -213,7 +170,7 @@ def test_an_added_agent_pulls_from_the_registry_too(
     added = cluster.add_agent(timeout=120)
     address = node_addresses(cluster, docker_engine)[added.name]
     before = blob_gets(cluster, docker_engine)
-    assert added.name in run_on_every_node(cluster, pushed)
+    assert added.name in run_everywhere(cluster, pushed)
     fetched = blob_gets(cluster, docker_engine) - before
     assert {client for client, _ in fetched} == {address}
     assert len(fetched) == 2, f"a config and a layer: {fetched}"

@@ -83,7 +83,7 @@ def test_without_the_mirror_every_node_fetches_every_blob(
     before = upstream.fetches()
     with K3sCluster.start(spec(double_image, registry_image, None)) as cluster:
         upstream.join(cluster.network)
-        nodes = run_everywhere(cluster, upstream)
+        nodes = run_everywhere(cluster, upstream.image)
         assert nodes == sorted(n.name for n in cluster.nodes)
     assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 3))
 
@@ -108,7 +108,7 @@ def test_with_the_mirror_blobs_come_from_the_upstream_once_per_machine(
     for _ in range(2):
         with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
             upstream.join(cluster.network)
-            nodes = run_everywhere(cluster, upstream)
+            nodes = run_everywhere(cluster, upstream.image)
             assert nodes == sorted(n.name for n in cluster.nodes)
         counts.append(upstream.fetches())
     first, second = counts[1] - counts[0], counts[2] - counts[1]
@@ -121,7 +121,7 @@ def test_with_the_mirror_blobs_come_from_the_upstream_once_per_machine(
     fresh_mirror(upstream, docker_engine)
     with K3sCluster.start(spec(double_image, registry_image, storage)) as cluster:
         upstream.join(cluster.network)
-        run_everywhere(cluster, upstream)
+        run_everywhere(cluster, upstream.image)
     assert upstream.fetches() == counts[2]
 
 
