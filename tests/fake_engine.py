@@ -209,6 +209,9 @@ class FakeEngine:
     def create_volume(self, name: str, volume_labels: Mapping[str, str]) -> None:
         self.volumes.setdefault(name, dict(volume_labels))
 
+    def remove_volume(self, name: str) -> None:
+        self.volumes.pop(name, None)
+
     def connect_network(self, container_id: str, network: str) -> None:
         if network not in self.network_labels:
             raise K3sError(f"network {network} not found")

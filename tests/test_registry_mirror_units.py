@@ -114,6 +114,23 @@ HUB = mirror.Mirror("docker.io", "https://registry-1.docker.io")
 QUAY = mirror.Mirror("quay.io", "https://quay.io")
 
 
+def test_a_registry_without_an_entry_keeps_the_users_wildcard_after_ours() -> None:
+    user = {"mirrors": {"*": {"endpoint": ["https://corp.example"]}}}
+    merged = yaml.safe_load(mirror.registries_yaml(yaml.safe_dump(user), [HUB]) or "")
+    assert merged["mirrors"] == {
+        "*": {"endpoint": ["https://corp.example"]},
+        "docker.io": {
+            "endpoint": [
+                "http://pytest-k3s-mirror-docker.io:5000",
+                "https://corp.example",
+            ]
+        },
+    }
+    rewriting = {"mirrors": {"*": {"endpoint": ["https://m"], "rewrite": {"a": "b"}}}}
+    text = mirror.registries_yaml(yaml.safe_dump(rewriting), [HUB]) or ""
+    assert yaml.safe_load(text) == rewriting
+
+
 def test_mirrors_come_first_before_the_users_endpoints() -> None:
     user = yaml.safe_dump(
         {
@@ -211,15 +228,59 @@ def test_the_second_cluster_finds_the_mirror_running(api: FakeApi) -> None:
     ]
 
 
-def test_a_stopped_mirror_is_started_again(api: FakeApi) -> None:
+def test_a_stopped_mirror_is_made_again_on_its_blobs(api: FakeApi) -> None:
+    """Made again, not started: it may name networks removed while it was down."""
     engine = FakeEngine(images=("k3s:test", REGISTRY))
     start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
+    old = {m.id for m in engine.containers({labels.MIRROR: ""})}
     for found in engine.containers({labels.MIRROR: ""}):
         engine.stop_container(found.id)
     assert len(mirror.stopped(engine, MIRROR)) == 2
+    engine.calls.clear()
     start_cluster(engine, SPEC, StartOptions(name="k3s-two"))
     assert mirror.stopped(engine, MIRROR) == []
-    assert "restart pytest-k3s-mirror-docker.io" in engine.calls
+    assert not old & {m.id for m in engine.containers({labels.MIRROR: ""})}
+    assert "start pytest-k3s-mirror-docker.io" in engine.calls
+    assert not [c for c in engine.calls if c.startswith("restart")]
+    assert sorted(engine.volumes) == [  # the blobs stay
+        "pytest-k3s-mirror-docker.io",
+        "pytest-k3s-mirror-ghcr.io",
+    ]
+
+
+def test_a_mirror_made_again_that_crashes_is_a_warning(api: FakeApi) -> None:
+    engine = FakeEngine(images=("k3s:test", REGISTRY))
+    start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
+    for found in engine.containers({labels.MIRROR: "ghcr.io"}):
+        engine.stop_container(found.id)
+    engine.crash.add("pytest-k3s-mirror-ghcr.io")
+    with pytest.warns(RegistryMirrorWarning, match="ghcr.io exited"):
+        started = start_cluster(engine, SPEC, StartOptions(name="k3s-two"))
+    written = engine.containers_by_id[started.nodes[0].container_id].files
+    config = yaml.safe_load(written["/etc/rancher/k3s/registries.yaml"])
+    assert list(config["mirrors"]) == ["docker.io"]
+
+
+def test_warnings_are_never_errors(api: FakeApi) -> None:
+    """Under -W error (filterwarnings = error) the cluster still starts."""
+    engine = FakeEngine(crash={"pytest-k3s-mirror-ghcr.io"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
+    assert [w.category for w in caught] == [RegistryMirrorWarning]
+
+
+def test_anything_going_wrong_is_a_warning(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine, "create_volume", broken)
+    with pytest.warns(RegistryMirrorWarning, match="disk full"):
+        start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
 
 
 def test_a_mirror_that_cannot_start_costs_a_warning_not_the_cluster(
@@ -286,12 +347,17 @@ def test_the_mirror_is_no_cluster_to_sweeps_and_rm_removes_it(api: FakeApi) -> N
     assert mirror.NAME not in engine.labelled()
     assert sweep_leftovers(engine, include_kept=True, reusable=True) == []
     assert len(engine.containers({labels.MIRROR: ""})) == 2
+    assert mirror.remove(engine, ["ghcr.io"]) == [
+        "container pytest-k3s-mirror-ghcr.io",
+        "volume pytest-k3s-mirror-ghcr.io",
+    ]
+    assert [m.name for m in engine.containers({labels.MIRROR: ""})] == [
+        "pytest-k3s-mirror-docker.io"
+    ]
     removed = mirror.remove(engine)
     assert sorted(removed) == [
         "container pytest-k3s-mirror-docker.io",
-        "container pytest-k3s-mirror-ghcr.io",
         "network 0-pytest-k3s-mirror",
         "volume pytest-k3s-mirror-docker.io",
-        "volume pytest-k3s-mirror-ghcr.io",
     ]
     assert engine.names() == []

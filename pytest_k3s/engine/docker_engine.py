@@ -182,6 +182,11 @@ class DockerEngine(DockerImages, DockerNetworks, DockerCreation, DockerContainer
                 f"Docker could not create volume {name}: {explain(exc)}"
             ) from exc
 
+    def remove_volume(self, name: str) -> None:
+        """Remove a named volume; gone already is fine."""
+        with contextlib.suppress(docker.errors.NotFound):
+            self.api.remove_volume(name, force=True)
+
     def labelled(self) -> dict[str, dict[str, str]]:
         """Return every cluster that has objects here, with one object's labels."""
         found: dict[str, dict[str, str]] = {}

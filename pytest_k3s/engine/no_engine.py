@@ -111,6 +111,10 @@ class NoEngine:
         """Refused: there are no volumes."""
         self._refuse("creating volumes")
 
+    def remove_volume(self, name: str) -> None:
+        """Refused: there are no volumes."""
+        self._refuse("removing volumes")
+
     def connect_network(self, container_id: str, network: str) -> None:
         """Refused: there are no networks."""
         self._refuse("connecting containers to networks")

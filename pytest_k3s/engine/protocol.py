@@ -137,6 +137,9 @@ class Engine(Protocol):
     def create_volume(self, name: str, volume_labels: Mapping[str, str]) -> None:
         """Create a labelled named volume; one of that name already there is fine."""
 
+    def remove_volume(self, name: str) -> None:
+        """Remove a named volume; gone already is fine."""
+
     def connect_network(self, container_id: str, network: str) -> None:
         """Connect a container to ``network``; already connected is fine."""
 

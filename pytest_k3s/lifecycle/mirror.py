@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import time
 import warnings
+from collections.abc import Collection
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -66,6 +67,9 @@ STORAGE = "/var/lib/registry"
 #: What the registry logs once it serves (k3d waits for it too).
 READY_LOG = "listening on"
 READY_TIMEOUT = 30.0
+#: How long a start waits for another process to start the mirror (a first
+#: pull of its image included) before it goes without.
+LOCK_TIMEOUT = 300.0
 #: The network's MIRROR label value (containers and volumes name a registry).
 NETWORK_ROLE = "network"
 #: Environment variables with the Docker Hub account the ``docker.io``
@@ -127,6 +131,8 @@ def ensure(
     to replace it: other runs may be pulling through it right now.
     """
     wanted = mirrors_of(mirror)
+    # Anything that goes wrong here (the engine, the lock, a pull) is a
+    # warning: a mirror must never fail a start.
     try:
         with _engine_lock(engine):
             _ensure_network(engine, owner)
@@ -134,7 +140,7 @@ def ensure(
             for each in wanted:
                 try:
                     _ensure_container(engine, mirror, each, environ, owner)
-                except K3sError as exc:
+                except Exception as exc:
                     warn(
                         f"registry mirror of {each.registry} is not used: {exc}; "
                         "nodes pull from the registry itself (pytest-k3s mirror "
@@ -143,7 +149,7 @@ def ensure(
                 else:
                     ready.append(each)
             return tuple(ready)
-    except K3sError as exc:
+    except Exception as exc:
         warn(f"registry mirror is not used: {exc}; nodes pull from the registries")
         return ()
 
@@ -186,7 +192,9 @@ def merge_endpoints(user: str | None, endpoints: Mapping[str, str]) -> str:
     Each registry gets its URL as its first endpoint, before any endpoints
     of the user's (an insecure registry's ``http://`` one, a company
     mirror), which containerd tries next, and then the registry's own
-    endpoint unless the user turned that off. A registry whose entry has a
+    endpoint unless the user turned that off. A registry without an entry
+    of its own takes the user's ``"*"`` entry's endpoints after ours, as k3s
+    would have used them. A registry whose entry (or ``"*"`` entry) has a
     ``rewrite`` is the user's alone: the rewrite would apply to ours too,
     which serves the registry's names as they are. The registry mirror
     (:func:`registries_yaml`) and a cluster's own registry
@@ -203,9 +211,16 @@ def merge_endpoints(user: str | None, endpoints: Mapping[str, str]) -> str:
         raise K3sError("registries is not a YAML mapping")
     entries = config.get("mirrors") or {}
     config["mirrors"] = entries
+    wildcard = entries.get("*")
     for registry, endpoint in endpoints.items():
-        entry = entries.setdefault(registry, {})
+        # An entry of its own ends k3s' use of the "*" entry for this
+        # registry: it takes the wildcard's endpoints (and rewrite) along.
+        entry = entries.setdefault(
+            registry, dict(wildcard) if isinstance(wildcard, dict) else {}
+        )
         if not isinstance(entry, dict) or entry.get("rewrite"):
+            if entry == wildcard:
+                del entries[registry]  # a copy that adds nothing: the "*" serves
             continue
         theirs = [e for e in entry.get("endpoint") or [] if e != endpoint]
         entry["endpoint"] = [endpoint, *theirs]
@@ -246,10 +261,26 @@ def stopped(engine: Engine, mirror: RegistryMirror) -> list[str]:
     ]
 
 
-def remove(engine: Engine) -> list[str]:
-    """Remove every mirror container, its network and volumes; return them."""
+def remove(engine: Engine, registries: Collection[str] | None = None) -> list[str]:
+    """Remove mirrors (of ``registries``, else all) with their volumes.
+
+    The network goes with the last mirror. A storage directory stays.
+    Return what was removed.
+    """
     with _engine_lock(engine):
-        return engine.remove_cluster(NAME)
+        if registries is None:
+            return engine.remove_cluster(NAME)
+        removed = []
+        for found in engine.containers({labels.MIRROR: ""}):
+            if found.labels.get(labels.MIRROR) in registries:
+                engine.remove_container(found.id)
+                removed.append(f"container {found.name}")
+                if found.labels.get(labels.MIRROR_STORAGE) == found.name:
+                    engine.remove_volume(found.name)
+                    removed.append(f"volume {found.name}")
+        if not engine.containers({labels.MIRROR: ""}):
+            removed += engine.remove_cluster(NAME)
+        return removed
 
 
 _warned: set[str] = set()
@@ -259,7 +290,10 @@ def warn(message: str) -> None:
     """Warn once per process with ``message``."""
     if message not in _warned:
         _warned.add(message)
-        warnings.warn(RegistryMirrorWarning(message), stacklevel=3)
+        with warnings.catch_warnings():
+            # Shown, never raised (-W error): the mirror must not fail a start.
+            warnings.simplefilter("always", RegistryMirrorWarning)
+            warnings.warn(RegistryMirrorWarning(message), stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -269,7 +303,7 @@ def _engine_lock(engine: Engine) -> Iterator[None]:
 
     key = hashlib.sha256(engine.address.encode()).hexdigest()[:16]
     directory = userdirs.private_directory(userdirs.cache_home() / "engines")
-    with FileLock(str(directory / f"{key}.mirror.lock")):
+    with FileLock(str(directory / f"{key}.mirror.lock"), timeout=LOCK_TIMEOUT):
         yield
 
 
@@ -298,7 +332,7 @@ def ensure_network(engine: Engine, owner: Owner | None = None) -> str:
 
 
 def _ensure_network(engine: Engine, owner: Owner | None) -> None:
-    if not engine.networks({labels.CLUSTER: NAME}):
+    if not any(n.name == NETWORK for n in engine.networks({labels.CLUSTER: NAME})):
         engine.create_network(NETWORK, _labels(owner, NETWORK_ROLE))
 
 
@@ -317,57 +351,63 @@ def _ensure_container(
 ) -> None:
     wanted = _settings_hash(mirror, each)
     found = engine.containers({labels.MIRROR: each.registry})
-    if found:
-        container_id = found[0].id
+    if found and engine.state(found[0].id).get("Status") == "running":
         if found[0].labels.get(labels.SPEC) != wanted:
             warn(
                 f"registry mirror {each.container} runs with other settings "
                 f"than this run's (image, upstream URL or storage); it is used "
                 "as it is. Remove it (pytest-k3s mirror rm) to apply yours"
             )
-        if engine.state(container_id).get("Status") == "running":
-            return
-        engine.start_container(container_id)
+        return
+    if found:
+        # Stopped (a reboot, a crash, by hand): made again rather than
+        # started, since it may still name cluster networks removed
+        # meanwhile, which Docker then refuses to start it with. Its blobs
+        # are in its volume or directory, which stay.
+        engine.remove_container(found[0].id)
+    if not engine.has_image(mirror.image):
+        engine.pull_image(mirror.image)
+    if mirror.storage is None:
+        source = each.container
+        engine.create_volume(source, _labels(owner, each.registry))
     else:
-        if not engine.has_image(mirror.image):
-            engine.pull_image(mirror.image)
-        if mirror.storage is None:
-            source = each.container
-            engine.create_volume(source, _labels(owner, each.registry))
-        else:
-            path = Path(mirror.storage) / each.registry.replace(":", "-")
-            with contextlib.suppress(OSError):  # else the engine makes it
-                path.mkdir(parents=True, exist_ok=True)
-            source = str(path)
-        environment = {"REGISTRY_PROXY_REMOTEURL": each.remote}
-        if each.registry == CREDENTIALS_REGISTRY:
-            environment.update(
-                {
-                    ours: environ[theirs]
-                    for theirs, ours in CREDENTIALS.items()
-                    if environ.get(theirs)
-                }
-            )
-        container_id = engine.start_proxy(
-            NodeContainer(
-                name=each.container,
-                image=mirror.image,
-                command=(),
-                environment=environment,
-                labels=_labels(
-                    owner,
-                    each.registry,
-                    **{labels.SPEC: wanted, labels.MIRROR_STORAGE: source},
-                ),
-                network=NETWORK,
-                mounts={source: STORAGE},
-            )
+        path = Path(mirror.storage) / each.registry.replace(":", "-")
+        with contextlib.suppress(OSError):  # else the engine makes it
+            path.mkdir(parents=True, exist_ok=True)
+        source = str(path)
+    environment = {"REGISTRY_PROXY_REMOTEURL": each.remote}
+    if each.registry == CREDENTIALS_REGISTRY:
+        environment.update(
+            {
+                ours: environ[theirs]
+                for theirs, ours in CREDENTIALS.items()
+                if environ.get(theirs)
+            }
         )
-    _wait_ready(engine, container_id, each.container)
+    container_id = engine.start_proxy(
+        NodeContainer(
+            name=each.container,
+            image=mirror.image,
+            command=(),
+            environment=environment,
+            labels=_labels(
+                owner,
+                each.registry,
+                **{labels.SPEC: wanted, labels.MIRROR_STORAGE: source},
+            ),
+            network=NETWORK,
+            mounts={source: STORAGE},
+        )
+    )
+    wait_listening(engine, container_id, each.container)
 
 
-def _wait_ready(engine: Engine, container_id: str, name: str) -> None:
-    """Wait for the registry's ready line; raise K3sError if it exits or is slow."""
+def wait_listening(engine: Engine, container_id: str, name: str) -> None:
+    """Wait for a registry container's ready line (the mirror's, a cluster's own).
+
+    :raises K3sError: it exits, or does not log it in :data:`READY_TIMEOUT`,
+        with the lines that say why
+    """
     cursor = LogCursor()
     deadline = time.monotonic() + READY_TIMEOUT
     while True:

@@ -147,7 +147,7 @@ def start(
     container = registry_container(spec, cluster=cluster, tags=tags)
     container_id = engine.start_proxy(container)
     try:
-        mirror._wait_ready(engine, container_id, container.name)
+        mirror.wait_listening(engine, container_id, container.name)
     except K3sError as exc:
         raise ClusterStartError(
             f"the registry of cluster {cluster} did not start: {exc}; is its "

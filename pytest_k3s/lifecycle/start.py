@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace
@@ -63,7 +64,6 @@ from pytest_k3s.lifecycle.seeding import forget_seed
 from pytest_k3s.lifecycle.seeding import seed_archive
 from pytest_k3s.owner import Owner
 from pytest_k3s.spec import ClusterSpec
-from pytest_k3s.spec import RegistryMirror
 
 
 Progress = Callable[[str], None]
@@ -273,6 +273,15 @@ class _Starter:
                     raise ImageUnavailableError(f"{exc}; it is {what}") from exc
         self.cache = image_cache.directory_for(self.engine, spec)
         self.seed = seed_archive(spec, self.cache, self.progress)
+        # Started (or waited for, another process starting it) before the
+        # deadline, as the images: it is not this cluster's start-up time.
+        running = (
+            mirror.ensure(
+                self.engine, spec.registry_mirror, environ=os.environ, owner=self.owner
+            )
+            if spec.registry_mirror is not None
+            else ()
+        )
         # A first run's pull is not start-up time: the deadline starts now.
         self.ready.begin()
         server0 = node_name(self.name, "server", 0)
@@ -286,8 +295,8 @@ class _Starter:
         self._assign_addresses(subnet)
         if self.via_network:
             self.engine.join_network(self.name)
-        if spec.registry_mirror is not None:
-            self._use_mirror(spec.registry_mirror)
+        if running:
+            self._use_mirror(running)
         if spec.registry:
             self._start_registry()
         if spec.has_load_balancer:
@@ -362,11 +371,8 @@ class _Starter:
         name = load_balancer.balancer_name(self.name)
         return name, self.addresses.get(name)
 
-    def _use_mirror(self, wanted: RegistryMirror) -> None:
-        """Connect the registry mirror (started if need be) to the network."""
-        running = mirror.ensure(
-            self.engine, wanted, environ=os.environ, owner=self.owner
-        )
+    def _use_mirror(self, running: Sequence[mirror.Mirror]) -> None:
+        """Connect the running mirrors to the network, name them to the nodes."""
         connected = mirror.connect(self.engine, running, self.name)
         self.registries = mirror.registries_yaml(self.registries, connected)
         if connected:
