@@ -192,6 +192,15 @@ def test_the_registry_starts_before_the_nodes_and_is_no_node(api: FakeApi) -> No
     assert engine.names() == [], "the cluster's removal takes the registry"
 
 
+def test_the_registry_stays_on_loopback_when_ports_are_widened(api: FakeApi) -> None:
+    """It has no authentication, and only the engine's pushes use it."""
+    engine = FakeEngine(images=("k3s:test", IMAGE))
+    cluster = started(engine, ClusterSpec(**{**vars(SPEC), "ports_bind": "0.0.0.0"}))
+    (found,) = engine.containers({labels.ROLE: labels.REGISTRY_ROLE})
+    assert [b for b, _ in engine.containers_by_id[found.id].node.ports] == ["127.0.0.1"]
+    cluster.stop()
+
+
 def test_the_handle_pushes_through_the_engine(api: FakeApi) -> None:
     engine = FakeEngine(images=("k3s:test", IMAGE, "my-app:dev"))
     cluster = started(engine)

@@ -47,7 +47,7 @@ class DockerContainers:
         try:
             stream, _ = self.api.get_archive(container_id, path)
         except docker.errors.NotFound as exc:
-            if "No such container" in str(exc):
+            if "no such container" in str(exc).lower():  # Podman: lower case
                 raise
             raise FileNotFoundError(f"{path} in container {container_id[:12]}") from exc
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:

@@ -8,9 +8,10 @@ with the role :data:`~pytest_k3s.labels.REGISTRY_ROLE`: it is no node, and
 the cluster's removal removes it, its blobs (an anonymous volume) with it.
 
 Its port 5000 is published on the engine's host, at a free port ``P``, on
-``ports_bind`` (127.0.0.1 unless asked: it has no authentication). The
-engine pushes, not this process, and Docker trusts a loopback registry
-without TLS, so ``localhost:P`` works for a remote engine too. Every node's
+127.0.0.1 whatever ``ports_bind`` says: it has no authentication, and only
+the engine needs it. The engine pushes, not this process, and Docker trusts
+a loopback registry without TLS, so ``localhost:P`` works for a remote
+engine too. Every node's
 ``registries.yaml`` sends both names an image in it may carry,
 ``localhost:P/<name>`` (as it was pushed) and ``<cluster>-registry:5000/<name>``
 (as the cluster network knows the registry), to
@@ -41,6 +42,8 @@ from pytest_k3s.spec import PortMapping
 
 #: The port the registry serves on, in its container.
 PORT = mirror.PORT
+#: Where the port is published: the engine's own pushes are all that use it.
+LOOPBACK = "127.0.0.1"
 
 
 def registry_name(cluster: str) -> str:
@@ -66,7 +69,7 @@ def registry_container(
         environment={},
         labels={**tags, labels.ROLE: labels.REGISTRY_ROLE},
         network=cluster,
-        ports=((spec.ports_bind, PortMapping(PORT)),),
+        ports=((LOOPBACK, PortMapping(PORT)),),
     )
 
 
