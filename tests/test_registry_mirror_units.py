@@ -361,3 +361,12 @@ def test_the_mirror_is_no_cluster_to_sweeps_and_rm_removes_it(api: FakeApi) -> N
         "volume pytest-k3s-mirror-docker.io",
     ]
     assert engine.names() == []
+
+
+@pytest.mark.parametrize(
+    "name", ["pytest-k3s-mirror", "pytest-k3s-mirror-x", "0", "0-a"]
+)
+def test_names_the_mirror_needs_are_no_cluster_names(name: str) -> None:
+    with pytest.raises(SpecError, match="is reserved"):
+        StartOptions(name=name)
+    StartOptions(name="0a")  # sorts after the mirror's network

@@ -151,6 +151,13 @@ def check_cluster_name(name: str) -> str:
             "cluster's network, containers and Kubernetes nodes, e.g. "
             "<name>-server-0)"
         )
+    if name.startswith(mirror.NAME) or name < mirror.NETWORK:
+        raise SpecError(
+            f"cluster name {name!r} is reserved: the registry mirror's objects "
+            f"are {mirror.NAME}*, and its network, {mirror.NETWORK}, must sort "
+            "before every cluster network (Docker routes the mirror through the "
+            "first); choose another name"
+        )
     if len(name) > MAX_NAME_LENGTH:
         raise SpecError(
             f"cluster name {name!r} is {len(name)} characters long; give at most "
