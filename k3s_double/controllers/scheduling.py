@@ -173,7 +173,10 @@ def spread_misfit(
             ):
                 counts[eligible[bound]] += 1
         here = counts[where[name_of(node)]] + 1
-        if here - min(counts.values(), default=0) > int(constraint.get("maxSkew", 1)):
+        lowest = min(counts.values(), default=0)
+        if len(counts) < int(constraint.get("minDomains") or 1):
+            lowest = 0  # fewer domains than asked for: the global minimum is 0
+        if here - lowest > int(constraint.get("maxSkew", 1)):
             return True
     return False
 

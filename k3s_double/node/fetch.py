@@ -767,6 +767,19 @@ def pull(
     config = _descriptor(document.get("config"))
     layers = tuple(_descriptor(layer) for layer in document.get("layers") or [])
     resolver.fetch(config, "config")
+    if manifest_desc is top:
+        # A lone manifest's platform is its config's: containerd matches it
+        # too, so an image of another architecture fails here.
+        try:
+            image = json.loads(resolver.content.read(config.digest))
+        except ValueError:
+            image = {}
+        found = _platform({"platform": image if isinstance(image, dict) else {}})
+        if found != "/" and found != node_platform():
+            raise FetchError(
+                f"no match for platform in manifest {top.digest}: not found",
+                not_found=True,
+            )
     for layer in layers:
         resolver.fetch(layer, "layer")
     return Pulled(top, manifest_desc, config, layers, listed)

@@ -542,3 +542,25 @@ def test_failed_pulls_back_off_as_the_kubelet_does(
         assert ("u1", image) not in puller.backoff
     finally:
         node.stop()
+
+
+def test_a_lone_manifest_of_another_platform_is_refused(
+    registry: Registry, node: ctr.Containerd
+) -> None:
+    """A tag naming one manifest (no index): its config says the platform."""
+    image = make_image("elsewhere")
+    config = json.loads(image.config)
+    config["architecture"] = "s390x" if config["architecture"] != "s390x" else "arm64"
+    other = json.dumps(config).encode()
+    manifest = json.loads(image.manifest)
+    manifest["config"].update(digest=digest(other), size=len(other))
+    lone = json.dumps(manifest).encode()
+    registry.repos["app"] = {digest(b): b for b in (lone, other, image.layer)}
+    registry.tags["app"] = {"1": digest(lone)}
+    with pytest.raises(ctr.PullError, match="no match for platform in manifest"):
+        node.pull(f"{host_of(registry)}/app:1")
+    assert node.store.list("k8s.io") == {}
+    registry.repos["app"][digest(image.manifest)] = image.manifest
+    registry.repos["app"][digest(image.config)] = image.config
+    registry.tags["app"]["2"] = digest(image.manifest)
+    node.pull(f"{host_of(registry)}/app:2")  # this platform's lone manifest

@@ -65,3 +65,18 @@ def test_schedule_anyway_and_other_pods_do_not_constrain() -> None:
     other["metadata"]["labels"] = {"app": "db"}
     strict = pod("new", topologySpreadConstraints=[SPREAD])
     assert not spread_misfit(strict, NODES[0], NODES, [other, other], {})
+
+
+def test_a_node_without_the_key_is_no_domain() -> None:
+    keyless = {"metadata": {"name": "d", "labels": {}}, "spec": {}}
+    new = pod("new", topologySpreadConstraints=[SPREAD])
+    assert spread_misfit(new, keyless, [*NODES, keyless], [], {})
+
+
+def test_fewer_domains_than_min_domains_count_as_a_minimum_of_zero() -> None:
+    two = NODES[:2]
+    placed = [pod("one", on="a"), pod("two", on="b")]
+    new = pod("new", topologySpreadConstraints=[{**SPREAD, "minDomains": 3}])
+    assert spread_misfit(new, NODES[0], two, placed, {})
+    plain = pod("new", topologySpreadConstraints=[SPREAD])
+    assert not spread_misfit(plain, NODES[0], two, placed, {})
