@@ -230,3 +230,40 @@ def ensure_release_image(double: str, version: str) -> str:
         return ref
     finally:
         client.close()
+
+
+def ensure_service_image(
+    repository: str, dockerfile: str, files: dict[str, str]
+) -> str:
+    """Build an image of Debian packages on the double's base unless it exists.
+
+    ``dockerfile`` has ``{base}`` where the base goes; ``files`` (name:
+    text) are its build context, a ``.sh`` one executable. The tag is a hash
+    of all of it, so an edit builds anew. Return the reference.
+    """
+    import docker
+
+    client = docker.from_env(timeout=600)
+    try:
+        base = base_image(client)
+        text = dockerfile.format(base=base)
+        source = text + "".join(files[name] for name in sorted(files))
+        ref = f"{repository}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+        if _have(client, ref):
+            return ref
+        _progress(f"building {ref} from {base}")
+        with tempfile.TemporaryDirectory(prefix=f"{repository}-build-") as tmp:
+            Path(tmp, "Dockerfile").write_text(text)
+            for name, content in files.items():
+                path = Path(tmp, name)
+                path.write_text(content)
+                if name.endswith(".sh"):
+                    path.chmod(0o755)
+            for event in client.api.build(
+                path=tmp, tag=ref, rm=True, forcerm=True, decode=True, pull=False
+            ):
+                if "error" in event:
+                    raise RuntimeError(f"building {ref} failed: {event['error']}")
+        return ref
+    finally:
+        client.close()

@@ -14,14 +14,9 @@ checks, redispatch and reloads behave as they do for users.
 
 from __future__ import annotations
 
-import hashlib
 import sys
-import tempfile
-from pathlib import Path
 
-from k3s_double.build import _have
-from k3s_double.build import _progress
-from k3s_double.build import base_image
+from k3s_double.build import ensure_service_image
 
 
 REPOSITORY = "pytest-k3s-haproxy"
@@ -59,30 +54,9 @@ exec "$@"
 
 def ensure_load_balancer_image() -> str:
     """Build the image unless it exists already; return its reference."""
-    import docker
-
-    client = docker.from_env(timeout=600)
-    try:
-        base = base_image(client)
-        dockerfile = _DOCKERFILE.format(base=base)
-        digest = hashlib.sha256((dockerfile + _ENTRYPOINT).encode()).hexdigest()[:16]
-        ref = f"{REPOSITORY}:{digest}"
-        if _have(client, ref):
-            return ref
-        _progress(f"building {ref} from {base}")
-        with tempfile.TemporaryDirectory(prefix="k3s-haproxy-build-") as tmp:
-            Path(tmp, "Dockerfile").write_text(dockerfile)
-            entrypoint = Path(tmp, "docker-entrypoint.sh")
-            entrypoint.write_text(_ENTRYPOINT)
-            entrypoint.chmod(0o755)
-            for event in client.api.build(
-                path=tmp, tag=ref, rm=True, forcerm=True, decode=True, pull=False
-            ):
-                if "error" in event:
-                    raise RuntimeError(f"building {ref} failed: {event['error']}")
-        return ref
-    finally:
-        client.close()
+    return ensure_service_image(
+        REPOSITORY, _DOCKERFILE, {"docker-entrypoint.sh": _ENTRYPOINT}
+    )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,9 @@ completed`` line per request) counts what clients fetch.
 
 from __future__ import annotations
 
-import hashlib
 import sys
-import tempfile
-from pathlib import Path
 
-from k3s_double.build import _have
-from k3s_double.build import _progress
-from k3s_double.build import base_image
+from k3s_double.build import ensure_service_image
 
 
 REPOSITORY = "pytest-k3s-registry"
@@ -81,31 +76,11 @@ exec "$@"
 
 def ensure_registry_image() -> str:
     """Build the image unless it exists already; return its reference."""
-    import docker
-
-    client = docker.from_env(timeout=600)
-    try:
-        base = base_image(client)
-        dockerfile = _DOCKERFILE.format(base=base)
-        source = dockerfile + _CONFIG + _ENTRYPOINT
-        ref = f"{REPOSITORY}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
-        if _have(client, ref):
-            return ref
-        _progress(f"building {ref} from {base}")
-        with tempfile.TemporaryDirectory(prefix="k3s-registry-build-") as tmp:
-            Path(tmp, "Dockerfile").write_text(dockerfile)
-            Path(tmp, "config.yml").write_text(_CONFIG)
-            entrypoint = Path(tmp, "docker-entrypoint.sh")
-            entrypoint.write_text(_ENTRYPOINT)
-            entrypoint.chmod(0o755)
-            for event in client.api.build(
-                path=tmp, tag=ref, rm=True, forcerm=True, decode=True, pull=False
-            ):
-                if "error" in event:
-                    raise RuntimeError(f"building {ref} failed: {event['error']}")
-        return ref
-    finally:
-        client.close()
+    return ensure_service_image(
+        REPOSITORY,
+        _DOCKERFILE,
+        {"config.yml": _CONFIG, "docker-entrypoint.sh": _ENTRYPOINT},
+    )
 
 
 if __name__ == "__main__":

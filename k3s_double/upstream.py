@@ -97,7 +97,7 @@ class Upstream:
             container.reload()
             port = container.ports["5000/tcp"][0]["HostPort"]
             pushed = f"127.0.0.1:{port}/{REPOSITORY}:{secrets.token_hex(4)}"
-            _build(client, pushed, layer_bytes)
+            build_one_file_image(client, pushed, layer_bytes)
             try:
                 client.images.push(pushed)
             finally:
@@ -118,15 +118,18 @@ class Upstream:
 
     def join(self, network: str) -> None:
         """Be reachable as :data:`HOST` on a cluster's ``network``."""
-        self.container.client.api.connect_container_to_network(
-            self.container.id, network, aliases=[HOST]
-        )
+        self._connect(network, HOST)
 
     def join_mirror(self, network: str) -> None:
         """Be reachable as :data:`MIRROR_HOST` on the mirror's ``network``."""
-        self.container.client.api.connect_container_to_network(
-            self.container.id, network, aliases=[MIRROR_HOST]
-        )
+        self._connect(network, MIRROR_HOST)
+
+    def _connect(self, network: str, alias: str) -> None:
+        self.container.reload()
+        if network not in self.container.attrs["NetworkSettings"]["Networks"]:
+            self.container.client.api.connect_container_to_network(
+                self.container.id, network, aliases=[alias]
+            )
 
     def remove(self) -> None:
         """Remove the container and its volume."""
@@ -184,7 +187,12 @@ def run_everywhere(
     return sorted(str(pod.spec and pod.spec.node_name) for pod in pods.items)
 
 
-def _build(client: Any, tag: str, layer_bytes: int) -> None:
+def build_one_file_image(client: Any, tag: str, layer_bytes: int = 256 * 1024) -> None:
+    """Build ``tag``: a config and one layer (a file of ``layer_bytes`` random bytes).
+
+    Random content gives its blobs digests no other image has, so a
+    registry's access log tells this image's fetches apart.
+    """
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as archive:
         for name, data in (

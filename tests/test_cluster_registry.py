@@ -20,13 +20,13 @@ import docker
 import pytest
 
 from conftest import SHARED_CLUSTERS
+from k3s_double.upstream import build_one_file_image
 from k3s_double.upstream import run_everywhere
 from pytest_k3s import ClusterSpec
 from pytest_k3s import K3sCluster
 from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.lifecycle.registry import registry_name
-from tests.local_images import build_one_file_image
 
 
 pytestmark = pytest.mark.docker

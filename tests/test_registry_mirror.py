@@ -53,12 +53,15 @@ def upstream(
         yield found
     finally:
         found.remove()
-        mirror.remove(docker_engine)
+        mirror.remove(docker_engine, [upstream_registry.REGISTRY])
 
 
 def fresh_mirror(upstream: Upstream, engine: DockerEngine) -> None:
-    """No mirror yet (another test's is removed), the upstream on its network."""
-    mirror.remove(engine)
+    """No mirror of the upstream yet (a test's is removed), the upstream on its network.
+
+    Only the upstream's: a developer's own mirrors on this engine stay.
+    """
+    mirror.remove(engine, [upstream_registry.REGISTRY])
     upstream.join_mirror(mirror.ensure_network(engine))
 
 
