@@ -21,9 +21,10 @@ only with ``--reusable`` or once it went unused for 7 days, and never while
 a run leases it.
 
 ``mirror status`` shows the registry mirror's containers (one per upstream
-registry), their state, upstream and storage; ``mirror rm`` removes them,
-their network and volumes (a storage directory stays): the next run with
-``--k3s-registry-mirror`` starts them afresh.
+registry), their state, upstream and storage; ``mirror rm [REGISTRY...]``
+removes them (those of the registries named, else all) with their volumes,
+and their network with the last (a storage directory stays): the next run
+with ``--k3s-registry-mirror`` starts them afresh.
 
 Exit status: 0 when it worked, 1 on an error (``error: ...`` on stderr names
 the thing and the next step), 2 for a command line it cannot parse.
@@ -195,6 +196,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "containers, rm removes them with their network and volumes",
     )
     mirrors.add_argument("action", choices=("status", "rm"))
+    mirrors.add_argument(
+        "registries",
+        nargs="*",
+        metavar="REGISTRY",
+        help="rm: only the mirrors of these registries (default: all)",
+    )
     mirrors.set_defaults(run=_mirror)
     return parser
 
@@ -331,7 +338,7 @@ def _rm(engine: DockerEngine, options: argparse.Namespace) -> int:
 
 def _mirror(engine: DockerEngine, options: argparse.Namespace) -> int:
     if options.action == "rm":
-        removed = mirror.remove(engine)
+        removed = mirror.remove(engine, options.registries or None)
         for what in removed:
             print(f"removed {what}")
         if not removed:

@@ -220,3 +220,37 @@ def test_a_stopped_mirror_costs_a_warning_line_not_a_test(
     assert warned[0].startswith(f"warning: registry mirror {hub.container} is exited")
     # The node fetched the blobs itself.
     assert upstream.fetches() - before == Counter(dict.fromkeys(upstream.blobs, 1))
+
+
+def test_the_command_line_shows_and_removes_the_mirror(
+    upstream: Upstream,
+    registry_image: str,
+    docker_engine: DockerEngine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pytest_k3s.cli import main
+
+    fresh_mirror(upstream, docker_engine)
+    wanted = RegistryMirror(
+        storage=str(tmp_path),
+        image=registry_image,
+        upstreams=(upstream_registry.MIRRORED,),
+    )
+    (started,) = mirror.ensure(docker_engine, wanted, environ={})
+    assert main(["mirror", "status"]) == 0
+    line = next(
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if started.container in line
+    )
+    assert line.split("\t") == [
+        upstream_registry.REGISTRY,
+        started.container,
+        "running",
+        f"upstream http://{upstream_registry.MIRROR_HOST}:5000",
+        f"storage {tmp_path / 'upstream.pytest-k3s.test-5000'}",
+    ]
+    assert main(["mirror", "rm", upstream_registry.REGISTRY]) == 0
+    assert f"removed container {started.container}" in capsys.readouterr().out
+    assert not docker_engine.containers({labels.MIRROR: upstream_registry.REGISTRY})

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from pytest_k3s import labels
+from pytest_k3s.engine.node_container import NodeContainer
+from pytest_k3s.errors import K3sError
 from pytest_k3s.errors import RegistryMirrorWarning
 from pytest_k3s.errors import SpecError
 from pytest_k3s.lifecycle import mirror
@@ -370,3 +372,23 @@ def test_names_the_mirror_needs_are_no_cluster_names(name: str) -> None:
     with pytest.raises(SpecError, match="is reserved"):
         StartOptions(name=name)
     StartOptions(name="0a")  # sorts after the mirror's network
+
+
+def test_a_mirror_another_process_made_first_is_used(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One that does not share our lock (another cache directory) won the race."""
+    engine = FakeEngine(images=("k3s:test", REGISTRY))
+    made = engine.start_proxy
+
+    def race(container: NodeContainer) -> str:
+        made(container)  # the other process's
+        raise K3sError(
+            f'Conflict. The container name "/{container.name}" is already in use'
+        )
+
+    monkeypatch.setattr(engine, "start_proxy", race)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
+    assert len(engine.containers({labels.MIRROR: ""})) == 2

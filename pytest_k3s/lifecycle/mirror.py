@@ -384,21 +384,29 @@ def _ensure_container(
                 if environ.get(theirs)
             }
         )
-    container_id = engine.start_proxy(
-        NodeContainer(
-            name=each.container,
-            image=mirror.image,
-            command=(),
-            environment=environment,
-            labels=_labels(
-                owner,
-                each.registry,
-                **{labels.SPEC: wanted, labels.MIRROR_STORAGE: source},
-            ),
-            network=NETWORK,
-            mounts={source: STORAGE},
+    try:
+        container_id = engine.start_proxy(
+            NodeContainer(
+                name=each.container,
+                image=mirror.image,
+                command=(),
+                environment=environment,
+                labels=_labels(
+                    owner,
+                    each.registry,
+                    **{labels.SPEC: wanted, labels.MIRROR_STORAGE: source},
+                ),
+                network=NETWORK,
+                mounts={source: STORAGE},
+            )
         )
-    )
+    except K3sError as exc:
+        # A process that does not share our lock (another user's cache
+        # directory) made it first: use that one.
+        found = engine.containers({labels.MIRROR: each.registry})
+        if "already in use" not in str(exc) or not found:
+            raise
+        container_id = found[0].id
     wait_listening(engine, container_id, each.container)
 
 
