@@ -392,3 +392,35 @@ def test_a_mirror_another_process_made_first_is_used(
         warnings.simplefilter("error")
         start_cluster(engine, SPEC, StartOptions(name="k3s-one"))
     assert len(engine.containers({labels.MIRROR: ""})) == 2
+
+
+def test_concurrent_starts_make_one_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's lock: two processes (here threads) asking at once."""
+    import threading
+    import time
+
+    engine = FakeEngine(images=())
+    has_image = engine.has_image
+
+    def slow(image: str) -> bool:  # between "none there" and "make one"
+        time.sleep(0.2)
+        return has_image(image)
+
+    monkeypatch.setattr(engine, "has_image", slow)
+    found: list[tuple[mirror.Mirror, ...]] = []
+    threads = [
+        threading.Thread(
+            target=lambda: found.append(mirror.ensure(engine, MIRROR, environ={}))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found[0] == found[1] == mirror.mirrors_of(MIRROR)
+    starts = [c for c in engine.calls if c.startswith("start ")]
+    assert sorted(starts) == [
+        "start pytest-k3s-mirror-docker.io",
+        "start pytest-k3s-mirror-ghcr.io",
+    ]
