@@ -71,18 +71,25 @@ class Upstream:
         self.blobs = blobs
 
     @classmethod
-    def start(
-        cls, client: Any, *, labels: dict[str, str], layer_bytes: int = 256 * 1024
-    ) -> Upstream:
-        """Start one (named after its labels' cluster) and push a fresh test image.
+    def start(cls, client: Any, *, layer_bytes: int = 256 * 1024) -> Upstream:
+        """Start one and push a fresh test image to it.
 
         The image has two blobs: its config and one layer of ``layer_bytes``
-        random bytes, so no earlier run's content is there already.
+        random bytes, so no earlier run's content is there already. The
+        container is labelled as pytest-k3s labels what it makes (its own
+        cluster name, this process as owner), so leak checks and sweeps
+        see it, and other test sessions on the engine leave it alone.
         """
-        name = (
-            labels.get("io.pytest-k3s.cluster")
-            or f"pytest-k3s-upstream-{secrets.token_hex(3)}"
-        )
+        from pytest_k3s import labels as k3s
+        from pytest_k3s.owner import Owner
+
+        name = f"pytest-k3s-upstream-{secrets.token_hex(3)}"
+        owner = Owner.current()
+        labels = {
+            k3s.CLUSTER: name,
+            k3s.OWNER: str(owner),
+            k3s.OWNER_NS: owner.namespace,
+        }
         container = client.containers.run(
             ensure_registry_image(),
             name=name,

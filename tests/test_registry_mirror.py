@@ -11,7 +11,6 @@ endpoint, as for any registry without TLS), with or without the mirror.
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,6 @@ from pytest_k3s import RegistryMirror
 from pytest_k3s import labels
 from pytest_k3s.engine.docker_engine import DockerEngine
 from pytest_k3s.lifecycle import mirror
-from pytest_k3s.owner import Owner
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +35,7 @@ def upstream(
     docker_client: docker.DockerClient, docker_engine: DockerEngine
 ) -> Iterator[Upstream]:
     """A registry holding the test image, on the mirror's network."""
-    owner = Owner.current()
-    found = Upstream.start(
-        docker_client,
-        labels={
-            labels.CLUSTER: f"pytest-k3s-upstream-{secrets.token_hex(3)}",
-            labels.OWNER: str(owner),
-            labels.OWNER_NS: owner.namespace,
-        },
-    )
+    found = Upstream.start(docker_client)
     # Both outlive a test: the module's end removes them.
     SHARED_CLUSTERS.update({found.container.name, mirror.NAME})
     try:
