@@ -362,10 +362,15 @@ def balancer_image() -> str:
 
 @pytest.fixture(scope="session")
 def registry_image() -> str:
-    """The registry image (mirror, clusters' registries, test upstreams), built once.
+    """The registry image of the mirror and clusters' registries.
 
-    Debian's docker-registry with the official ``registry:2`` image's contract.
+    ``PYTEST_K3S_REGISTRY_IMAGE`` where set (the official one, where it can
+    be pulled), else Debian's docker-registry with the official
+    ``registry:2`` image's contract, built once.
     """
+    image = os.environ.get("PYTEST_K3S_REGISTRY_IMAGE")
+    if image:
+        return image
     from k3s_double.registry_image import ensure_registry_image
 
     return ensure_registry_image()

@@ -1,8 +1,8 @@
 """Pulling a workload image on every node, without and with the registry mirror.
 
 An "upstream" registry (:mod:`k3s_double.upstream`, standing for Docker
-Hub) holds a fresh test image with one layer of ``--layer-mib`` random
-bytes, and counts the blob fetches it answers. Each phase starts
+Hub) holds a fresh test image (``sleep`` and a layer of ``--layer-mib``
+random bytes) and counts the blob fetches it answers. Each phase starts
 ``--clusters`` clusters of the node double (1 server + ``--agents``
 agents, whose containerd pulls for real) and then, one cluster after
 another, runs a Deployment of that image with a replica on every node,
@@ -119,7 +119,7 @@ def main() -> int:
             upstream = Upstream.start(
                 client, layer_bytes=options.layer_mib * 1024 * 1024
             )
-            config, layer = upstream.blobs
+            blobs = upstream.blobs
             without = phase(engine, upstream, spec, options.clusters)
             # The mirror's registry panics at start if its upstream is not
             # reachable: the upstream joins its network before it starts.
@@ -135,15 +135,17 @@ def main() -> int:
     nodes = 1 + options.agents
     print(
         f"{options.clusters} clusters x {nodes} nodes (1 server + {options.agents} "
-        f"agents), {double}; image of 2 blobs (config, {options.layer_mib} MiB "
-        "layer); per cluster: apply to Ready, upstream blob GETs (config+layer)"
+        f"agents), {double}; image of {len(blobs)} blobs (config, sleep, "
+        f"{options.layer_mib} MiB layer); per cluster: apply to Ready, upstream "
+        "blob GETs (per blob)"
     )
     heads = "".join(f"{f'cluster {i + 1}':>18}" for i in range(options.clusters))
     print(f"{'':<15}{heads}{'total':>8}")
     totals = []
     for name, results in (("without mirror", without), ("with mirror", through)):
         cells = "".join(
-            f"{f'{s:.2f} s  {f[config]}+{f[layer]}':>18}" for s, f in results
+            f"{f'{s:.2f} s  ' + '+'.join(str(f[b]) for b in blobs):>18}"
+            for s, f in results
         )
         totals.append(sum(sum(f.values()) for _, f in results))
         print(f"{name:<15}{cells}{totals[-1]:>8}")

@@ -35,6 +35,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 from typing import Any
 
+from k3s_double.build import base_image
 from k3s_double.registry_image import ensure_registry_image
 
 
@@ -74,8 +75,8 @@ class Upstream:
     def start(cls, client: Any, *, layer_bytes: int = 256 * 1024) -> Upstream:
         """Start one and push a fresh test image to it.
 
-        The image has two blobs: its config and one layer of ``layer_bytes``
-        random bytes, so no earlier run's content is there already. The
+        The image (:func:`build_one_file_image`) has a layer of
+        ``layer_bytes`` random bytes, so no earlier run's content is there. The
         container is labelled as pytest-k3s labels what it makes (its own
         cluster name, this process as owner), so leak checks and sweeps
         see it, and other test sessions on the engine leave it alone.
@@ -194,16 +195,32 @@ def run_everywhere(
     return sorted(str(pod.spec and pod.spec.node_name) for pod in pods.items)
 
 
-def build_one_file_image(client: Any, tag: str, layer_bytes: int = 256 * 1024) -> None:
-    """Build ``tag``: a config and one layer (a file of ``layer_bytes`` random bytes).
+#: The test image: ``sleep`` (Debian's static busybox, so real k3s runs
+#: the pods too; the double runs its own) and a file of random bytes.
+_DOCKERFILE = """\
+FROM {base} AS tools
+RUN apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+      busybox-static >/dev/null
+FROM scratch
+COPY --from=tools /bin/busybox /bin/sleep
+COPY payload /payload
+"""
 
-    Random content gives its blobs digests no other image has, so a
-    registry's access log tells this image's fetches apart.
+
+def build_one_file_image(client: Any, tag: str, layer_bytes: int = 256 * 1024) -> None:
+    """Build ``tag``: a config, ``/bin/sleep`` and ``layer_bytes`` random bytes.
+
+    Three blobs: the config and two layers. The random file gives the
+    image digests no other image has, so a registry's access log tells
+    this image's fetches apart. The first build installs busybox in a
+    builder stage; later ones take it from the build cache.
     """
+    dockerfile = _DOCKERFILE.format(base=base_image(client)).encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as archive:
         for name, data in (
-            ("Dockerfile", b"FROM scratch\nCOPY payload /payload\n"),
+            ("Dockerfile", dockerfile),
             ("payload", secrets.token_bytes(layer_bytes)),
         ):
             info = tarfile.TarInfo(name)

@@ -66,7 +66,7 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def local_image(docker_client: docker.DockerClient) -> Iterator[str]:
-    """A one-layer image, unique to this run; removed with the tags pushes left."""
+    """A small image, unique to this run; removed with the tags pushes left."""
     tag = f"{REPOSITORY}:{secrets.token_hex(4)}"
     build_one_file_image(docker_client, tag)
     yield tag
@@ -158,7 +158,7 @@ def test_every_node_pulls_the_image_from_the_registry(
     for address, blob in fetched:
         by_node.setdefault(address, set()).add(blob)
     blobs = set(by_node[addresses[cluster.servers[0].name]])
-    assert len(blobs) == 2, f"a config and a layer: {fetched}"
+    assert len(blobs) == 3, f"a config and two layers: {fetched}"
     assert by_node == dict.fromkeys(addresses.values(), blobs), (
         f"each node fetched each blob: {fetched}, nodes at {addresses}"
     )
@@ -173,7 +173,7 @@ def test_an_added_agent_pulls_from_the_registry_too(
     assert added.name in run_everywhere(cluster, pushed)
     fetched = blob_gets(cluster, docker_engine) - before
     assert {client for client, _ in fetched} == {address}
-    assert len(fetched) == 2, f"a config and a layer: {fetched}"
+    assert len(fetched) == 3, f"a config and two layers: {fetched}"
 
 
 def test_the_marker_gives_a_test_its_clusters_registry(
