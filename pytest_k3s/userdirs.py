@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from pytest_k3s.errors import K3sError
@@ -41,3 +42,21 @@ def private_directory(path: Path) -> Path:
             "symlink, another user's, or open to others); remove it and run again"
         )
     return path
+
+
+@contextlib.contextmanager
+def engine_lock(address: str, purpose: str, *, timeout: float = -1) -> Iterator[None]:
+    """Hold this user's file lock for ``purpose`` on the engine at ``address``.
+
+    Processes of this user that share the cache (concurrent runs, xdist
+    workers) take turns; ``timeout`` (seconds; -1 waits for ever) raises
+    ``filelock.Timeout`` when it runs out.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    key = hashlib.sha256(address.encode()).hexdigest()[:16]
+    directory = private_directory(cache_home() / "engines")
+    with FileLock(str(directory / f"{key}.{purpose}.lock"), timeout=timeout):
+        yield

@@ -16,8 +16,6 @@ Docker then refuses the overlap and we ask again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +53,7 @@ class DockerNetworks:
     def create_network(self, name: str, network_labels: Mapping[str, str]) -> str:
         """Create the cluster's bridge network; return its subnet (CIDR)."""
         options = {"com.docker.network.bridge.enable_ip_masquerade": "true"}
-        with self._engine_lock():
+        with userdirs.engine_lock(self.address, "networks"):
             for _ in range(SUBNET_ATTEMPTS):
                 subnet = self._free_subnet(name, network_labels, options)
                 ipam = docker.types.IPAMConfig(
@@ -117,15 +115,6 @@ class DockerNetworks:
             )
         return str(subnets[0])
 
-    @contextlib.contextmanager
-    def _engine_lock(self) -> Iterator[None]:
-        from filelock import FileLock
-
-        key = hashlib.sha256(self.address.encode()).hexdigest()[:16]
-        directory = userdirs.private_directory(userdirs.cache_home() / "engines")
-        with FileLock(str(directory / f"{key}.networks.lock")):
-            yield
-
     def join_network(self, network: str) -> None:
         """Connect our own container to ``network`` if we reach APIs through it.
 
@@ -144,14 +133,11 @@ class DockerNetworks:
         if network in (attached or {}):
             return
         try:
-            self.api.connect_container_to_network(ours, network)
+            self._connect(ours, network)
         except docker.errors.APIError as exc:
-            message = explain(exc)
-            if "already exists" in message or "already connected" in message:
-                return  # connected by another worker since we looked
             raise K3sError(
                 f"could not connect this test container ({ours[:12]}) to the "
-                f"cluster network {network}: {message}; set --k3s-api-host "
+                f"cluster network {network}: {explain(exc)}; set --k3s-api-host "
                 "(and --k3s-api-bind) to an address of the engine's host that "
                 "this container reaches"
             ) from exc
@@ -159,15 +145,25 @@ class DockerNetworks:
     def connect_network(self, container_id: str, network: str) -> None:
         """Connect a container to ``network``; already connected is fine."""
         try:
+            self._connect(container_id, network)
+        except docker.errors.APIError as exc:
+            raise K3sError(
+                f"Docker could not connect container {container_id[:12]} to "
+                f"network {network}: {explain(exc)}"
+            ) from exc
+
+    def _connect(self, container_id: str, network: str) -> None:
+        """Connect the container; an answer that it is connected already counts.
+
+        Another worker may have connected it meanwhile: Docker then says
+        "already exists", Podman "already connected".
+        """
+        try:
             self.api.connect_container_to_network(container_id, network)
         except docker.errors.APIError as exc:
             message = explain(exc)
-            if "already exists" in message or "already connected" in message:
-                return
-            raise K3sError(
-                f"Docker could not connect container {container_id[:12]} to "
-                f"network {network}: {message}"
-            ) from exc
+            if "already exists" not in message and "already connected" not in message:
+                raise
 
     def _remove_network(self, network_id: str) -> None:
         # Stragglers (say, a container a user attached) would block removal.

@@ -7,13 +7,14 @@ container in pull-through mode runs on the engine:
 pull-through mode proxies one upstream per container), on the network
 :data:`NETWORK`, with its blobs in a volume or in the directory given.
 It is started once, under a file lock per engine, so concurrent runs and
-xdist workers start one; later clusters find it running.
+xdist workers start one; later clusters find it running, or make it again
+on its blobs if it stopped.
 
 Every cluster's network gets the mirror containers connected to it (the
 nodes reach them by name, with no port published on the host, so it works
 the same from a laptop, a remote engine or a devcontainer), and every node's
-``registries.yaml`` names them first for their registry
-(:func:`registries_yaml`, merged with the user's own, whose entries win).
+``registries.yaml`` names them first for their registry, before the user's
+own endpoints (:func:`registries_yaml`).
 containerd falls back to the registry itself when a mirror fails, so a
 broken mirror costs speed, never a test: a mirror that cannot start is one
 :class:`~pytest_k3s.errors.RegistryMirrorWarning`, and the cluster starts
@@ -33,7 +34,6 @@ import hashlib
 import time
 import warnings
 from collections.abc import Collection
-from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -296,15 +296,9 @@ def warn(message: str) -> None:
             warnings.warn(RegistryMirrorWarning(message), stacklevel=3)
 
 
-@contextlib.contextmanager
-def _engine_lock(engine: Engine) -> Iterator[None]:
+def _engine_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
     """One process at a time on this engine creates, starts or removes mirrors."""
-    from filelock import FileLock
-
-    key = hashlib.sha256(engine.address.encode()).hexdigest()[:16]
-    directory = userdirs.private_directory(userdirs.cache_home() / "engines")
-    with FileLock(str(directory / f"{key}.mirror.lock"), timeout=LOCK_TIMEOUT):
-        yield
+    return userdirs.engine_lock(engine.address, "mirror", timeout=LOCK_TIMEOUT)
 
 
 def _labels(owner: Owner | None, mirrored: str, **extra: str) -> dict[str, str]:
