@@ -51,11 +51,6 @@ REGISTRIES = {"mirrors": {REGISTRY: {"endpoint": [f"http://{REGISTRY}"]}}}
 #: A registry mirror's upstream entry for it (``--k3s-registry-mirror-upstreams``).
 MIRROR_HOST = "upstream-for-mirrors.pytest-k3s.test"
 MIRRORED = f"{REGISTRY}=http://{MIRROR_HOST}:5000"
-_BLOB_GET = re.compile(
-    r"http\.request\.method=GET .*http\.request\.uri=\"?/v2/"
-    + re.escape(REPOSITORY)
-    + r"/blobs/(sha256:[0-9a-f]{64}).*http\.response\.status=200"
-)
 
 
 class Upstream:
@@ -118,10 +113,10 @@ class Upstream:
 
     def fetches(self) -> Counter[str]:
         """How often each blob of the test image was fetched (GET, 200)."""
+        found: Counter[str] = Counter()
         log = self.container.logs().decode(errors="replace")
-        found = Counter(
-            m.group(1) for m in map(_BLOB_GET.search, log.splitlines()) if m
-        )
+        for (_, blob), times in blob_gets(log, REPOSITORY).items():
+            found[blob] += times
         return Counter({blob: found[blob] for blob in self.blobs})
 
     def join(self, network: str) -> None:
@@ -142,6 +137,25 @@ class Upstream:
     def remove(self) -> None:
         """Remove the container and its volume."""
         self.container.remove(force=True, v=True)
+
+
+def blob_gets(log: str, repository: str) -> Counter[tuple[str, str]]:
+    """(client address, blob) of each blob of ``repository`` served, counted.
+
+    From a registry's access log: its ``response completed`` lines of GETs
+    answered 200 (the fields come in alphabetical order).
+    """
+    pattern = re.compile(
+        r"http\.request\.method=GET .*http\.request\.remoteaddr=\"?([0-9.]+):\d+"
+        r".*http\.request\.uri=\"?/v2/"
+        + re.escape(repository)
+        + r"/blobs/(sha256:[0-9a-f]{64}).*http\.response\.status=200"
+    )
+    return Counter(
+        (match.group(1), match.group(2))
+        for match in map(pattern.search, log.splitlines())
+        if match
+    )
 
 
 def run_everywhere(

@@ -11,7 +11,6 @@ with the client's address) shows which node fetched which blob.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import docker
 import pytest
 
 from conftest import SHARED_CLUSTERS
+from k3s_double.upstream import blob_gets as upstream_blob_gets
 from k3s_double.upstream import build_one_file_image
 from k3s_double.upstream import run_everywhere
 from pytest_k3s import ClusterSpec
@@ -32,12 +32,6 @@ from pytest_k3s.lifecycle.registry import registry_name
 pytestmark = pytest.mark.docker
 
 REPOSITORY = "pytest-k3s/own"
-_BLOB_GET = re.compile(
-    r"http\.request\.method=GET .*http\.request\.remoteaddr=\"?([0-9.]+):\d+"
-    r".*http\.request\.uri=\"?/v2/"
-    + re.escape(REPOSITORY)
-    + r"/blobs/(sha256:[0-9a-f]{64}).*http\.response\.status=200"
-)
 _MANIFESTS = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -98,12 +92,7 @@ def in_node(cluster: K3sCluster, engine: DockerEngine, url: str) -> str:
 
 def blob_gets(cluster: K3sCluster, engine: DockerEngine) -> Counter[tuple[str, str]]:
     """(client address, blob) of every blob the registry served, counted."""
-    log = engine.logs(cluster.registry.container_id)
-    return Counter(
-        (match.group(1), match.group(2))
-        for match in map(_BLOB_GET.search, log.splitlines())
-        if match
-    )
+    return upstream_blob_gets(engine.logs(cluster.registry.container_id), REPOSITORY)
 
 
 def test_a_pushed_image_is_in_the_registry_under_the_name_pods_use(

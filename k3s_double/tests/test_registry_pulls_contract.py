@@ -23,6 +23,7 @@ from docker.models.containers import Container
 from kubernetes import client as k8s
 
 from k3s_double.registry_image import ensure_registry_image
+from k3s_double.upstream import blob_gets
 
 from .test_node_contract import TOKEN
 from .test_node_contract import Cluster
@@ -171,14 +172,8 @@ def test_a_pod_runs_an_image_pulled_by_tag_and_by_digest(setup: Setup) -> None:
     assert tagged in names
     assert manifest["image_id"] in names
     # The registry served the blobs: its access log has their GETs.
-    logs = setup.registry.logs().decode()
-    uri = f'http.request.uri="/v2/{REPO}/blobs/sha256:'
-    blobs = [
-        line
-        for line in logs.splitlines()
-        if "http.request.method=GET" in line and uri in line
-    ]
-    assert len(blobs) == 2  # the config and the one layer
+    served = blob_gets(setup.registry.logs().decode(), REPO)
+    assert sum(served.values()) == 2  # the config and the one layer
 
     # ctr images export writes the pulled bytes, which import again.
     done = setup.cluster.servers[0].exec_run(
